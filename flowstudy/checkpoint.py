@@ -1,0 +1,65 @@
+"""Checkpoint files: atomic save, and a load that explains what is wrong with a bad file."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from flowstudy.errors import UserError
+from flowstudy.fileio import atomic_path
+
+FORMAT_VERSION = 1
+COMPATIBLE_SECTIONS = ("arch", "flow", "dataset")
+
+
+class CheckpointError(UserError):
+    pass
+
+
+def save_checkpoint(path: str | os.PathLike[str], state: dict[str, Any]) -> None:
+    with atomic_path(path) as tmp:
+        torch.save({"format_version": FORMAT_VERSION, **state}, tmp)
+
+
+def load_checkpoint(path: str | os.PathLike[str], map_location: str | torch.device) -> dict:
+    p = Path(path)
+    if not p.exists():
+        raise CheckpointError(f"resume={path}: no such file")
+    if p.is_dir():
+        raise CheckpointError(f"resume={path}: is a directory; give the checkpoint file inside "
+                              f"it, e.g. resume={p / 'best.pt'}")
+    try:
+        ckpt = torch.load(p, map_location=map_location, weights_only=True)
+    except Exception as e:  # torch raises several types for truncated or foreign files
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CheckpointError(f"resume={path}: not a readable checkpoint ({reason})") from e
+    if not isinstance(ckpt, dict) or "format_version" not in ckpt:
+        raise CheckpointError(f"resume={path}: not a flowstudy checkpoint")
+    if ckpt["format_version"] > FORMAT_VERSION:
+        raise CheckpointError(
+            f"resume={path}: checkpoint format {ckpt['format_version']} is newer than this "
+            f"flowstudy reads (up to {FORMAT_VERSION}); upgrade flowstudy"
+        )
+    return ckpt
+
+
+def _differences(saved: Any, current: Any, prefix: str) -> list[str]:
+    if isinstance(saved, dict) and isinstance(current, dict):
+        out = []
+        for key in sorted(saved.keys() | current.keys()):
+            out += _differences(saved.get(key), current.get(key), f"{prefix}.{key}")
+        return out
+    return [] if saved == current else [f"{prefix}={saved!r} (config: {current!r})"]
+
+
+def check_compatible(path: str | os.PathLike[str], saved: dict, current: dict) -> None:
+    """The model, flow and data of a resumed run must be the ones the checkpoint was trained on."""
+    diffs = [d for s in COMPATIBLE_SECTIONS for d in _differences(saved[s], current[s], s)]
+    if diffs:
+        raise CheckpointError(
+            f"resume={path}: checkpoint was trained with {', '.join(diffs)}; "
+            f"resume with the same arch, flow and dataset settings"
+        )

@@ -1,0 +1,56 @@
+"""Errors a user can fix, and their one-line descriptions.
+
+The CLI prints one line for these instead of a traceback (``HYDRA_FULL_ERROR=1`` restores it);
+anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from hydra.errors import ConfigCompositionException, MissingConfigException
+from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
+
+
+class UserError(Exception):
+    """A mistake in the input (config, files, paths) rather than in flowstudy."""
+
+
+class ConfigError(UserError, ValueError):
+    """A config value that is well-typed but not allowed; names the key, the value and the rule."""
+
+    def __init__(self, key: str, value: Any, allowed: str) -> None:
+        super().__init__(f"{key}={value!r} is not allowed: {allowed}")
+        self.key, self.value, self.allowed = key, value, allowed
+
+
+def _first_line(text: object) -> str:
+    return str(text).strip().splitlines()[0] if str(text).strip() else ""
+
+
+def _omegaconf_line(err: OmegaConfBaseException) -> str:
+    key = err.full_key or err.key
+    if isinstance(err, (ConfigAttributeError, ConfigKeyError)) and dataclasses.is_dataclass(
+        err.object_type
+    ):
+        allowed = ", ".join(f.name for f in dataclasses.fields(err.object_type))
+        return f"{key} is not a known key; allowed here: {allowed}"
+    return f"{key}: {_first_line(err.msg or err)}" if key else _first_line(err.msg or err)
+
+
+def describe(ex: BaseException) -> str | None:
+    """One line for a user error, or None for an exception that should keep its traceback."""
+    if isinstance(ex, UserError):
+        return str(ex)
+    if isinstance(ex, MissingConfigException) and ex.missing_cfg_file and ex.options is not None:
+        group, _, option = ex.missing_cfg_file.rpartition("/")
+        options = ", ".join(o for o in ex.options if not o.endswith("_schema"))
+        return f"{group}={option} is not an option; available: {options}"
+    if isinstance(ex, ConfigCompositionException):
+        if isinstance(ex.__cause__, OmegaConfBaseException):
+            return _omegaconf_line(ex.__cause__)
+        return _first_line(ex)
+    if isinstance(ex, OmegaConfBaseException):
+        return _omegaconf_line(ex)
+    return None

@@ -1,0 +1,37 @@
+"""A run's ``result.json``: what happened and what it reached, rewritten atomically at each change."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from flowstudy.fileio import write_json
+
+
+@dataclass
+class RunResult:
+    name: str
+    group: str
+    status: str = "running"  # running | completed | failed | interrupted
+    stop_reason: str | None = None  # max_epochs | early_stopping
+    error: str | None = None
+    epochs: int = 0
+    steps: int = 0
+    best_val_loss: float | None = None
+    best_epoch: int | None = None
+    wall_time_s: float = 0.0
+    params: int | None = None
+    w2: float | None = None
+    checkpoint: str | None = None
+    samples_png: str | None = None
+    config: dict[str, Any] = field(default_factory=dict)
+
+    def save(self, path: str | os.PathLike[str]) -> None:
+        write_json(path, asdict(self))
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> RunResult:
+        return cls(**json.loads(Path(path).read_text()))

@@ -1,0 +1,88 @@
+"""Where metrics go: ``metrics.jsonl`` (always) and W&B (offline by default), behind one ``log``.
+
+``Tracker`` is a context manager that always finishes the W&B run: on an exception the run is
+tagged ``failed`` with the error in its notes before the exception propagates.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import wandb
+
+from flowstudy.config import Config, to_dict
+from flowstudy.fileio import atomic_path
+
+# Summaries of these keep their minimum (W&B's default is the last value).
+MINIMISED = ("val/raw_loss", "val/ema_loss")
+
+
+def _truncate_jsonl(path: Path, last_step: int) -> None:
+    """Drop records logged after ``last_step``: a resumed run replays those steps itself."""
+    if not path.exists():
+        return
+    kept = [line for line in path.read_text().splitlines()
+            if line.strip() and json.loads(line)["step"] <= last_step]
+    with atomic_path(path) as tmp:
+        tmp.write_text("".join(line + "\n" for line in kept))
+
+
+class Tracker:
+    def __init__(self, cfg: Config, run_dir: str | os.PathLike[str], metrics_path: Path,
+                 resume_run_id: str | None = None, resume_step: int | None = None) -> None:
+        metrics_path.parent.mkdir(parents=True, exist_ok=True)
+        if resume_step is None:
+            metrics_path.unlink(missing_ok=True)
+        else:
+            _truncate_jsonl(metrics_path, resume_step)
+        self._jsonl = open(metrics_path, "a")  # noqa: SIM115 - closed in finish()
+        self.run = wandb.init(
+            project=cfg.wandb.project,
+            entity=cfg.wandb.entity,
+            name=cfg.name,
+            group=cfg.group,
+            job_type="train",
+            tags=list(cfg.wandb.tags),
+            config=to_dict(cfg),
+            dir=str(run_dir),
+            mode=cfg.wandb.mode,
+            id=resume_run_id,
+            resume="allow" if resume_run_id else None,
+            # flowstudy prints its own progress; W&B capturing stdout/stderr would only slow it.
+            settings=wandb.Settings(console="off"),
+        )
+        for key in MINIMISED:
+            self.run.define_metric(key, summary="min")
+
+    @property
+    def run_id(self) -> str:
+        return self.run.id
+
+    def log(self, metrics: dict[str, float], step: int) -> None:
+        self._jsonl.write(json.dumps({"step": step, **metrics}) + "\n")
+        self._jsonl.flush()
+        self.run.log(metrics, step=step)
+
+    def summary(self, values: dict[str, Any]) -> None:
+        self.run.summary.update(values)
+
+    def image(self, key: str, path: Path, step: int, caption: str) -> None:
+        self.run.log({key: wandb.Image(str(path), caption=caption)}, step=step)
+
+    def finish(self, error: BaseException | None = None) -> None:
+        self._jsonl.close()
+        if error is not None:
+            self.run.tags = (*self.run.tags, "failed")
+            self.run.notes = f"{type(error).__name__}: {error}"
+        self.run.finish(exit_code=0 if error is None else 1)
+
+    def __enter__(self) -> Tracker:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.finish(exc)

@@ -1,0 +1,165 @@
+"""Train one flow-matching run: ``python -m flowstudy.train [group=option] [key=value] ...``.
+
+compose (Hydra) -> validate (typed Config) -> build -> fit -> evaluate -> result.json.
+``python -m flowstudy.train --help`` lists the groups and every key.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+
+import hydra
+import torch
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig
+
+from flowstudy.checkpoint import check_compatible, load_checkpoint, save_checkpoint
+from flowstudy.config import Config, load_config, to_dict
+from flowstudy.data import build_data
+from flowstudy.early_stopping import EarlyStopping
+from flowstudy.ema import EMA
+from flowstudy.errors import ConfigError, UserError, describe
+from flowstudy.evaluate import evaluate, plot_samples
+from flowstudy.flows import build_flow
+from flowstudy.models import build_model, count_parameters
+from flowstudy.results import RunResult
+from flowstudy.rng import seed_everything, set_rng_state
+from flowstudy.tracking import Tracker
+from flowstudy.trainer import TrainState, ValidationSet, fit
+
+log = logging.getLogger("flowstudy")
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError("train.device", name, "cpu or auto (this machine has no CUDA device)")
+    return torch.device(name)
+
+
+def _refuse_overwrite(cfg: Config, checkpoint_dir: Path, result_path: Path) -> None:
+    existing = [p for p in (checkpoint_dir / "best.pt", result_path) if p.exists()]
+    if existing and not cfg.force:
+        raise UserError(
+            f"run '{cfg.name}' already exists ({existing[0]}): continue it with "
+            f"resume={checkpoint_dir / 'best.pt'}, start another with name=<new name>, "
+            f"or replace it with force=true"
+        )
+
+
+def run(cfg: Config, run_dir: Path) -> RunResult:
+    """Train, evaluate and record one run; ``run_dir`` holds its W&B files."""
+    started = time.perf_counter()
+    device = resolve_device(cfg.train.device)
+    checkpoint_dir = Path(cfg.checkpoint.dir) / cfg.name
+    out_dir = Path(cfg.study_dir) / "runs" / cfg.name
+    resumed = load_checkpoint(cfg.resume, device) if cfg.resume else None
+    if resumed is not None:
+        check_compatible(cfg.resume, resumed["config"], to_dict(cfg))
+    else:
+        _refuse_overwrite(cfg, checkpoint_dir, out_dir / "result.json")
+
+    seed_everything(cfg.seed)
+    data = build_data(cfg.dataset)
+    train_x = data.normalizer.encode(data.train).to(device)
+    # Validation noise is seeded by the data seed: runs of any seed are scored on the same problem.
+    val = ValidationSet.fixed(data.normalizer.encode(data.val).to(device), seed=cfg.dataset.seed)
+    model = build_model(cfg.arch, data.dim).to(device)
+    state = TrainState(
+        model=model,
+        ema=EMA(model, cfg.train.ema_decay, cfg.train.ema_power),
+        optimizer=torch.optim.AdamW(model.parameters(), lr=cfg.train.lr,
+                                    weight_decay=cfg.train.weight_decay),
+        stopper=EarlyStopping(cfg.train.patience, cfg.train.min_delta),
+        shuffle_gen=torch.Generator().manual_seed(cfg.seed),
+        noise_gen=torch.Generator(device).manual_seed(cfg.seed + 1),
+    )
+    if resumed is not None:
+        state.load_state_dict(resumed)
+        set_rng_state(resumed["rng"])
+        log.info("resumed %s at epoch %d (step %d, best %.4f)", cfg.resume, state.epoch,
+                 state.step, state.stopper.best)
+
+    result = RunResult(name=cfg.name, group=cfg.group, params=count_parameters(model),
+                       checkpoint=str(checkpoint_dir / "best.pt"), config=to_dict(cfg))
+    result_path = out_dir / "result.json"
+    result.save(result_path)
+    log.info("run %s (group %s): %s parameters on %s", cfg.name, cfg.group,
+             f"{result.params:,}", device)
+    try:
+        with Tracker(cfg, run_dir, out_dir / "metrics.jsonl",
+                     resume_run_id=resumed["wandb_run_id"] if resumed else None,
+                     resume_step=state.step if resumed else None) as tracker:
+            extra = {"config": to_dict(cfg), "normalizer": data.normalizer.state_dict(),
+                     "wandb_run_id": tracker.run_id}
+            tracker.summary({"params": result.params})
+            fitted = fit(cfg.train, state, build_flow(cfg.flow), train_x, val, tracker,
+                         checkpoint_dir, save=lambda path, s: save_checkpoint(path, {**s, **extra}),
+                         save_last=cfg.checkpoint.save_last)
+
+            best_path = checkpoint_dir / "best.pt"
+            if not best_path.exists():
+                raise RuntimeError(f"no epoch produced a finite {cfg.train.monitor} validation "
+                                   f"loss, so there is no best checkpoint to evaluate")
+            best = load_checkpoint(best_path, device)
+            state.ema.load_state_dict(best["ema"])
+            evaluation = evaluate(state.ema.module, data, cfg.sample, seed=cfg.seed)
+            png = checkpoint_dir / "samples.png"
+            plot_samples(evaluation, data, png, title=f"{cfg.name} (epoch {best['epoch']})")
+            tracker.image("samples", png, fitted.steps, caption=f"W2={evaluation.w2:.4f}")
+
+            result.status, result.stop_reason = "completed", fitted.stop_reason
+            result.best_val_loss = state.stopper.best
+            result.best_epoch = state.stopper.best_epoch
+            result.w2, result.samples_png = evaluation.w2, str(png)
+            tracker.summary({"best_val_loss": result.best_val_loss,
+                             "best_epoch": result.best_epoch, "w2": result.w2,
+                             "checkpoint": result.checkpoint, "stop_reason": result.stop_reason})
+    except BaseException as e:
+        result.status = "interrupted" if isinstance(e, KeyboardInterrupt) else "failed"
+        result.error = f"{type(e).__name__}: {e}"
+        raise
+    finally:
+        result.epochs, result.steps = state.epoch, state.step
+        result.wall_time_s = round(time.perf_counter() - started, 3)
+        result.save(result_path)
+
+    log.info("done: %s after %d epochs (%s); best val loss %.4f at epoch %d; W2 %.4f",
+             cfg.name, result.epochs, result.stop_reason, result.best_val_loss,
+             result.best_epoch, result.w2)
+    log.info("checkpoint %s, samples %s, result %s", result.checkpoint, result.samples_png,
+             result_path)
+    return result
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="config")
+def _hydra_main(cfg: DictConfig) -> float | None:
+    config = load_config(cfg)
+    return run(config, Path(HydraConfig.get().runtime.output_dir)).best_val_loss
+
+
+def main() -> None:
+    """CLI entry: user errors become one line on stderr and exit status 2."""
+    keep_traceback = os.environ.get("HYDRA_FULL_ERROR") == "1"
+    # Let exceptions reach this frame instead of Hydra's multi-line report.
+    os.environ["HYDRA_FULL_ERROR"] = "1"
+    try:
+        _hydra_main()
+    except KeyboardInterrupt:
+        print("flowstudy: interrupted", file=sys.stderr)
+        sys.exit(130)
+    except Exception as e:
+        message = None if keep_traceback else describe(e)
+        if message is None:
+            raise
+        print(f"flowstudy: error: {message}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()
