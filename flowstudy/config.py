@@ -17,7 +17,6 @@ from omegaconf import II, MISSING, DictConfig, OmegaConf
 
 from flowstudy.errors import ConfigError
 
-
 # --- group schemas: one base per group, one subclass per option with its own fields -------------
 
 
@@ -47,7 +46,7 @@ class OTFlowConfig(FlowConfig):
 @dataclass
 class DatasetConfig:
     name: str = MISSING
-    n_train: int = 10_000
+    n_train: int = 20_000
     n_val: int = 1_000
     n_test: int = 1_000
     # Seeds the data and its split, apart from the run seed, so every run of a study sees the
@@ -76,7 +75,7 @@ class NoAugConfig(AugConfig):
 
 @dataclass
 class TrainConfig:
-    epochs: int = 60
+    epochs: int = 100
     batch_size: int = 256  # drop_last: every step sees a full batch
     lr: float = 2e-3
     weight_decay: float = 0.0

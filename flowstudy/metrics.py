@@ -13,7 +13,7 @@ def wasserstein2(x: torch.Tensor, y: torch.Tensor) -> float:
     on squared Euclidean costs gives W2 exactly.
     """
     if x.shape != y.shape:
-        raise ValueError(f"exact W2 needs equal-sized sets, got {tuple(x.shape)} and {tuple(y.shape)}")
+        raise ValueError(f"exact W2 needs equal-sized sets, got {tuple(x.shape)}, {tuple(y.shape)}")
     cost = torch.cdist(x.double().cpu(), y.double().cpu()).square().numpy()
     rows, cols = linear_sum_assignment(cost)
     return float(cost[rows, cols].mean() ** 0.5)

@@ -17,7 +17,7 @@ def scatter(samples: torch.Tensor, data: torch.Tensor, path: str | os.PathLike[s
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(5, 5), dpi=120)
+    fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
     ax.scatter(data[:, 0], data[:, 1], s=3, alpha=0.5, color="tab:gray", label="test data")
     ax.scatter(samples[:, 0], samples[:, 1], s=3, alpha=0.6, color="tab:blue", label="samples")
     ax.set_title(title, fontsize=9)

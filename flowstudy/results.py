@@ -1,4 +1,4 @@
-"""A run's ``result.json``: what happened and what it reached, rewritten atomically at each change."""
+"""A run's ``result.json``: what happened and what it reached, rewritten atomically."""
 
 from __future__ import annotations
 

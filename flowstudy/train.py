@@ -11,10 +11,12 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import NoReturn
 
 import hydra
 import torch
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from flowstudy.checkpoint import check_compatible, load_checkpoint, save_checkpoint
@@ -137,10 +139,21 @@ def run(cfg: Config, run_dir: Path) -> RunResult:
     return result
 
 
+def _exit_with_error(message: str) -> NoReturn:
+    print(f"flowstudy: error: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def _hydra_main(cfg: DictConfig) -> float | None:
-    config = load_config(cfg)
-    return run(config, Path(HydraConfig.get().runtime.output_dir)).best_val_loss
+    hydra_cfg = HydraConfig.get()
+    try:
+        config = load_config(cfg)
+        return run(config, Path(hydra_cfg.runtime.output_dir)).best_val_loss
+    except UserError as e:
+        if hydra_cfg.mode == RunMode.MULTIRUN:
+            raise  # one job's mistake is recorded by the sweep, not fatal to it
+        _exit_with_error(str(e))  # Hydra would add its own "Error executing job" line
 
 
 def main() -> None:
@@ -157,8 +170,7 @@ def main() -> None:
         message = None if keep_traceback else describe(e)
         if message is None:
             raise
-        print(f"flowstudy: error: {message}", file=sys.stderr)
-        sys.exit(2)
+        _exit_with_error(message)
 
 
 if __name__ == "__main__":

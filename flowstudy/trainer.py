@@ -45,6 +45,15 @@ class TrainState:
     noise_gen: torch.Generator  # x0 and t of training steps (on the model's device)
     epoch: int = 0  # epochs completed
     step: int = 0  # optimizer steps completed
+    # Train losses since the last log line, summed on the device so the loop never waits on it;
+    # checkpointed so a resumed run logs the same averages as an uninterrupted one.
+    window_loss: torch.Tensor | None = None
+    window_steps: int = 0
+
+    def __post_init__(self) -> None:
+        if self.window_loss is None:
+            device = next(self.model.parameters()).device
+            self.window_loss = torch.zeros((), device=device)
 
     def state_dict(self) -> dict[str, Any]:
         return {
@@ -56,6 +65,7 @@ class TrainState:
                            "noise": self.noise_gen.get_state()},
             "epoch": self.epoch,
             "step": self.step,
+            "window": {"loss": self.window_loss.clone(), "steps": self.window_steps},
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -66,6 +76,8 @@ class TrainState:
         self.shuffle_gen.set_state(state["generators"]["shuffle"].cpu())
         self.noise_gen.set_state(state["generators"]["noise"].cpu())
         self.epoch, self.step = int(state["epoch"]), int(state["step"])
+        self.window_loss.copy_(state["window"]["loss"])
+        self.window_steps = int(state["window"]["steps"])
 
 
 @dataclass
@@ -99,7 +111,8 @@ def batches(data: torch.Tensor, batch_size: int, gen: torch.Generator) -> Iterat
 
 
 @torch.no_grad()
-def validation_loss(model: nn.Module, path: ProbabilityPath, val: ValidationSet, chunk: int = 4096) -> float:
+def validation_loss(model: nn.Module, path: ProbabilityPath, val: ValidationSet,
+                    chunk: int = 4096) -> float:
     was_training = model.training
     model.eval()
     total = torch.zeros((), device=val.x1.device, dtype=torch.float64)
@@ -129,10 +142,6 @@ def fit(
                             cfg.min_lr_ratio)
     params = [p for p in model.parameters() if p.requires_grad]
     device = train_x.device
-    # Train losses accumulate on the device and are read once per log_every steps, so the loop
-    # never waits on the device in between.
-    window_loss = torch.zeros((), device=device)
-    window_steps = 0
 
     bar = tqdm(total=cfg.epochs * steps_per_epoch, initial=state.step, unit="step",
                disable=None, dynamic_ncols=True, leave=False)
@@ -154,20 +163,21 @@ def fit(
                 ema.update()
                 state.step += 1
 
-                window_loss += loss.detach()
-                window_steps += 1
+                state.window_loss += loss.detach()
+                state.window_steps += 1
                 if state.step % cfg.log_every == 0:
-                    train_loss = (window_loss / window_steps).item()
-                    window_loss.zero_()
+                    train_loss = (state.window_loss / state.window_steps).item()
                     sink.log({"train/loss": train_loss, "train/grad_norm": grad_norm.item(),
                               "train/lr": lr, "epoch": state.epoch}, state.step)
-                    bar.update(window_steps)
+                    bar.update(state.step - bar.n)
                     bar.set_postfix(epoch=state.epoch + 1, loss=f"{train_loss:.4f}",
                                     lr=f"{lr:.2e}", refresh=False)
-                    window_steps = 0
+                    state.window_loss.zero_()
+                    state.window_steps = 0
 
             state.epoch += 1
-            raw, ema_loss = validation_loss(model, path, val), validation_loss(ema.module, path, val)
+            raw = validation_loss(model, path, val)
+            ema_loss = validation_loss(ema.module, path, val)
             monitored = ema_loss if cfg.monitor == "ema" else raw
             improved = stopper.update(monitored, state.epoch,
                                       counting=state.step >= cfg.warmup_steps)

@@ -13,7 +13,7 @@ from flowstudy.data.toy2d import moons
 
 @dataclass
 class DataSplits:
-    """Raw (data-space) splits and the normaliser fitted on ``train``; the model sees encoded data."""
+    """Raw (data-space) splits and the normaliser fitted on ``train``; models see encoded data."""
 
     train: torch.Tensor
     val: torch.Tensor

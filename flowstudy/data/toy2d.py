@@ -8,7 +8,7 @@ import torch
 
 
 def moons(n: int, noise: float, generator: torch.Generator) -> torch.Tensor:
-    """Two interleaving half circles, points placed uniformly along each arc, plus Gaussian noise."""
+    """Two interleaving half circles, points uniform along each arc, plus Gaussian noise."""
     upper = torch.rand(n, generator=generator) < 0.5
     theta = torch.rand(n, generator=generator) * math.pi
     x = torch.where(upper, torch.cos(theta), 1.0 - torch.cos(theta))

@@ -1,0 +1,35 @@
+"""Test helpers: compose the real config with Hydra, run the real CLI in a subprocess."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from hydra import compose, initialize_config_dir
+
+from flowstudy.config import Config, load_config
+
+ROOT = Path(__file__).resolve().parents[1]
+CONF = ROOT / "conf"
+
+# A run small enough for a unit test: 8 steps per epoch, a 2-block width-32 MLP.
+TINY = [
+    "dataset.n_train=512", "dataset.n_val=128", "dataset.n_test=128",
+    "arch.width=32", "arch.depth=2", "train.batch_size=64", "train.warmup_steps=10",
+    "train.epochs=3", "sample.steps=8", "train.log_every=4",
+]
+
+
+def compose_config(overrides: list[str]) -> Config:
+    with initialize_config_dir(str(CONF), version_base="1.3"):
+        return load_config(compose("config", overrides=overrides))
+
+
+def cli(args: list[str], cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    """``python -m flowstudy.train ARGS`` in ``cwd`` with one torch thread and no W&B network."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "WANDB_SILENT": "true"}
+    env.pop("HYDRA_FULL_ERROR", None)
+    return subprocess.run([sys.executable, "-m", "flowstudy.train", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=timeout)

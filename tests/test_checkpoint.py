@@ -1,0 +1,72 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from flowstudy.checkpoint import (
+    FORMAT_VERSION,
+    CheckpointError,
+    check_compatible,
+    load_checkpoint,
+    save_checkpoint,
+)
+from flowstudy.config import to_dict
+
+from .helpers import compose_config
+
+
+def test_round_trip_keeps_tensors_and_metadata(tmp_path: Path) -> None:
+    path = tmp_path / "ckpt" / "best.pt"
+    state = {"model": {"w": torch.arange(4.0)}, "epoch": 3, "rng": {"python": (3, (1, 2), None)}}
+    save_checkpoint(path, state)
+    loaded = load_checkpoint(path, "cpu")
+    assert loaded["format_version"] == FORMAT_VERSION and loaded["epoch"] == 3
+    assert torch.equal(loaded["model"]["w"], torch.arange(4.0))
+    assert [p.name for p in path.parent.iterdir()] == ["best.pt"]  # no temporary file left
+
+
+def test_failed_save_leaves_the_previous_checkpoint_intact(tmp_path: Path) -> None:
+    path = tmp_path / "best.pt"
+    save_checkpoint(path, {"epoch": 1})
+    before = path.read_bytes()
+    with pytest.raises(Exception):  # noqa: B017 - pickling a lambda fails part-way through
+        save_checkpoint(path, {"epoch": 2, "bad": lambda: None})
+    assert path.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["best.pt"]
+
+
+@pytest.mark.parametrize("case", ["missing", "directory", "truncated", "garbage", "not_dict",
+                                  "newer"])
+def test_bad_checkpoint_files_are_explained(tmp_path: Path, case: str) -> None:
+    path = tmp_path / "best.pt"
+    good = tmp_path / "good.pt"
+    save_checkpoint(good, {"model": {"w": torch.randn(1000)}, "epoch": 1})
+    expected = {
+        "missing": "no such file", "directory": "is a directory", "truncated": "not a readable",
+        "garbage": "not a readable", "not_dict": "not a flowstudy checkpoint",
+        "newer": "is newer than this flowstudy reads",
+    }[case]
+    if case == "directory":
+        path.mkdir()
+    elif case == "truncated":
+        path.write_bytes(good.read_bytes()[:2000])
+    elif case == "garbage":
+        path.write_text("this is not a checkpoint\n")
+    elif case == "not_dict":
+        torch.save(torch.zeros(3), path)
+    elif case == "newer":
+        torch.save({"format_version": FORMAT_VERSION + 1}, path)
+    with pytest.raises(CheckpointError) as info:
+        load_checkpoint(path, "cpu")
+    assert str(info.value).startswith(f"resume={path}: ") and expected in str(info.value)
+    assert "\n" not in str(info.value)
+
+
+def test_compatibility_names_the_differing_keys() -> None:
+    saved = to_dict(compose_config(["arch.width=64"]))
+    check_compatible("x.pt", saved, to_dict(compose_config(["arch.width=64", "train.lr=1e-4"])))
+    with pytest.raises(CheckpointError) as info:
+        check_compatible("x.pt", saved, to_dict(compose_config(["arch.width=32"])))
+    assert "arch.width=64 (config: 32)" in str(info.value)

@@ -1,0 +1,262 @@
+"""Whole runs: in-process through ``flowstudy.train.run`` and through the real CLI."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import pytest
+import torch
+import wandb
+
+from flowstudy.checkpoint import load_checkpoint, save_checkpoint
+from flowstudy.config import Config
+from flowstudy.data import build_data
+from flowstudy.early_stopping import EarlyStopping
+from flowstudy.ema import EMA
+from flowstudy.errors import UserError
+from flowstudy.evaluate import evaluate
+from flowstudy.flows import build_flow
+from flowstudy.models import build_model
+from flowstudy.results import RunResult
+from flowstudy.rng import rng_state, seed_everything, set_rng_state
+from flowstudy.schedule import WarmupCosine
+from flowstudy.train import run
+from flowstudy.trainer import TrainState, ValidationSet, fit
+
+from .helpers import TINY, cli, compose_config
+from .wandb_files import find_run_files, read_run
+
+
+def _config(tmp_path: Path, *overrides: str) -> Config:
+    return compose_config([*TINY, f"study_dir={tmp_path / 'study'}", "wandb.mode=disabled",
+                           *overrides])
+
+
+def _metrics(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+@pytest.mark.slow
+def test_cli_run_writes_checkpoint_metrics_result_picture_and_wandb_run(
+        tmp_path: Path, study: list[str]) -> None:
+    proc = cli([*TINY, *study, "wandb.tags=[smoke]"], cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    name = "mlp-ot-moons-none"
+    ckpt_dir = tmp_path / "study" / "checkpoints" / name
+    run_dir = tmp_path / "study" / "runs" / name
+
+    result = RunResult.load(run_dir / "result.json")
+    assert result.status == "completed" and result.stop_reason == "max_epochs"
+    assert (result.epochs, result.steps) == (3, 24)  # 512 // 64 = 8 steps per epoch
+    assert result.params == sum(p.numel() for p in build_model(
+        compose_config(TINY).arch, 2).parameters())
+    assert 0 < result.w2 < 5 and result.wall_time_s > 0
+    assert result.checkpoint == str(ckpt_dir / "best.pt")
+    assert result.config["arch"] == {"name": "mlp", "width": 32, "depth": 2}
+
+    ckpt = load_checkpoint(ckpt_dir / "best.pt", "cpu")
+    for key in ("model", "ema", "optimizer", "early_stopping", "epoch", "step", "config",
+                "normalizer", "rng", "generators", "wandb_run_id"):
+        assert key in ckpt, key
+    assert ckpt["epoch"] == result.best_epoch
+    assert ckpt["early_stopping"]["best"] == result.best_val_loss
+    assert (ckpt_dir / "samples.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    records = _metrics(run_dir / "metrics.jsonl")
+    train = [r for r in records if "train/loss" in r]
+    val = [r for r in records if "val/ema_loss" in r]
+    assert [r["step"] for r in train] == [4, 8, 12, 16, 20, 24]
+    assert [(r["step"], r["epoch"]) for r in val] == [(8, 1), (16, 2), (24, 3)]
+    assert min(r["val/ema_loss"] for r in val) == result.best_val_loss
+
+    files = find_run_files(tmp_path / "out")
+    assert len(files) == 1
+    wb = read_run(files[0])
+    assert (wb.name, wb.group, wb.project) == (name, "default", "flow-matching-study")
+    assert wb.run_id == ckpt["wandb_run_id"] and wb.tags == ["smoke"] and wb.exit_code == 0
+    assert {k: wb.config[k] for k in result.config} == result.config
+    assert wb.summary["best_val_loss"] == result.best_val_loss
+    assert wb.summary["val/ema_loss"] == {"min": result.best_val_loss}
+    assert wb.summary["checkpoint"] == result.checkpoint and wb.summary["w2"] == result.w2
+    assert wb.summary["samples/_type"] == "image-file"
+    assert [h["_step"] for h in wb.history if "train/loss" in h] == [4, 8, 12, 16, 20, 24]
+
+
+def test_training_lowers_the_loss_and_the_w2_on_moons(tmp_path: Path) -> None:
+    cfg = _config(tmp_path, "dataset.n_train=2048", "dataset.n_val=256", "dataset.n_test=256",
+                  "arch.width=64", "train.epochs=12", "train.warmup_steps=50",
+                  "sample.steps=20")
+    result = run(cfg, tmp_path / "out")
+    val = [r["val/ema_loss"] for r in _metrics(tmp_path / "study" / "runs" / cfg.name /
+                                                 "metrics.jsonl") if "val/ema_loss" in r]
+    assert result.best_val_loss < 0.9 * val[0]
+
+    torch.manual_seed(0)
+    untrained = evaluate(build_model(cfg.arch, 2), build_data(cfg.dataset), cfg.sample,
+                         seed=cfg.seed)
+    assert result.w2 < 0.5 * untrained.w2
+
+
+def _state(cfg: Config, device: str = "cpu") -> TrainState:
+    seed_everything(cfg.seed)
+    data = build_data(cfg.dataset)
+    model = build_model(cfg.arch, data.dim)
+    return TrainState(model=model, ema=EMA(model, cfg.train.ema_decay, cfg.train.ema_power),
+                      optimizer=torch.optim.AdamW(model.parameters(), lr=cfg.train.lr),
+                      stopper=EarlyStopping(cfg.train.patience, cfg.train.min_delta),
+                      shuffle_gen=torch.Generator().manual_seed(cfg.seed),
+                      noise_gen=torch.Generator(device).manual_seed(cfg.seed + 1))
+
+
+class Sink:
+    def __init__(self) -> None:
+        self.records: list[dict] = []
+
+    def log(self, metrics: dict[str, float], step: int) -> None:
+        self.records.append({"step": step, **metrics})
+
+
+def _fit(cfg: Config, state: TrainState, sink: Sink, ckpt_dir: Path, save_last: bool = True):
+    data = build_data(cfg.dataset)
+    val = ValidationSet.fixed(data.normalizer.encode(data.val), seed=cfg.dataset.seed)
+    return fit(cfg.train, state, build_flow(cfg.flow), data.normalizer.encode(data.train), val,
+               sink, ckpt_dir, save=save_checkpoint, save_last=save_last)
+
+
+def test_resuming_from_a_checkpoint_replays_the_run_bitwise(tmp_path: Path) -> None:
+    cfg = _config(tmp_path, "train.epochs=5", "train.log_every=3")
+    straight, straight_sink = _state(cfg), Sink()
+    snapshots: dict[int, Path] = {}
+
+    def save_and_keep(path: Path, state: dict) -> None:
+        save_checkpoint(path, state)
+        if path.name == "last.pt":
+            snapshots[state["epoch"]] = tmp_path / f"epoch{state['epoch']}.pt"
+            save_checkpoint(snapshots[state["epoch"]], state)
+
+    data = build_data(cfg.dataset)
+    val = ValidationSet.fixed(data.normalizer.encode(data.val), seed=cfg.dataset.seed)
+    fit(cfg.train, straight, build_flow(cfg.flow), data.normalizer.encode(data.train), val,
+        straight_sink, tmp_path / "a", save=save_and_keep, save_last=True)
+
+    # A new state (fresh weights, other RNG draws in between) restored from epoch 2 of 5.
+    resumed, sink = _state(cfg), Sink()
+    torch.randn(100)
+    ckpt = load_checkpoint(snapshots[2], "cpu")
+    resumed.load_state_dict(ckpt)
+    set_rng_state(ckpt["rng"])
+    assert resumed.epoch == 2 and resumed.step == 16 and resumed.ema.updates == 16
+    _fit(cfg, resumed, sink, tmp_path / "b")
+
+    for a, b in zip([*straight.model.parameters(), *straight.ema.module.parameters()],
+                    [*resumed.model.parameters(), *resumed.ema.module.parameters()], strict=True):
+        assert torch.equal(a, b)
+    opt_a, opt_b = straight.optimizer.state_dict(), resumed.optimizer.state_dict()
+    for k, state in opt_a["state"].items():
+        for name, value in state.items():
+            assert torch.equal(value, opt_b["state"][k][name]), name
+    assert sink.records == [r for r in straight_sink.records if r["step"] > 16]
+
+
+def test_early_stopping_after_patience_epochs_past_warmup(tmp_path: Path) -> None:
+    # A learning rate too small to move the loss by min_delta: no epoch after the first improves.
+    common = ("train.lr=1e-7", "train.min_delta=0.05", "train.patience=2", "train.epochs=10")
+    no_warmup = run(_config(tmp_path / "a", *common, "train.warmup_steps=0"), tmp_path / "out")
+    assert (no_warmup.stop_reason, no_warmup.epochs, no_warmup.best_epoch) == (
+        "early_stopping", 3, 1)
+    # Warmup ends during epoch 3 (8 steps per epoch): epochs 1 and 2 do not use up patience.
+    warm = run(_config(tmp_path / "b", *common, "train.warmup_steps=20"), tmp_path / "out")
+    assert (warm.stop_reason, warm.epochs) == ("early_stopping", 4)
+
+
+def test_cli_resume_continues_from_the_stored_epoch_and_state(tmp_path: Path,
+                                                              study: list[str]) -> None:
+    first = cli([*TINY, *study, "train.log_every=8"], cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    name = "mlp-ot-moons-none"
+    best = tmp_path / "study" / "checkpoints" / name / "best.pt"
+    stored = load_checkpoint(best, "cpu")
+    first_run = read_run(find_run_files(tmp_path / "out")[0])
+
+    # Relative resume path: resolved against the directory the command starts in.
+    again = cli([*TINY, *study, "train.log_every=8", "train.epochs=5",
+                 f"hydra.run.dir={tmp_path / 'out2'}",
+                 f"resume=study/checkpoints/{name}/best.pt"], cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    result = RunResult.load(tmp_path / "study" / "runs" / name / "result.json")
+    assert (result.status, result.epochs, result.steps) == ("completed", 5, 40)
+
+    records = _metrics(tmp_path / "study" / "runs" / name / "metrics.jsonl")
+    val_epochs = [r["epoch"] for r in records if "val/ema_loss" in r]
+    assert val_epochs == list(range(1, 6))  # history kept up to the checkpoint, then continued
+    after = [r for r in records if "train/lr" in r and r["step"] > stored["step"]]
+    schedule = WarmupCosine(1e-3 * 2, 10, 5 * 8, 0.05)  # TINY: lr 2e-3, warmup 10, 8 steps/ep
+    assert after[0]["train/lr"] == pytest.approx(schedule(after[0]["step"] - 1))
+
+    resumed_run = read_run(find_run_files(tmp_path / "out2")[0])
+    assert resumed_run.run_id == first_run.run_id == stored["wandb_run_id"]
+    final = load_checkpoint(best, "cpu")
+    assert final["ema"]["updates"] == final["step"] and final["step"] > stored["step"]
+
+
+def test_a_second_run_of_the_same_name_is_refused_unless_forced(tmp_path: Path) -> None:
+    run(_config(tmp_path, "train.epochs=1"), tmp_path / "out")
+    best = tmp_path / "study" / "checkpoints" / "mlp-ot-moons-none" / "best.pt"
+    before = best.read_bytes()
+    with pytest.raises(UserError, match="already exists"):
+        run(_config(tmp_path, "train.epochs=1", "seed=3"), tmp_path / "out")
+    assert best.read_bytes() == before
+    assert run(_config(tmp_path, "train.epochs=1", "seed=3", "force=true"),
+               tmp_path / "out").status == "completed"
+
+
+@pytest.mark.parametrize(
+    ("resume", "expected"),
+    [
+        ("missing.pt", "resume=missing.pt: no such file"),
+        (".", "resume=.: is a directory"),
+        ("junk.pt", "resume=junk.pt: not a readable checkpoint"),
+    ],
+)
+def test_cli_broken_resume_path_is_one_clear_error(tmp_path: Path, study: list[str],
+                                                   resume: str, expected: str) -> None:
+    (tmp_path / "junk.pt").write_text("not a checkpoint")
+    proc = cli([*TINY, *study, f"resume={resume}"], cwd=tmp_path)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [f"flowstudy: error: {expected}"] or \
+        proc.stderr.strip().startswith(f"flowstudy: error: {expected}")
+    assert not (tmp_path / "study" / "runs").exists()
+
+
+def test_resume_with_another_arch_is_refused(tmp_path: Path) -> None:
+    run(_config(tmp_path, "train.epochs=1"), tmp_path / "out")
+    best = tmp_path / "study" / "checkpoints" / "mlp-ot-moons-none" / "best.pt"
+    with pytest.raises(UserError, match=r"arch\.width=32 \(config: 16\)"):
+        run(_config(tmp_path, "arch.width=16", f"resume={best}"), tmp_path / "out")
+
+
+def test_a_failing_run_is_recorded_as_failed_in_result_and_wandb(tmp_path: Path) -> None:
+    # An absurd learning rate makes every validation loss non-finite: no best checkpoint exists.
+    cfg = _config(tmp_path, "train.lr=1e30", "train.warmup_steps=0", "wandb.mode=offline")
+    with pytest.raises(RuntimeError, match="no epoch produced a finite"):
+        run(cfg, tmp_path / "out")
+    wandb.teardown()  # flush the offline run file
+    result = RunResult.load(tmp_path / "study" / "runs" / cfg.name / "result.json")
+    assert result.status == "failed" and "no epoch produced a finite" in result.error
+    wb = read_run(find_run_files(tmp_path / "out")[0])
+    assert "failed" in wb.tags and "no epoch produced a finite" in wb.notes
+    assert wb.exit_code == 1
+
+
+def test_checkpoint_state_dict_round_trip(tmp_path: Path) -> None:
+    cfg = _config(tmp_path)
+    state = _state(cfg)
+    _fit(cfg, state, Sink(), tmp_path / "c")
+    clone = _state(cfg)
+    clone.load_state_dict(copy.deepcopy(state.state_dict()))
+    assert (clone.epoch, clone.step, clone.ema.updates) == (state.epoch, state.step,
+                                                            state.ema.updates)
+    assert clone.shuffle_gen.get_state().equal(state.shuffle_gen.get_state())
+    assert set(rng_state()) == {"python", "numpy", "torch", "cuda"}
