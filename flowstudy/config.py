@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
@@ -83,8 +84,8 @@ class TrainConfig:
     min_lr_ratio: float = 0.05
     grad_clip: float = 1.0
     ema_decay: float = 0.9999
-    # EMA warmup: decay_k = min(ema_decay, 1 - (1 + k) ** -ema_power) after k updates, so the
-    # average covers roughly the last k/3 steps early on instead of the initial weights;
+    # EMA warmup: decay_k = min(ema_decay, 1 - (1 + k) ** -ema_power) after k updates, so early
+    # on the average spans ~(1 + k) ** ema_power recent steps instead of the initial weights;
     # null switches it off.
     ema_power: float | None = 2 / 3
     monitor: str = "ema"  # which val loss drives early stopping and the best checkpoint: ema|raw
@@ -133,6 +134,8 @@ class Config:
     sample: SampleConfig = field(default_factory=SampleConfig)
 
 
+CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
+
 GROUP_SCHEMAS: dict[str, dict[str, type]] = {
     "arch": {"mlp": MLPConfig},
     "flow": {"ot": OTFlowConfig},
@@ -147,6 +150,15 @@ def register_configs() -> None:
     for group, options in GROUP_SCHEMAS.items():
         for option, schema in options.items():
             cs.store(group=group, name=f"{option}_schema", node=schema)
+    # --help lists the options users pick from (the YAML files), not the schemas behind them.
+    OmegaConf.register_new_resolver("flowstudy_groups", group_options_text, replace=True)
+
+
+def group_options_text() -> str:
+    return "\n".join(
+        f"{d.name}: {', '.join(sorted(p.stem for p in d.glob('*.yaml')))}"
+        for d in sorted(CONF_DIR.iterdir()) if d.is_dir()
+    )
 
 
 # --- checks Hydra cannot express ----------------------------------------------------------------

@@ -20,7 +20,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from flowstudy.checkpoint import check_compatible, load_checkpoint, save_checkpoint
-from flowstudy.config import Config, load_config, to_dict
+from flowstudy.config import CONF_DIR, Config, load_config, to_dict
 from flowstudy.data import build_data
 from flowstudy.early_stopping import EarlyStopping
 from flowstudy.ema import EMA
@@ -144,7 +144,7 @@ def _exit_with_error(message: str) -> NoReturn:
     sys.exit(2)
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="config")
+@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
 def _hydra_main(cfg: DictConfig) -> float | None:
     hydra_cfg = HydraConfig.get()
     try:

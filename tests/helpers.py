@@ -9,10 +9,9 @@ from pathlib import Path
 
 from hydra import compose, initialize_config_dir
 
-from flowstudy.config import Config, load_config
+from flowstudy.config import CONF_DIR, Config, load_config
 
-ROOT = Path(__file__).resolve().parents[1]
-CONF = ROOT / "conf"
+CONF = CONF_DIR
 
 # A run small enough for a unit test: 8 steps per epoch, a 2-block width-32 MLP.
 TINY = [
