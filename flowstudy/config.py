@@ -18,7 +18,8 @@ from omegaconf import II, MISSING, DictConfig, OmegaConf
 
 from flowstudy.errors import ConfigError
 
-# --- group schemas: one base per group, one subclass per option with its own fields -------------
+# --- group schemas: one base per group; options with different fields get their own subclass ----
+# Options sharing a schema (e.g. the 2-d datasets) differ only by values set in their YAML.
 
 
 @dataclass
@@ -28,9 +29,24 @@ class ArchConfig:
 
 @dataclass
 class MLPConfig(ArchConfig):
-    name: str = "mlp"
     width: int = 256
     depth: int = 3  # residual blocks
+
+
+@dataclass
+class DiTConfig(ArchConfig):
+    dim: int = 64  # token width
+    depth: int = 2  # transformer blocks
+    heads: int = 4
+    patch: int | None = None  # vector dims per token; null: ceil(D / 8), i.e. at most 8 tokens
+    mlp_ratio: float = 2.0
+
+
+@dataclass
+class UNetConfig(ArchConfig):
+    channels: int = 16
+    mults: list[int] = field(default_factory=lambda: [1, 2, 2])  # channel multiplier per level
+    blocks: int = 1  # residual blocks per level
 
 
 @dataclass
@@ -40,25 +56,60 @@ class FlowConfig:
 
 @dataclass
 class OTFlowConfig(FlowConfig):
-    name: str = "ot"
     sigma_min: float = 0.0
+
+
+@dataclass
+class CFMFlowConfig(FlowConfig):
+    sigma: float = 0.1
+
+
+@dataclass
+class CoupledFlowConfig(FlowConfig):
+    """Flows whose (x0, x1) pairing is solved per minibatch (minibatch_ot, sb)."""
+
+    sigma: float = 0.1
+    # Batches paired ahead of the training step in a background thread (0: pair inline).
+    prefetch: int = 4
+    sinkhorn_iters: int = 200  # sb only: iterations of the entropic OT solver
 
 
 @dataclass
 class DatasetConfig:
     name: str = MISSING
-    n_train: int = 20_000
+    n_train: int | None = None  # a seeded subset of the train split (null: all of it)
     n_val: int = 1_000
     n_test: int = 1_000
     # Seeds the data and its split, apart from the run seed, so every run of a study sees the
     # same train/val/test points whatever its own seed.
     seed: int = 0
+    normalize: str = "standard"  # standard (mean/std) | robust (median/IQR), from the train split
 
 
 @dataclass
-class MoonsConfig(DatasetConfig):
-    name: str = "moons"
-    noise: float = 0.05
+class Toy2DConfig(DatasetConfig):
+    size: int = 22_000  # points generated; the train split is what val and test leave
+    noise: float | None = None  # Gaussian noise added to the points; null: the dataset's own
+    source: str = "gaussian"  # N(0, I), or another 2-d dataset (8gaussians -> moons)
+
+
+@dataclass
+class DigitsConfig(DatasetConfig):
+    n_val: int = 200
+    n_test: int = 200
+
+
+@dataclass
+class EmbeddingsConfig(DatasetConfig):
+    path: str = MISSING  # .pt tensor or .npy array of shape [N, D]
+
+
+@dataclass
+class SphereConfig(DatasetConfig):
+    size: int = 22_000
+    dim: int = 1024
+    clusters: int = 16
+    spread: float = 0.5  # norm of the Gaussian offset from a cluster centre, before projection
 
 
 @dataclass
@@ -67,8 +118,13 @@ class AugConfig:
 
 
 @dataclass
-class NoAugConfig(AugConfig):
-    name: str = "none"
+class NoiseAugConfig(AugConfig):
+    std: float = 0.05  # in normalised units
+
+
+@dataclass
+class MixupAugConfig(AugConfig):
+    alpha: float = 0.2  # mixing weights ~ Beta(alpha, alpha)
 
 
 # --- top-level sections -------------------------------------------------------------------------
@@ -112,8 +168,10 @@ class WandbConfig:
 @dataclass
 class SampleConfig:
     n: int = II("dataset.n_test")  # equal to the test split, so W2 is exact
-    steps: int = 100
-    solver: str = "euler"
+    steps: int = 100  # fixed-step solvers; dopri5 adapts its own steps to atol/rtol
+    solver: str = "euler"  # euler | midpoint | rk4 | dopri5
+    atol: float = 1e-5
+    rtol: float = 1e-5
 
 
 @dataclass
@@ -136,36 +194,45 @@ class Config:
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 
+# group -> schema name (as the YAMLs' defaults list it) -> dataclass
 GROUP_SCHEMAS: dict[str, dict[str, type]] = {
-    "arch": {"mlp": MLPConfig},
-    "flow": {"ot": OTFlowConfig},
-    "dataset": {"moons": MoonsConfig},
-    "aug": {"none": NoAugConfig},
+    "arch": {"mlp_schema": MLPConfig, "dit_schema": DiTConfig, "unet_schema": UNetConfig},
+    "flow": {"ot_schema": OTFlowConfig, "cfm_schema": CFMFlowConfig,
+             "coupled_schema": CoupledFlowConfig, "flow_schema": FlowConfig},
+    "dataset": {"toy2d_schema": Toy2DConfig, "digits_schema": DigitsConfig,
+                "embeddings_schema": EmbeddingsConfig, "sphere_schema": SphereConfig},
+    "aug": {"aug_schema": AugConfig, "noise_schema": NoiseAugConfig,
+            "mixup_schema": MixupAugConfig},
 }
 
 
 def register_configs() -> None:
     cs = ConfigStore.instance()
     cs.store(name="base_config", node=Config)
-    for group, options in GROUP_SCHEMAS.items():
-        for option, schema in options.items():
-            cs.store(group=group, name=f"{option}_schema", node=schema)
+    for group, schemas in GROUP_SCHEMAS.items():
+        for schema_name, schema in schemas.items():
+            cs.store(group=group, name=schema_name, node=schema)
     # --help lists the options users pick from (the YAML files), not the schemas behind them.
     OmegaConf.register_new_resolver("flowstudy_groups", group_options_text, replace=True)
 
 
+def group_options(group: str) -> tuple[str, ...]:
+    """The options of a config group: its YAML files, which name themselves in ``name``."""
+    return tuple(sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml")))
+
+
 def group_options_text() -> str:
-    return "\n".join(
-        f"{d.name}: {', '.join(sorted(p.stem for p in d.glob('*.yaml')))}"
-        for d in sorted(CONF_DIR.iterdir()) if d.is_dir()
-    )
+    groups = sorted(d.name for d in CONF_DIR.iterdir() if d.is_dir())
+    return "\n".join(f"{g}: {', '.join(group_options(g))}" for g in groups)
 
 
 # --- checks Hydra cannot express ----------------------------------------------------------------
 
 WANDB_MODES = ("offline", "online", "disabled")
-SOLVERS = ("euler",)  # the keys of flowstudy.flows.solvers.SOLVERS (a test keeps them equal)
+SOLVERS = ("euler", "midpoint", "rk4", "dopri5")  # = flowstudy.flows.solvers (a test checks)
 MONITORS = ("ema", "raw")
+NORMALIZERS = ("standard", "robust")
+SOURCES_2D = ("8gaussians", "checkerboard", "circles", "moons", "swissroll")
 
 
 def _check(ok: bool, key: str, value: Any, allowed: str) -> None:
@@ -173,9 +240,23 @@ def _check(ok: bool, key: str, value: Any, allowed: str) -> None:
         raise ConfigError(key, value, allowed)
 
 
+def _one_of(key: str, value: Any, allowed: tuple[str, ...]) -> None:
+    _check(value in allowed, key, value, f"one of {', '.join(allowed)}")
+
+
+def _positive_ints(section: str, node: Any) -> None:
+    for key, value in dataclasses.asdict(node).items():
+        values = value if isinstance(value, list) else [value]
+        for v in values:
+            if isinstance(v, int) and not isinstance(v, bool):
+                _check(v >= 1, f"{section}.{key}", value, "integers >= 1")
+
+
 def validate(cfg: Config) -> None:
     """Range and choice checks, run before any work starts."""
-    t, d = cfg.train, cfg.dataset
+    t, d, a, f = cfg.train, cfg.dataset, cfg.arch, cfg.flow
+    for group in ("arch", "flow", "dataset", "aug"):
+        _one_of(f"{group}.name", getattr(cfg, group).name, group_options(group))
     _check(t.epochs >= 1, "train.epochs", t.epochs, "an integer >= 1")
     _check(t.batch_size >= 1, "train.batch_size", t.batch_size, "an integer >= 1")
     _check(t.lr > 0, "train.lr", t.lr, "a float > 0")
@@ -186,48 +267,81 @@ def validate(cfg: Config) -> None:
     _check(0 < t.ema_decay < 1, "train.ema_decay", t.ema_decay, "a float in (0, 1)")
     _check(t.ema_power is None or t.ema_power > 0, "train.ema_power", t.ema_power,
            "a float > 0, or null for no EMA warmup")
-    _check(t.monitor in MONITORS, "train.monitor", t.monitor, f"one of {', '.join(MONITORS)}")
+    _one_of("train.monitor", t.monitor, MONITORS)
     _check(t.patience >= 1, "train.patience", t.patience, "an integer >= 1")
     _check(t.min_delta >= 0, "train.min_delta", t.min_delta, "a float >= 0")
     _check(t.log_every >= 1, "train.log_every", t.log_every, "an integer >= 1")
     _check(t.device in ("auto", "cpu", "cuda") or t.device.startswith("cuda:"), "train.device",
            t.device, "auto, cpu, cuda or cuda:N")
-    for key in ("n_train", "n_val", "n_test"):
-        value = getattr(d, key)
-        _check(value >= 1, f"dataset.{key}", value, "an integer >= 1")
-    _check(t.batch_size <= d.n_train, "train.batch_size", t.batch_size,
-           f"at most dataset.n_train={d.n_train} (every step takes a full batch)")
-    for key, value in dataclasses.asdict(cfg.arch).items():
-        if isinstance(value, int) and not isinstance(value, bool):
-            _check(value >= 1, f"arch.{key}", value, "an integer >= 1")
-    if isinstance(cfg.flow, OTFlowConfig):
-        s = cfg.flow.sigma_min
-        _check(0 <= s < 1, "flow.sigma_min", s, "a float in [0, 1)")
-    if isinstance(cfg.dataset, MoonsConfig):
-        _check(cfg.dataset.noise >= 0, "dataset.noise", cfg.dataset.noise, "a float >= 0")
-    _check(cfg.wandb.mode in WANDB_MODES, "wandb.mode", cfg.wandb.mode,
-           f"one of {', '.join(WANDB_MODES)}")
-    _check(cfg.sample.n >= 1, "sample.n", cfg.sample.n, "an integer >= 1")
-    _check(cfg.sample.steps >= 1, "sample.steps", cfg.sample.steps, "an integer >= 1")
-    _check(cfg.sample.solver in SOLVERS, "sample.solver", cfg.sample.solver,
-           f"one of {', '.join(SOLVERS)}")
+
+    _positive_ints("arch", a)
+    if isinstance(a, DiTConfig):
+        _check(a.dim % a.heads == 0, "arch.dim", a.dim, f"a multiple of arch.heads={a.heads}")
+        _check(a.mlp_ratio > 0, "arch.mlp_ratio", a.mlp_ratio, "a float > 0")
+
+    if isinstance(f, OTFlowConfig):
+        _check(0 <= f.sigma_min < 1, "flow.sigma_min", f.sigma_min, "a float in [0, 1)")
+    if isinstance(f, (CFMFlowConfig, CoupledFlowConfig)):
+        _check(f.sigma >= 0, "flow.sigma", f.sigma, "a float >= 0")
+    if isinstance(f, CoupledFlowConfig):
+        _check(f.prefetch >= 0, "flow.prefetch", f.prefetch, "an integer >= 0")
+        _check(f.sinkhorn_iters >= 1, "flow.sinkhorn_iters", f.sinkhorn_iters, "an integer >= 1")
+        if f.name == "sb":
+            _check(f.sigma > 0, "flow.sigma", f.sigma,
+                   "a float > 0 (sb's entropic reg is 2 sigma^2)")
+
+    _check(d.n_train is None or d.n_train >= 1, "dataset.n_train", d.n_train,
+           "an integer >= 1, or null for the whole train split")
+    _check(d.n_val >= 1, "dataset.n_val", d.n_val, "an integer >= 1")
+    _check(d.n_test >= 1, "dataset.n_test", d.n_test, "an integer >= 1")
+    _one_of("dataset.normalize", d.normalize, NORMALIZERS)
+    if isinstance(d, (Toy2DConfig, SphereConfig)):
+        _check(d.size > d.n_val + d.n_test, "dataset.size", d.size,
+               f"more than n_val + n_test = {d.n_val + d.n_test}")
+    if isinstance(d, Toy2DConfig):
+        _check(d.noise is None or d.noise >= 0, "dataset.noise", d.noise,
+               "a float >= 0, or null for the dataset's default")
+        _one_of("dataset.source", d.source, ("gaussian", *SOURCES_2D))
+    if isinstance(d, SphereConfig):
+        _positive_ints("dataset", d)
+        _check(d.spread >= 0, "dataset.spread", d.spread, "a float >= 0")
+
+    if isinstance(cfg.aug, NoiseAugConfig):
+        _check(cfg.aug.std >= 0, "aug.std", cfg.aug.std, "a float >= 0")
+    if isinstance(cfg.aug, MixupAugConfig):
+        _check(cfg.aug.alpha > 0, "aug.alpha", cfg.aug.alpha, "a float > 0")
+
+    s = cfg.sample
+    _check(s.n >= 1, "sample.n", s.n, "an integer >= 1")
+    _check(s.steps >= 1, "sample.steps", s.steps, "an integer >= 1")
+    _one_of("sample.solver", s.solver, SOLVERS)
+    _check(s.atol > 0, "sample.atol", s.atol, "a float > 0")
+    _check(s.rtol > 0, "sample.rtol", s.rtol, "a float > 0")
+    _one_of("wandb.mode", cfg.wandb.mode, WANDB_MODES)
     _check(cfg.name is None or (cfg.name.strip() != "" and "/" not in cfg.name), "name", cfg.name,
            "a non-empty run name without '/'")
 
 
+def dataset_label(d: DatasetConfig) -> str:
+    """The dataset part of a run name: what data, from which source, how many training points."""
+    label = Path(d.path).stem if isinstance(d, EmbeddingsConfig) else d.name
+    if isinstance(d, Toy2DConfig) and d.source != "gaussian":
+        label = f"{d.source}_to_{label}"
+    return label if d.n_train is None else f"{label}-n{d.n_train}"
+
+
 def derive_name(cfg: Config) -> str:
-    return f"{cfg.arch.name}-{cfg.flow.name}-{cfg.dataset.name}-{cfg.aug.name}"
+    return f"{cfg.arch.name}-{cfg.flow.name}-{dataset_label(cfg.dataset)}-{cfg.aug.name}"
 
 
 def load_config(cfg: DictConfig) -> Config:
     """Hydra's composed DictConfig -> a validated, fully resolved dataclass tree."""
     config: Config = OmegaConf.to_object(cfg)  # type: ignore[assignment]
-    for group, options in GROUP_SCHEMAS.items():
+    for group, schemas in GROUP_SCHEMAS.items():
         node = getattr(config, group)
-        allowed = tuple(options.values())
-        _check(isinstance(node, allowed), group, getattr(node, "name", node),
-               f"a config built on its schema (conf/{group}/<option>.yaml must list "
-               f"'- <option>_schema' in its defaults)")
+        _check(isinstance(node, tuple(schemas.values())), group, getattr(node, "name", node),
+               f"a config built on a schema (conf/{group}/<option>.yaml must list one of "
+               f"{', '.join(schemas)} in its defaults)")
     validate(config)
     if config.name is None:
         config.name = derive_name(config)

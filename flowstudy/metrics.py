@@ -1,6 +1,12 @@
-"""Sample-quality metrics between generated samples and held-out data (in data space)."""
+"""Sample-quality metrics between generated samples and held-out data, in data space.
+
+Every metric is also reported for two independent real sets of the same size (the *floor*): a
+model cannot be expected to beat the distance between the data and itself.
+"""
 
 from __future__ import annotations
+
+import math
 
 import torch
 from scipy.optimize import linear_sum_assignment
@@ -17,3 +23,75 @@ def wasserstein2(x: torch.Tensor, y: torch.Tensor) -> float:
     cost = torch.cdist(x.double().cpu(), y.double().cpu()).square().numpy()
     rows, cols = linear_sum_assignment(cost)
     return float(cost[rows, cols].mean() ** 0.5)
+
+
+def _sqrt_psd(m: torch.Tensor) -> torch.Tensor:
+    values, vectors = torch.linalg.eigh(m)
+    return (vectors * values.clamp_min(0).sqrt()) @ vectors.T
+
+
+def frechet_from_stats(mu1: torch.Tensor, cov1: torch.Tensor, mu2: torch.Tensor,
+                       cov2: torch.Tensor) -> float:
+    """||mu1 - mu2||^2 + tr(C1) + tr(C2) - 2 tr((C1^1/2 C2 C1^1/2)^1/2), in float64.
+
+    The symmetric form needs only eigendecompositions of symmetric matrices; eigenvalues that
+    round-off makes slightly negative are clamped to zero.
+    """
+    mu1, cov1, mu2, cov2 = (a.double() for a in (mu1, cov1, mu2, cov2))
+    root1 = _sqrt_psd(cov1)
+    cross = torch.linalg.eigvalsh(root1 @ cov2 @ root1).clamp_min(0).sqrt().sum()
+    return float((mu1 - mu2).square().sum() + cov1.trace() + cov2.trace() - 2 * cross)
+
+
+def frechet_distance(x: torch.Tensor, y: torch.Tensor) -> float:
+    x, y = x.double().cpu(), y.double().cpu()
+    return frechet_from_stats(x.mean(0), torch.cov(x.T, correction=1).reshape(x.shape[1], -1),
+                              y.mean(0), torch.cov(y.T, correction=1).reshape(y.shape[1], -1))
+
+
+def mmd2_unbiased(x: torch.Tensor, y: torch.Tensor, bandwidth: float | None = None) -> float:
+    """Unbiased MMD^2 with an RBF kernel; bandwidth = median pairwise distance of x and y pooled."""
+    x, y = x.double().cpu(), y.double().cpu()
+    pooled = torch.cat([x, y])
+    d2 = torch.cdist(pooled, pooled).square()
+    if bandwidth is None:
+        off_diagonal = d2[~torch.eye(len(pooled), dtype=torch.bool)]
+        bandwidth = off_diagonal.median().sqrt().item() or 1.0
+    k = torch.exp(-d2 / (2 * bandwidth**2))
+    n, m = len(x), len(y)
+    kxx, kyy, kxy = k[:n, :n], k[n:, n:], k[:n, n:]
+    return float((kxx.sum() - kxx.trace()) / (n * (n - 1))
+                 + (kyy.sum() - kyy.trace()) / (m * (m - 1)) - 2 * kxy.mean())
+
+
+def precision_recall(real: torch.Tensor, fake: torch.Tensor, k: int = 3) -> tuple[float, float]:
+    """k-NN precision and recall (Kynkaanniemi et al. 2019).
+
+    Precision: the fraction of fake points inside some real point's k-NN ball (fidelity);
+    recall: the fraction of real points inside some fake point's ball (coverage).
+    """
+    real, fake = real.double().cpu(), fake.double().cpu()
+
+    def radii(points: torch.Tensor) -> torch.Tensor:  # distance to the k-th other point
+        return torch.cdist(points, points).kthvalue(k + 1, dim=1).values
+
+    cross = torch.cdist(fake, real)  # [fake, real]
+    precision = (cross <= radii(real)[None, :]).any(dim=1).double().mean()
+    recall = (radii(fake)[None, :] >= cross.T).any(dim=1).double().mean()
+    return float(precision), float(recall)
+
+
+def sample_metrics(samples: torch.Tensor, test: torch.Tensor,
+                   reference: torch.Tensor) -> dict[str, float]:
+    """W2, MMD^2, Frechet distance and k-NN precision/recall of ``samples`` against ``test``,
+    each with its floor: the same metric between ``reference`` (other real points) and ``test``.
+    All three sets must have the same size."""
+    def scores(x: torch.Tensor) -> dict[str, float]:
+        if not torch.isfinite(x).all():
+            return dict.fromkeys(("w2", "mmd", "fd", "precision", "recall"), math.nan)
+        precision, recall = precision_recall(test, x)
+        return {"w2": wasserstein2(x, test), "mmd": mmd2_unbiased(x, test),
+                "fd": frechet_distance(x, test), "precision": precision, "recall": recall}
+
+    model, floor = scores(samples), scores(reference)
+    return {**model, **{f"{key}_floor": value for key, value in floor.items()}}

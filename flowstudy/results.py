@@ -24,7 +24,8 @@ class RunResult:
     best_epoch: int | None = None
     wall_time_s: float = 0.0
     params: int | None = None
-    w2: float | None = None
+    metrics: dict[str, float] = field(default_factory=dict)  # sample quality, each with a floor
+    nfe: int | None = None  # velocity evaluations used to sample
     checkpoint: str | None = None
     samples_png: str | None = None
     config: dict[str, Any] = field(default_factory=dict)

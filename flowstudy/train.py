@@ -19,9 +19,11 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
+from flowstudy.batches import BatchSource
 from flowstudy.checkpoint import check_compatible, load_checkpoint, save_checkpoint
 from flowstudy.config import CONF_DIR, Config, load_config, to_dict
 from flowstudy.data import build_data
+from flowstudy.data.augment import build_augment
 from flowstudy.early_stopping import EarlyStopping
 from flowstudy.ema import EMA
 from flowstudy.errors import ConfigError, UserError, describe
@@ -67,10 +69,17 @@ def run(cfg: Config, run_dir: Path) -> RunResult:
         _refuse_overwrite(cfg, checkpoint_dir, out_dir / "result.json")
 
     seed_everything(cfg.seed)
-    data = build_data(cfg.dataset)
-    train_x = data.normalizer.encode(data.train).to(device)
+    data = build_data(cfg.dataset, cfg.study_dir)
+    if cfg.train.batch_size > data.train.shape[0]:
+        raise ConfigError("train.batch_size", cfg.train.batch_size,
+                          f"at most the {data.train.shape[0]} training points (full batches only)")
+    flow = build_flow(cfg.flow)
+    batches = BatchSource(train=data.normalizer.encode(data.train).to(device),
+                          batch_size=cfg.train.batch_size, source=data.source, flow=flow,
+                          augment=build_augment(cfg.aug), seed=cfg.seed)
     # Validation noise is seeded by the data seed: runs of any seed are scored on the same problem.
-    val = ValidationSet.fixed(data.normalizer.encode(data.val).to(device), seed=cfg.dataset.seed)
+    val = ValidationSet.fixed(data.normalizer.encode(data.val).to(device), data.source, flow,
+                              cfg.train.batch_size, seed=cfg.dataset.seed)
     model = build_model(cfg.arch, data.dim).to(device)
     state = TrainState(
         model=model,
@@ -91,8 +100,8 @@ def run(cfg: Config, run_dir: Path) -> RunResult:
                        checkpoint=str(checkpoint_dir / "best.pt"), config=to_dict(cfg))
     result_path = out_dir / "result.json"
     result.save(result_path)
-    log.info("run %s (group %s): %s parameters on %s", cfg.name, cfg.group,
-             f"{result.params:,}", device)
+    log.info("run %s (group %s): %s parameters, %d-d data, %d train points, on %s", cfg.name,
+             cfg.group, f"{result.params:,}", data.dim, data.train.shape[0], device)
     try:
         with Tracker(cfg, run_dir, out_dir / "metrics.jsonl",
                      resume_run_id=resumed["wandb_run_id"] if resumed else None,
@@ -100,8 +109,8 @@ def run(cfg: Config, run_dir: Path) -> RunResult:
             extra = {"config": to_dict(cfg), "normalizer": data.normalizer.state_dict(),
                      "wandb_run_id": tracker.run_id}
             tracker.summary({"params": result.params})
-            fitted = fit(cfg.train, state, build_flow(cfg.flow), train_x, val, tracker,
-                         checkpoint_dir, save=lambda path, s: save_checkpoint(path, {**s, **extra}),
+            fitted = fit(cfg.train, state, batches, val, tracker, checkpoint_dir,
+                         save=lambda path, s: save_checkpoint(path, {**s, **extra}),
                          save_last=cfg.checkpoint.save_last)
 
             best_path = checkpoint_dir / "best.pt"
@@ -113,15 +122,18 @@ def run(cfg: Config, run_dir: Path) -> RunResult:
             evaluation = evaluate(state.ema.module, data, cfg.sample, seed=cfg.seed)
             png = checkpoint_dir / "samples.png"
             plot_samples(evaluation, data, png, title=f"{cfg.name} (epoch {best['epoch']})")
-            tracker.image("samples", png, fitted.steps, caption=f"W2={evaluation.w2:.4f}")
+            sample_log = {f"sample/{k}": v for k, v in evaluation.metrics.items()}
+            tracker.log({**sample_log, "sample/nfe": evaluation.nfe}, fitted.steps)
+            tracker.image("samples", png, fitted.steps, caption=cfg.name)
 
             result.status, result.stop_reason = "completed", fitted.stop_reason
             result.best_val_loss = state.stopper.best
             result.best_epoch = state.stopper.best_epoch
-            result.w2, result.samples_png = evaluation.w2, str(png)
+            result.metrics, result.nfe = evaluation.metrics, evaluation.nfe
+            result.samples_png = str(png)
             tracker.summary({"best_val_loss": result.best_val_loss,
-                             "best_epoch": result.best_epoch, "w2": result.w2,
-                             "checkpoint": result.checkpoint, "stop_reason": result.stop_reason})
+                             "best_epoch": result.best_epoch, "checkpoint": result.checkpoint,
+                             "stop_reason": result.stop_reason})
     except BaseException as e:
         result.status = "interrupted" if isinstance(e, KeyboardInterrupt) else "failed"
         result.error = f"{type(e).__name__}: {e}"
@@ -131,9 +143,12 @@ def run(cfg: Config, run_dir: Path) -> RunResult:
         result.wall_time_s = round(time.perf_counter() - started, 3)
         result.save(result_path)
 
-    log.info("done: %s after %d epochs (%s); best val loss %.4f at epoch %d; W2 %.4f",
-             cfg.name, result.epochs, result.stop_reason, result.best_val_loss,
-             result.best_epoch, result.w2)
+    m = result.metrics
+    log.info("done: %s after %d epochs (%s); best val loss %.4f at epoch %d", cfg.name,
+             result.epochs, result.stop_reason, result.best_val_loss, result.best_epoch)
+    log.info("samples: W2 %.4f (floor %.4f)  MMD %.4f (floor %.4f)  FD %.4f (floor %.4f)  "
+             "precision %.3f  recall %.3f  NFE %d", m["w2"], m["w2_floor"], m["mmd"],
+             m["mmd_floor"], m["fd"], m["fd_floor"], m["precision"], m["recall"], result.nfe)
     log.info("checkpoint %s, samples %s, result %s", result.checkpoint, result.samples_png,
              result_path)
     return result

@@ -1,14 +1,15 @@
 """The training loop: epochs of flow-matching steps, validation, early stopping, checkpoints.
 
-Order of events per step: draw (x0, t), build x_t and the target from the flow, MSE, backward,
-clip, optimizer step (at the scheduled lr), EMA update. Per epoch: validate raw and EMA weights on
-fixed noise, update early stopping, write ``best.pt`` on improvement (and ``last.pt`` if asked).
+Order of events per step: take the next (x0, x1, t, eps) batch, build x_t and the target from the
+flow's path, MSE, backward, clip, optimizer step (at the scheduled lr), EMA update. Per epoch:
+validate raw and EMA weights on fixed noise, update early stopping, write ``best.pt`` on
+improvement (and ``last.pt`` if asked).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -19,9 +20,12 @@ from torch import nn
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
+from flowstudy.batches import BatchSource
 from flowstudy.config import TrainConfig
+from flowstudy.data import Source
 from flowstudy.early_stopping import EarlyStopping
 from flowstudy.ema import EMA
+from flowstudy.flows import Flow
 from flowstudy.flows.paths import ProbabilityPath
 from flowstudy.rng import rng_state
 from flowstudy.schedule import WarmupCosine
@@ -33,6 +37,10 @@ class MetricsSink(Protocol):
     def log(self, metrics: dict[str, float], step: int) -> None: ...
 
 
+def _generator_states(shuffle: torch.Generator, noise: torch.Generator) -> dict[str, torch.Tensor]:
+    return {"shuffle": shuffle.get_state(), "noise": noise.get_state()}
+
+
 @dataclass
 class TrainState:
     """Everything that changes during training; a checkpoint is its ``state_dict()``."""
@@ -42,18 +50,23 @@ class TrainState:
     optimizer: torch.optim.Optimizer
     stopper: EarlyStopping
     shuffle_gen: torch.Generator  # epoch permutations (CPU)
-    noise_gen: torch.Generator  # x0 and t of training steps (on the model's device)
+    noise_gen: torch.Generator  # x0, t, eps and augmentation draws (on the model's device)
     epoch: int = 0  # epochs completed
     step: int = 0  # optimizer steps completed
+    batch: int = 0  # batches done in the epoch in progress
     # Train losses since the last log line, summed on the device so the loop never waits on it;
     # checkpointed so a resumed run logs the same averages as an uninterrupted one.
     window_loss: torch.Tensor | None = None
     window_steps: int = 0
+    # Generator states at the start of the epoch in progress: a resumed run restores these and
+    # replays the draws of the batches already done (a prefetching producer may be ahead).
+    epoch_start: dict[str, torch.Tensor] | None = None
 
     def __post_init__(self) -> None:
         if self.window_loss is None:
-            device = next(self.model.parameters()).device
-            self.window_loss = torch.zeros((), device=device)
+            self.window_loss = torch.zeros((), device=next(self.model.parameters()).device)
+        if self.epoch_start is None:
+            self.epoch_start = _generator_states(self.shuffle_gen, self.noise_gen)
 
     def state_dict(self) -> dict[str, Any]:
         return {
@@ -61,10 +74,10 @@ class TrainState:
             "ema": self.ema.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "early_stopping": self.stopper.state_dict(),
-            "generators": {"shuffle": self.shuffle_gen.get_state(),
-                           "noise": self.noise_gen.get_state()},
+            "generators": {k: v.clone() for k, v in self.epoch_start.items()},
             "epoch": self.epoch,
             "step": self.step,
+            "batch": self.batch,
             "window": {"loss": self.window_loss.clone(), "steps": self.window_steps},
         }
 
@@ -73,27 +86,38 @@ class TrainState:
         self.ema.load_state_dict(state["ema"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.stopper.load_state_dict(state["early_stopping"])
-        self.shuffle_gen.set_state(state["generators"]["shuffle"].cpu())
-        self.noise_gen.set_state(state["generators"]["noise"].cpu())
-        self.epoch, self.step = int(state["epoch"]), int(state["step"])
+        self.epoch_start = {k: v.cpu() for k, v in state["generators"].items()}
+        self.shuffle_gen.set_state(self.epoch_start["shuffle"])
+        self.noise_gen.set_state(self.epoch_start["noise"])
+        self.epoch, self.step, self.batch = int(state["epoch"]), int(state["step"]), int(
+            state["batch"])
         self.window_loss.copy_(state["window"]["loss"])
         self.window_steps = int(state["window"]["steps"])
 
 
 @dataclass
 class ValidationSet:
-    """Validation data with its noise and times drawn once, so every epoch sees the same problem."""
+    """Validation pairs, times and noise drawn (and coupled) once, so every epoch and every run
+    on the same data is scored on the same problem."""
 
     x1: torch.Tensor
     x0: torch.Tensor
     t: torch.Tensor
+    eps: torch.Tensor
 
     @classmethod
-    def fixed(cls, x1: torch.Tensor, seed: int) -> ValidationSet:
-        gen = torch.Generator().manual_seed(seed)
-        x0 = torch.randn(x1.shape, generator=gen)
-        t = torch.rand(x1.shape[0], generator=gen)
-        return cls(x1, x0.to(x1.device), t.to(x1.device))
+    def fixed(cls, x1: torch.Tensor, source: Source, flow: Flow, batch_size: int,
+              seed: int) -> ValidationSet:
+        g = torch.Generator().manual_seed(seed)
+        x0 = source.sample(x1.shape[0], x1.shape[1], g).to(x1.device)
+        t = torch.rand(x1.shape[0], generator=g).to(x1.device)
+        eps = torch.randn(x1.shape, generator=g).to(x1.device)
+        if flow.coupling is not None:  # pair as training does: within batch-sized chunks
+            pairs = [flow.coupling(a, b, torch.Generator(x1.device).manual_seed(seed + i))
+                     for i, (a, b) in enumerate(zip(x0.split(batch_size), x1.split(batch_size),
+                                                    strict=True))]
+            x0, x1 = torch.cat([a for a, _ in pairs]), torch.cat([b for _, b in pairs])
+        return cls(x1, x0, t, eps)
 
 
 @dataclass
@@ -103,13 +127,6 @@ class FitResult:
     steps: int
 
 
-def batches(data: torch.Tensor, batch_size: int, gen: torch.Generator) -> Iterator[torch.Tensor]:
-    """Shuffled full batches of an in-memory tensor (the last partial batch is dropped)."""
-    order = torch.randperm(data.shape[0], generator=gen).to(data.device)
-    for start in range(0, data.shape[0] - batch_size + 1, batch_size):
-        yield data[order[start:start + batch_size]]
-
-
 @torch.no_grad()
 def validation_loss(model: nn.Module, path: ProbabilityPath, val: ValidationSet,
                     chunk: int = 4096) -> float:
@@ -117,9 +134,9 @@ def validation_loss(model: nn.Module, path: ProbabilityPath, val: ValidationSet,
     model.eval()
     total = torch.zeros((), device=val.x1.device, dtype=torch.float64)
     for i in range(0, val.x1.shape[0], chunk):
-        x1, x0, t = val.x1[i:i + chunk], val.x0[i:i + chunk], val.t[i:i + chunk]
-        xt, target = path.sample(x0, x1, t)
-        total += F.mse_loss(model(xt, t), target, reduction="sum").double()
+        part = slice(i, i + chunk)
+        xt, target = path.sample(val.x0[part], val.x1[part], val.t[part], val.eps[part])
+        total += F.mse_loss(model(xt, val.t[part]), target, reduction="sum").double()
     model.train(was_training)
     return (total / val.x1.numel()).item()
 
@@ -127,8 +144,7 @@ def validation_loss(model: nn.Module, path: ProbabilityPath, val: ValidationSet,
 def fit(
     cfg: TrainConfig,
     state: TrainState,
-    path: ProbabilityPath,
-    train_x: torch.Tensor,
+    batches: BatchSource,
     val: ValidationSet,
     sink: MetricsSink,
     checkpoint_dir: Path,
@@ -137,31 +153,31 @@ def fit(
 ) -> FitResult:
     """Train until ``cfg.epochs`` or early stopping; ``save(path, state)`` writes checkpoints."""
     model, optimizer, ema, stopper = state.model, state.optimizer, state.ema, state.stopper
-    steps_per_epoch = train_x.shape[0] // cfg.batch_size
+    path = batches.flow.path
+    steps_per_epoch = batches.steps_per_epoch
     schedule = WarmupCosine(cfg.lr, cfg.warmup_steps, cfg.epochs * steps_per_epoch,
                             cfg.min_lr_ratio)
     params = [p for p in model.parameters() if p.requires_grad]
-    device = train_x.device
 
     bar = tqdm(total=cfg.epochs * steps_per_epoch, initial=state.step, unit="step",
                disable=None, dynamic_ncols=True, leave=False)
     with logging_redirect_tqdm(), bar:
         while state.epoch < cfg.epochs and not stopper.should_stop:
             model.train()
-            for x1 in batches(train_x, cfg.batch_size, state.shuffle_gen):
+            for batch in batches.epoch(state.epoch, state.shuffle_gen, state.noise_gen,
+                                       skip=state.batch):
                 lr = schedule(state.step)
                 for group in optimizer.param_groups:
                     group["lr"] = lr
-                x0 = torch.randn(x1.shape, generator=state.noise_gen, device=device)
-                t = torch.rand(x1.shape[0], generator=state.noise_gen, device=device)
-                xt, target = path.sample(x0, x1, t)
-                loss = F.mse_loss(model(xt, t), target)
+                xt, target = path.sample(batch.x0, batch.x1, batch.t, batch.eps)
+                loss = F.mse_loss(model(xt, batch.t), target)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 grad_norm = nn.utils.clip_grad_norm_(params, cfg.grad_clip)
                 optimizer.step()
                 ema.update()
                 state.step += 1
+                state.batch += 1
 
                 state.window_loss += loss.detach()
                 state.window_steps += 1
@@ -176,6 +192,8 @@ def fit(
                     state.window_steps = 0
 
             state.epoch += 1
+            state.batch = 0
+            state.epoch_start = _generator_states(state.shuffle_gen, state.noise_gen)
             raw = validation_loss(model, path, val)
             ema_loss = validation_loss(ema.module, path, val)
             monitored = ema_loss if cfg.monitor == "ema" else raw

@@ -1,38 +1,131 @@
-"""Datasets as fixed, seeded train/val/test splits in memory, normalised with train statistics."""
+"""Datasets as fixed, seeded train/val/test splits in memory, normalised with train statistics.
+
+Every dataset is a pool of points split once by the data seed (``dataset.seed``): test first, then
+val, the rest is train; ``dataset.n_train`` takes the first n of a seeded order of the train
+split, so smaller subsets are nested in larger ones. Files' splits are stored under
+``<study_dir>/datasets/<name>/`` on first use and reused afterwards.
+"""
 
 from __future__ import annotations
 
+import json
+import math
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
-from flowstudy.config import DatasetConfig, MoonsConfig
+from flowstudy.config import (
+    DatasetConfig,
+    DigitsConfig,
+    EmbeddingsConfig,
+    SphereConfig,
+    Toy2DConfig,
+    dataset_label,
+)
+from flowstudy.data.files import DataError, load_vectors
 from flowstudy.data.normalize import Normalizer
-from flowstudy.data.toy2d import moons
+from flowstudy.data.toy2d import toy2d
+from flowstudy.errors import ConfigError
+from flowstudy.fileio import write_json
+
+
+@dataclass
+class Source:
+    """The distribution at t=0, in the model's (normalised) coordinates."""
+
+    name: str = "gaussian"  # or a 2-d dataset
+    normalizer: Normalizer | None = None
+
+    def sample(self, n: int, dim: int, generator: torch.Generator) -> torch.Tensor:
+        if self.name == "gaussian":
+            return torch.randn(n, dim, generator=generator, device=generator.device)
+        return self.normalizer.encode(toy2d(self.name, n, None, generator))
 
 
 @dataclass
 class DataSplits:
-    """Raw (data-space) splits and the normaliser fitted on ``train``; models see encoded data."""
+    """Raw (data-space) splits, the normaliser fitted on ``train`` and the source distribution."""
 
+    name: str
     train: torch.Tensor
     val: torch.Tensor
     test: torch.Tensor
     normalizer: Normalizer
+    source: Source
 
     @property
     def dim(self) -> int:
         return self.train.shape[1]
 
 
-def _generate(cfg: DatasetConfig, n: int, generator: torch.Generator) -> torch.Tensor:
-    if isinstance(cfg, MoonsConfig):
-        return moons(n, cfg.noise, generator)
-    raise TypeError(f"no generator for dataset config {type(cfg).__name__}")
+def _split(n: int, n_val: int, n_test: int, seed: int) -> dict[str, list[int]]:
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed)).tolist()
+    return {"test": order[:n_test], "val": order[n_test:n_test + n_val],
+            "train": order[n_test + n_val:]}
 
 
-def build_data(cfg: DatasetConfig) -> DataSplits:
-    generator = torch.Generator().manual_seed(cfg.seed)
-    points = _generate(cfg, cfg.n_train + cfg.n_val + cfg.n_test, generator)
-    train, val, test = points.split([cfg.n_train, cfg.n_val, cfg.n_test])
-    return DataSplits(train, val, test, Normalizer.fit(train))
+def _file_split(cfg: EmbeddingsConfig, n: int, study_dir: Path) -> dict[str, list[int]]:
+    """The split of a user's file, written on first use and reused by every later run."""
+    path = (study_dir / "datasets" / Path(cfg.path).stem /
+            f"split-seed{cfg.seed}-val{cfg.n_val}-test{cfg.n_test}.json")
+    if path.exists():
+        stored = json.loads(path.read_text())
+        if stored["rows"] != n:
+            raise DataError(f"dataset.path={cfg.path}: has {n} rows but its stored split {path} "
+                            f"was made for {stored['rows']}; move that split away to re-split")
+        return stored
+    split = {"rows": n, "source": str(Path(cfg.path).resolve()),
+             **_split(n, cfg.n_val, cfg.n_test, cfg.seed)}
+    write_json(path, split)
+    return split
+
+
+def _pool(cfg: DatasetConfig) -> torch.Tensor:
+    g = torch.Generator().manual_seed(cfg.seed)
+    if isinstance(cfg, Toy2DConfig):
+        return toy2d(cfg.name, cfg.size, cfg.noise, g)
+    if isinstance(cfg, SphereConfig):
+        centres = torch.nn.functional.normalize(torch.randn(cfg.clusters, cfg.dim, generator=g),
+                                                dim=1)
+        which = torch.randint(0, cfg.clusters, (cfg.size,), generator=g)
+        offsets = torch.randn(cfg.size, cfg.dim, generator=g) * (cfg.spread / math.sqrt(cfg.dim))
+        return torch.nn.functional.normalize(centres[which] + offsets, dim=1)
+    if isinstance(cfg, DigitsConfig):
+        from sklearn.datasets import load_digits  # bundled with scikit-learn: no download
+
+        return torch.from_numpy(load_digits().data).float()
+    raise TypeError(f"no data for dataset config {type(cfg).__name__}")
+
+
+def build_data(cfg: DatasetConfig, study_dir: str | Path = "study") -> DataSplits:
+    if isinstance(cfg, EmbeddingsConfig):
+        points = load_vectors(cfg.path)
+        _check_sizes(cfg, points.shape[0])
+        split = _file_split(cfg, points.shape[0], Path(study_dir))
+    else:
+        points = _pool(cfg)
+        _check_sizes(cfg, points.shape[0])
+        split = _split(points.shape[0], cfg.n_val, cfg.n_test, cfg.seed)
+    train_idx = split["train"]
+    if cfg.n_train is not None:
+        if cfg.n_train > len(train_idx):
+            raise ConfigError("dataset.n_train", cfg.n_train,
+                              f"at most {len(train_idx)}, the size of {cfg.name}'s train split")
+        subset = torch.randperm(len(train_idx), generator=torch.Generator().manual_seed(cfg.seed))
+        train_idx = [train_idx[i] for i in subset[:cfg.n_train].tolist()]
+    train = points[train_idx]
+    source = Source()
+    if getattr(cfg, "source", "gaussian") != "gaussian":
+        reference = toy2d(cfg.source, 10_000, None, torch.Generator().manual_seed(cfg.seed + 1))
+        source = Source(cfg.source, Normalizer.fit(reference))
+    return DataSplits(name=dataset_label(cfg), train=train, val=points[split["val"]],
+                      test=points[split["test"]], normalizer=Normalizer.fit(train, cfg.normalize),
+                      source=source)
+
+
+def _check_sizes(cfg: DatasetConfig, rows: int) -> None:
+    if cfg.n_val + cfg.n_test >= rows:
+        raise ConfigError("dataset.n_val", cfg.n_val,
+                          f"n_val + n_test below the {rows} points of {cfg.name} "
+                          f"(n_test={cfg.n_test}), leaving some to train on")

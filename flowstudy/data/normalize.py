@@ -1,4 +1,4 @@
-"""Per-dimension standardisation with statistics taken from the train split only."""
+"""Per-dimension normalisation with statistics taken from the train split only."""
 
 from __future__ import annotations
 
@@ -6,25 +6,41 @@ from dataclasses import dataclass
 
 import torch
 
+# IQR of a standard normal: dividing the IQR by it makes the robust scale match the std on
+# Gaussian data.
+_NORMAL_IQR = 1.3489795
+
+
+def _quantiles(x: torch.Tensor, qs: tuple[float, ...]) -> list[torch.Tensor]:
+    """Per-column quantiles with linear interpolation (torch.quantile caps its input size)."""
+    ordered = x.sort(dim=0).values
+    out = []
+    for q in qs:
+        pos = q * (x.shape[0] - 1)
+        lo, frac = int(pos), pos - int(pos)
+        hi = min(lo + 1, x.shape[0] - 1)
+        out.append(ordered[lo] + frac * (ordered[hi] - ordered[lo]))
+    return out
+
 
 @dataclass
 class Normalizer:
-    mean: torch.Tensor
-    std: torch.Tensor
+    shift: torch.Tensor
+    scale: torch.Tensor
 
     @classmethod
-    def fit(cls, x: torch.Tensor, eps: float = 1e-8) -> Normalizer:
-        return cls(mean=x.mean(dim=0), std=x.std(dim=0).clamp_min(eps))
+    def fit(cls, x: torch.Tensor, kind: str = "standard", eps: float = 1e-8) -> Normalizer:
+        """``standard``: mean and std; ``robust``: median and IQR / 1.349 (robust to outliers)."""
+        if kind == "robust":
+            q25, q50, q75 = _quantiles(x, (0.25, 0.5, 0.75))
+            return cls(q50, ((q75 - q25) / _NORMAL_IQR).clamp_min(eps))
+        return cls(x.mean(dim=0), x.std(dim=0).clamp_min(eps))
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
-        return (x - self.mean.to(x.device)) / self.std.to(x.device)
+        return (x - self.shift.to(x.device)) / self.scale.to(x.device)
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
-        return z * self.std.to(z.device) + self.mean.to(z.device)
+        return z * self.scale.to(z.device) + self.shift.to(z.device)
 
     def state_dict(self) -> dict[str, torch.Tensor]:
-        return {"mean": self.mean.clone(), "std": self.std.clone()}
-
-    @classmethod
-    def from_state_dict(cls, state: dict[str, torch.Tensor]) -> Normalizer:
-        return cls(mean=state["mean"].cpu(), std=state["std"].cpu())
+        return {"shift": self.shift.clone(), "scale": self.scale.clone()}

@@ -2,16 +2,26 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 from torch import nn
 
-from flowstudy.config import ArchConfig, MLPConfig
+from flowstudy.models.dit import DiT
 from flowstudy.models.mlp import MLP
+from flowstudy.models.unet import UNet1D
+
+# arch option -> builder(arch config, data dim)
+MODELS: dict[str, Callable[[Any, int], nn.Module]] = {
+    "mlp": lambda c, d: MLP(d, width=c.width, depth=c.depth),
+    "dit": lambda c, d: DiT(d, dim=c.dim, depth=c.depth, heads=c.heads, patch=c.patch,
+                            mlp_ratio=c.mlp_ratio),
+    "unet": lambda c, d: UNet1D(d, channels=c.channels, mults=list(c.mults), blocks=c.blocks),
+}
 
 
-def build_model(cfg: ArchConfig, dim: int) -> nn.Module:
-    if isinstance(cfg, MLPConfig):
-        return MLP(dim, width=cfg.width, depth=cfg.depth)
-    raise TypeError(f"no model for arch config {type(cfg).__name__}")
+def build_model(cfg: Any, dim: int) -> nn.Module:
+    return MODELS[cfg.name](cfg, dim)
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -1,0 +1,118 @@
+"""Training batches: each epoch's (x0, x1, t, eps), drawn in a fixed order from the run's
+generators and paired by the flow's coupling, optionally ahead of the step in a background thread.
+
+The draws happen in one sequence whatever the timing, and a coupling's own randomness comes from
+a generator seeded by (seed, epoch, batch), so a prefetched run is identical to an inline one and
+a run resumed mid-epoch can replay the draws it skips.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import TypeVar
+
+import torch
+
+from flowstudy.data import Source
+from flowstudy.data.augment import Augment
+from flowstudy.flows import Flow
+
+T = TypeVar("T")
+
+
+@dataclass
+class Batch:
+    x0: torch.Tensor
+    x1: torch.Tensor
+    t: torch.Tensor
+    eps: torch.Tensor | None
+
+
+@dataclass
+class BatchSource:
+    train: torch.Tensor  # normalised, on the training device
+    batch_size: int
+    source: Source
+    flow: Flow
+    augment: Augment | None
+    seed: int
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return self.train.shape[0] // self.batch_size  # the last partial batch is dropped
+
+    def _draws(self, shuffle_gen: torch.Generator, noise_gen: torch.Generator,
+               skip: int) -> Iterator[tuple[int, Batch]]:
+        n, b, device = self.train.shape[0], self.batch_size, self.train.device
+        order = torch.randperm(n, generator=shuffle_gen).to(device)
+        for i in range(self.steps_per_epoch):
+            x1 = self.train[order[i * b:(i + 1) * b]]
+            if self.augment is not None:
+                x1 = self.augment(x1, noise_gen)
+            x0 = self.source.sample(b, x1.shape[1], noise_gen)
+            t = torch.rand(b, generator=noise_gen, device=device)
+            eps = (torch.randn(x1.shape, generator=noise_gen, device=device)
+                   if self.flow.path.noisy else None)
+            if i >= skip:  # skipped batches still draw, so the generators end where they would
+                yield i, Batch(x0, x1, t, eps)
+
+    def _paired(self, items: Iterator[tuple[int, Batch]], epoch: int) -> Iterator[Batch]:
+        for i, batch in items:
+            g = torch.Generator(batch.x0.device).manual_seed(hash((self.seed, epoch, i)))
+            batch.x0, batch.x1 = self.flow.coupling(batch.x0, batch.x1, g)
+            yield batch
+
+    def epoch(self, epoch: int, shuffle_gen: torch.Generator, noise_gen: torch.Generator,
+              skip: int = 0) -> Iterator[Batch]:
+        """The batches of ``epoch`` after the first ``skip``."""
+        draws = self._draws(shuffle_gen, noise_gen, skip)
+        if self.flow.coupling is None:
+            return (batch for _, batch in draws)
+        paired = self._paired(draws, epoch)
+        return prefetch(paired, self.flow.prefetch) if self.flow.prefetch > 0 else paired
+
+
+class _Failed:
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
+
+
+_DONE = object()
+
+
+def prefetch(items: Iterator[T], depth: int) -> Iterator[T]:
+    """Iterate ``items`` in a background thread, up to ``depth`` ahead of the consumer."""
+    buffer: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def put(item: object) -> bool:
+        while not stop.is_set():
+            try:
+                buffer.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        try:
+            for item in items:
+                if not put(item):
+                    return
+            put(_DONE)
+        except BaseException as e:  # handed to the consumer, which re-raises it
+            put(_Failed(e))
+
+    worker = threading.Thread(target=produce, name="flowstudy-prefetch", daemon=True)
+    worker.start()
+    try:
+        while (item := buffer.get()) is not _DONE:
+            if isinstance(item, _Failed):
+                raise item.error
+            yield item
+    finally:
+        stop.set()
+        worker.join()
