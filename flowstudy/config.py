@@ -83,7 +83,8 @@ class DatasetConfig:
     # Seeds the data and its split, apart from the run seed, so every run of a study sees the
     # same train/val/test points whatever its own seed.
     seed: int = 0
-    normalize: str = "standard"  # standard (mean/std) | robust (median/IQR), from the train split
+    # From the train split: standard (per-dim mean/std) | robust (per-dim median/IQR) | global
+    normalize: str = "standard"
 
 
 @dataclass
@@ -231,7 +232,7 @@ def group_options_text() -> str:
 WANDB_MODES = ("offline", "online", "disabled")
 SOLVERS = ("euler", "midpoint", "rk4", "dopri5")  # = flowstudy.flows.solvers (a test checks)
 MONITORS = ("ema", "raw")
-NORMALIZERS = ("standard", "robust")
+NORMALIZERS = ("standard", "robust", "global")
 SOURCES_2D = ("8gaussians", "checkerboard", "circles", "moons", "swissroll")
 
 
@@ -303,7 +304,8 @@ def validate(cfg: Config) -> None:
                "a float >= 0, or null for the dataset's default")
         _one_of("dataset.source", d.source, ("gaussian", *SOURCES_2D))
     if isinstance(d, SphereConfig):
-        _positive_ints("dataset", d)
+        for key in ("dim", "clusters"):
+            _check(getattr(d, key) >= 1, f"dataset.{key}", getattr(d, key), "an integer >= 1")
         _check(d.spread >= 0, "dataset.spread", d.spread, "a float >= 0")
 
     if isinstance(cfg.aug, NoiseAugConfig):

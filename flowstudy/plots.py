@@ -65,7 +65,7 @@ def image_grid(samples: torch.Tensor, path: str | os.PathLike[str], title: str,
         top, left = r * (side + 1), c * (side + 1)
         canvas[top:top + side, left:left + side] = images[i]
     fig, ax = plt.subplots(figsize=(5, 5.3), dpi=120)
-    ax.imshow(canvas, cmap="gray_r", vmin=0, vmax=vmax)
+    ax.imshow(canvas.numpy(), cmap="gray_r", vmin=0, vmax=vmax)
     ax.set_title(title, fontsize=9)
     ax.axis("off")
     _save(fig, path)

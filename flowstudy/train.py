@@ -10,6 +10,7 @@ import logging
 import os
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import NoReturn
 
@@ -22,7 +23,7 @@ from omegaconf import DictConfig
 from flowstudy.batches import BatchSource
 from flowstudy.checkpoint import check_compatible, load_checkpoint, save_checkpoint
 from flowstudy.config import CONF_DIR, Config, load_config, to_dict
-from flowstudy.data import build_data
+from flowstudy.data import DataSplits, build_data
 from flowstudy.data.augment import build_augment
 from flowstudy.early_stopping import EarlyStopping
 from flowstudy.ema import EMA
@@ -56,19 +57,17 @@ def _refuse_overwrite(cfg: Config, checkpoint_dir: Path, result_path: Path) -> N
         )
 
 
-def run(cfg: Config, run_dir: Path) -> RunResult:
-    """Train, evaluate and record one run; ``run_dir`` holds its W&B files."""
-    started = time.perf_counter()
-    device = resolve_device(cfg.train.device)
-    checkpoint_dir = Path(cfg.checkpoint.dir) / cfg.name
-    out_dir = Path(cfg.study_dir) / "runs" / cfg.name
-    resumed = load_checkpoint(cfg.resume, device) if cfg.resume else None
-    if resumed is not None:
-        check_compatible(cfg.resume, resumed["config"], to_dict(cfg))
-    else:
-        _refuse_overwrite(cfg, checkpoint_dir, out_dir / "result.json")
+@dataclass
+class Built:
+    """Everything a run trains with, built from its config."""
 
-    seed_everything(cfg.seed)
+    data: DataSplits
+    batches: BatchSource
+    val: ValidationSet
+    state: TrainState
+
+
+def build(cfg: Config, device: torch.device) -> Built:
     data = build_data(cfg.dataset, cfg.study_dir)
     if cfg.train.batch_size > data.train.shape[0]:
         raise ConfigError("train.batch_size", cfg.train.batch_size,
@@ -90,6 +89,25 @@ def run(cfg: Config, run_dir: Path) -> RunResult:
         shuffle_gen=torch.Generator().manual_seed(cfg.seed),
         noise_gen=torch.Generator(device).manual_seed(cfg.seed + 1),
     )
+    return Built(data, batches, val, state)
+
+
+def run(cfg: Config, run_dir: Path) -> RunResult:
+    """Train, evaluate and record one run; ``run_dir`` holds its W&B files."""
+    started = time.perf_counter()
+    device = resolve_device(cfg.train.device)
+    checkpoint_dir = Path(cfg.checkpoint.dir) / cfg.name
+    out_dir = Path(cfg.study_dir) / "runs" / cfg.name
+    resumed = load_checkpoint(cfg.resume, device) if cfg.resume else None
+    if resumed is not None:
+        check_compatible(cfg.resume, resumed["config"], to_dict(cfg))
+    else:
+        _refuse_overwrite(cfg, checkpoint_dir, out_dir / "result.json")
+
+    seed_everything(cfg.seed)
+    built = build(cfg, device)
+    data, batches, val, state = built.data, built.batches, built.val, built.state
+    model = state.model
     if resumed is not None:
         state.load_state_dict(resumed)
         set_rng_state(resumed["rng"])

@@ -14,11 +14,16 @@ from flowstudy.config import CONF_DIR, Config, load_config
 CONF = CONF_DIR
 
 # A run small enough for a unit test: 8 steps per epoch, a 2-block width-32 MLP.
-TINY = [
-    "dataset.n_train=512", "dataset.n_val=128", "dataset.n_test=128",
-    "arch.width=32", "arch.depth=2", "train.batch_size=64", "train.warmup_steps=10",
-    "train.epochs=3", "sample.steps=8", "train.log_every=4",
-]
+TINY_TRAIN = ["train.batch_size=64", "train.warmup_steps=10", "train.epochs=3", "sample.steps=8",
+              "train.log_every=4"]
+TINY_MLP = ["arch.width=32", "arch.depth=2"]
+TINY_MOONS = ["dataset.size=768", "dataset.n_val=128", "dataset.n_test=128"]
+TINY = [*TINY_MOONS, *TINY_MLP, *TINY_TRAIN]
+# Small settings per option, for tests that sweep an option group.
+SMALL_ARCH = {"mlp": TINY_MLP, "dit": ["arch.dim=16", "arch.depth=1"],
+              "unet": ["arch.channels=8", "arch.mults=[1,2]"]}
+SMALL_DATA = {"digits": ["dataset.n_val=64", "dataset.n_test=64"],
+              "sphere": ["dataset.dim=32", *TINY_MOONS], "embeddings": []}
 
 
 def compose_config(overrides: list[str]) -> Config:

@@ -7,16 +7,22 @@ from hydra import compose, initialize_config_dir
 from hydra.errors import ConfigCompositionException
 
 from flowstudy.config import (
+    CONF_DIR,
     GROUP_SCHEMAS,
     SOLVERS,
+    ArchConfig,
+    AugConfig,
+    DatasetConfig,
+    FlowConfig,
     MLPConfig,
-    MoonsConfig,
-    NoAugConfig,
     OTFlowConfig,
+    Toy2DConfig,
     derive_name,
+    group_options,
 )
 from flowstudy.errors import ConfigError, describe
 from flowstudy.flows.solvers import SOLVERS as SOLVER_FUNCTIONS
+from flowstudy.models import MODELS
 
 from .helpers import CONF, cli, compose_config
 
@@ -24,7 +30,8 @@ from .helpers import CONF, cli, compose_config
 def test_defaults_are_the_study_decisions() -> None:
     cfg = compose_config([])
     assert isinstance(cfg.arch, MLPConfig) and isinstance(cfg.flow, OTFlowConfig)
-    assert isinstance(cfg.dataset, MoonsConfig) and isinstance(cfg.aug, NoAugConfig)
+    assert isinstance(cfg.dataset, Toy2DConfig) and cfg.dataset.name == "moons"
+    assert cfg.aug.name == "none"
     assert cfg.name == "mlp-ot-moons-none" and cfg.group == "default"
     t = cfg.train
     assert (t.ema_decay, t.grad_clip, t.warmup_steps, t.patience, t.log_every) == (
@@ -35,27 +42,48 @@ def test_defaults_are_the_study_decisions() -> None:
     assert cfg.sample.n == cfg.dataset.n_test and cfg.sample.solver == "euler"
 
 
-def test_every_group_option_is_validated_against_its_schema() -> None:
-    for group, options in GROUP_SCHEMAS.items():
-        files = {p.stem for p in (CONF / group).glob("*.yaml")}
-        assert files == set(options), f"conf/{group} and GROUP_SCHEMAS disagree"
-        for option, schema in options.items():
-            cfg = compose_config([f"{group}={option}"])
-            assert type(getattr(cfg, group)) is schema
+BASES = {"arch": ArchConfig, "flow": FlowConfig, "dataset": DatasetConfig, "aug": AugConfig}
 
 
-def test_name_is_derived_and_overridable() -> None:
-    cfg = compose_config(["arch.width=64"])
-    assert cfg.name == derive_name(cfg) == "mlp-ot-moons-none"
+@pytest.mark.parametrize("group", list(BASES))
+def test_every_group_option_is_built_on_a_schema_and_named_after_its_file(group: str) -> None:
+    options = group_options(group)
+    assert len(options) >= 3
+    for option in options:
+        overrides = [f"{group}={option}"]
+        if option == "embeddings":
+            overrides.append("dataset.path=vectors.npy")
+        node = getattr(compose_config(overrides), group)
+        assert type(node) in GROUP_SCHEMAS[group].values() and isinstance(node, BASES[group])
+        assert node.name == option
+
+
+def test_every_arch_option_has_a_model() -> None:
+    assert set(MODELS) == set(group_options("arch"))
+
+
+def test_names_are_derived_and_overridable() -> None:
+    assert compose_config(["arch.width=64"]).name == "mlp-ot-moons-none"
+    cfg = compose_config(["arch=dit", "flow=sb", "dataset=circles", "aug=mixup"])
+    assert cfg.name == derive_name(cfg) == "dit-sb-circles-mixup"
+    assert compose_config(["dataset.n_train=1000"]).name == "mlp-ot-moons-n1000-none"
+    assert compose_config(["dataset.source=8gaussians"]).name == "mlp-ot-8gaussians_to_moons-none"
+    assert compose_config(["dataset=embeddings", "dataset.path=/data/sonar_1024.pt"]
+                          ).name == "mlp-ot-sonar_1024-none"
     assert compose_config(["name=my-run"]).name == "my-run"
 
 
-def test_ablation_sets_the_group() -> None:
-    assert compose_config(["ablation=none"]).group == "default"
+@pytest.mark.parametrize("ablation", ["none", "architectures", "flow-methods", "dataset-size",
+                                      "augmentations"])
+def test_ablation_sets_the_group(ablation: str) -> None:
+    expected = "default" if ablation == "none" else ablation
+    assert compose_config([f"ablation={ablation}"]).group == expected
+    assert ablation in group_options("ablation")
 
 
 def test_solver_choices_match_the_solvers() -> None:
     assert set(SOLVERS) == set(SOLVER_FUNCTIONS)
+    assert CONF == CONF_DIR
 
 
 @pytest.mark.parametrize(
@@ -67,7 +95,19 @@ def test_solver_choices_match_the_solvers() -> None:
         ("train.ema_decay=0", "train.ema_decay"),
         ("train.patience=0", "train.patience"),
         ("train.batch_size=0", "train.batch_size"),
-        ("train.batch_size=20001", "train.batch_size"),
+        ("dataset.n_train=0", "dataset.n_train"),
+        ("dataset.size=2000", "dataset.size"),
+        ("dataset.source=mnist", "dataset.source"),
+        ("dataset.normalize=minmax", "dataset.normalize"),
+        ("arch.name=resnet", "arch.name"),
+        ("flow=minibatch_ot flow.prefetch=-1", "flow.prefetch"),
+        ("flow=sb flow.sigma=0", "flow.sigma"),
+        ("arch=dit arch.dim=30", "arch.dim"),
+        ("arch=unet arch.mults=[1,0]", "arch.mults"),
+        ("aug=mixup aug.alpha=0", "aug.alpha"),
+        ("aug=noise aug.std=-1", "aug.std"),
+        ("dataset=sphere dataset.dim=0", "dataset.dim"),
+        ("sample.atol=0", "sample.atol"),
         ("train.epochs=0", "train.epochs"),
         ("train.grad_clip=0", "train.grad_clip"),
         ("train.min_lr_ratio=1.5", "train.min_lr_ratio"),
@@ -83,7 +123,7 @@ def test_solver_choices_match_the_solvers() -> None:
 )
 def test_range_checks_name_key_value_and_rule(override: str, key: str) -> None:
     with pytest.raises(ConfigError) as info:
-        compose_config([override])
+        compose_config(override.split())
     assert info.value.key == key
     message = str(info.value)
     assert message.startswith(f"{key}=") and "not allowed" in message and "\n" not in message
@@ -103,7 +143,7 @@ def test_hydra_errors_become_one_line() -> None:
     line = describe(_composition_error("train.nope=1"))
     assert line.startswith("train.nope is not a known key; allowed here: epochs, batch_size")
     assert describe(_composition_error("arch=transformer")) == (
-        "arch=transformer is not an option; available: mlp")
+        "arch=transformer is not an option; available: dit, mlp, unet")
 
 
 @pytest.mark.parametrize(
@@ -112,7 +152,7 @@ def test_hydra_errors_become_one_line() -> None:
         ("arch.width=abc", "arch.width: Value 'abc'"),
         ("train.lr=-1", "train.lr=-1.0 is not allowed: a float > 0"),
         ("train.bogus=3", "train.bogus is not a known key"),
-        ("arch=nosuch", "arch=nosuch is not an option; available: mlp"),
+        ("arch=nosuch", "arch=nosuch is not an option; available: dit, mlp, unet"),
     ],
 )
 def test_cli_rejects_bad_input_before_any_work(tmp_path: Path, override: str,

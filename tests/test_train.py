@@ -13,17 +13,14 @@ import wandb
 from flowstudy.checkpoint import load_checkpoint, save_checkpoint
 from flowstudy.config import Config
 from flowstudy.data import build_data
-from flowstudy.early_stopping import EarlyStopping
-from flowstudy.ema import EMA
 from flowstudy.errors import UserError
 from flowstudy.evaluate import evaluate
-from flowstudy.flows import build_flow
 from flowstudy.models import build_model
 from flowstudy.results import RunResult
 from flowstudy.rng import rng_state, seed_everything, set_rng_state
 from flowstudy.schedule import WarmupCosine
-from flowstudy.train import run
-from flowstudy.trainer import TrainState, ValidationSet, fit
+from flowstudy.train import Built, build, run
+from flowstudy.trainer import TrainState, fit
 
 from .helpers import TINY, cli, compose_config
 from .wandb_files import find_run_files, read_run
@@ -52,7 +49,9 @@ def test_cli_run_writes_checkpoint_metrics_result_picture_and_wandb_run(
     assert (result.epochs, result.steps) == (3, 24)  # 512 // 64 = 8 steps per epoch
     assert result.params == sum(p.numel() for p in build_model(
         compose_config(TINY).arch, 2).parameters())
-    assert 0 < result.w2 < 5 and result.wall_time_s > 0
+    assert 0 < result.metrics["w2"] < 5 and result.wall_time_s > 0 and result.nfe == 8
+    assert set(result.metrics) == {f"{k}{f}" for k in ("w2", "mmd", "fd", "precision", "recall")
+                                   for f in ("", "_floor")}
     assert result.checkpoint == str(ckpt_dir / "best.pt")
     assert result.config["arch"] == {"name": "mlp", "width": 32, "depth": 2}
 
@@ -79,13 +78,14 @@ def test_cli_run_writes_checkpoint_metrics_result_picture_and_wandb_run(
     assert {k: wb.config[k] for k in result.config} == result.config
     assert wb.summary["best_val_loss"] == result.best_val_loss
     assert wb.summary["val/ema_loss"] == {"min": result.best_val_loss}
-    assert wb.summary["checkpoint"] == result.checkpoint and wb.summary["w2"] == result.w2
+    assert wb.summary["checkpoint"] == result.checkpoint
+    assert wb.summary["sample/w2"] == result.metrics["w2"]
     assert wb.summary["samples/_type"] == "image-file"
     assert [h["_step"] for h in wb.history if "train/loss" in h] == [4, 8, 12, 16, 20, 24]
 
 
 def test_training_lowers_the_loss_and_the_w2_on_moons(tmp_path: Path) -> None:
-    cfg = _config(tmp_path, "dataset.n_train=2048", "dataset.n_val=256", "dataset.n_test=256",
+    cfg = _config(tmp_path, "dataset.size=2560", "dataset.n_val=256", "dataset.n_test=256",
                   "arch.width=64", "train.epochs=12", "train.warmup_steps=50",
                   "sample.steps=20")
     result = run(cfg, tmp_path / "out")
@@ -96,18 +96,7 @@ def test_training_lowers_the_loss_and_the_w2_on_moons(tmp_path: Path) -> None:
     torch.manual_seed(0)
     untrained = evaluate(build_model(cfg.arch, 2), build_data(cfg.dataset), cfg.sample,
                          seed=cfg.seed)
-    assert result.w2 < 0.5 * untrained.w2
-
-
-def _state(cfg: Config, device: str = "cpu") -> TrainState:
-    seed_everything(cfg.seed)
-    data = build_data(cfg.dataset)
-    model = build_model(cfg.arch, data.dim)
-    return TrainState(model=model, ema=EMA(model, cfg.train.ema_decay, cfg.train.ema_power),
-                      optimizer=torch.optim.AdamW(model.parameters(), lr=cfg.train.lr),
-                      stopper=EarlyStopping(cfg.train.patience, cfg.train.min_delta),
-                      shuffle_gen=torch.Generator().manual_seed(cfg.seed),
-                      noise_gen=torch.Generator(device).manual_seed(cfg.seed + 1))
+    assert result.metrics["w2"] < 0.5 * untrained.metrics["w2"]
 
 
 class Sink:
@@ -118,16 +107,24 @@ class Sink:
         self.records.append({"step": step, **metrics})
 
 
-def _fit(cfg: Config, state: TrainState, sink: Sink, ckpt_dir: Path, save_last: bool = True):
-    data = build_data(cfg.dataset)
-    val = ValidationSet.fixed(data.normalizer.encode(data.val), seed=cfg.dataset.seed)
-    return fit(cfg.train, state, build_flow(cfg.flow), data.normalizer.encode(data.train), val,
-               sink, ckpt_dir, save=save_checkpoint, save_last=save_last)
+def _built(cfg: Config) -> Built:
+    seed_everything(cfg.seed)
+    return build(cfg, torch.device("cpu"))
 
 
-def test_resuming_from_a_checkpoint_replays_the_run_bitwise(tmp_path: Path) -> None:
-    cfg = _config(tmp_path, "train.epochs=5", "train.log_every=3")
-    straight, straight_sink = _state(cfg), Sink()
+def _fit(cfg: Config, built: Built, sink: Sink, ckpt_dir: Path, save=save_checkpoint):
+    return fit(cfg.train, built.state, built.batches, built.val, sink, ckpt_dir, save=save,
+               save_last=True)
+
+
+def _weights(state: TrainState) -> list[torch.Tensor]:
+    return [*state.model.parameters(), *state.ema.module.parameters()]
+
+
+@pytest.mark.parametrize("flow", ["ot", "minibatch_ot", "sb"])
+def test_resuming_from_a_checkpoint_replays_the_run_bitwise(tmp_path: Path, flow: str) -> None:
+    cfg = _config(tmp_path, f"flow={flow}", "train.epochs=5", "train.log_every=3")
+    straight, straight_sink = _built(cfg), Sink()
     snapshots: dict[int, Path] = {}
 
     def save_and_keep(path: Path, state: dict) -> None:
@@ -136,28 +133,38 @@ def test_resuming_from_a_checkpoint_replays_the_run_bitwise(tmp_path: Path) -> N
             snapshots[state["epoch"]] = tmp_path / f"epoch{state['epoch']}.pt"
             save_checkpoint(snapshots[state["epoch"]], state)
 
-    data = build_data(cfg.dataset)
-    val = ValidationSet.fixed(data.normalizer.encode(data.val), seed=cfg.dataset.seed)
-    fit(cfg.train, straight, build_flow(cfg.flow), data.normalizer.encode(data.train), val,
-        straight_sink, tmp_path / "a", save=save_and_keep, save_last=True)
+    _fit(cfg, straight, straight_sink, tmp_path / "a", save=save_and_keep)
 
     # A new state (fresh weights, other RNG draws in between) restored from epoch 2 of 5.
-    resumed, sink = _state(cfg), Sink()
+    resumed, sink = _built(cfg), Sink()
     torch.randn(100)
     ckpt = load_checkpoint(snapshots[2], "cpu")
-    resumed.load_state_dict(ckpt)
+    resumed.state.load_state_dict(ckpt)
     set_rng_state(ckpt["rng"])
-    assert resumed.epoch == 2 and resumed.step == 16 and resumed.ema.updates == 16
+    assert (resumed.state.epoch, resumed.state.step, resumed.state.ema.updates) == (2, 16, 16)
     _fit(cfg, resumed, sink, tmp_path / "b")
 
-    for a, b in zip([*straight.model.parameters(), *straight.ema.module.parameters()],
-                    [*resumed.model.parameters(), *resumed.ema.module.parameters()], strict=True):
+    for a, b in zip(_weights(straight.state), _weights(resumed.state), strict=True):
         assert torch.equal(a, b)
-    opt_a, opt_b = straight.optimizer.state_dict(), resumed.optimizer.state_dict()
+    opt_a = straight.state.optimizer.state_dict()
+    opt_b = resumed.state.optimizer.state_dict()
     for k, state in opt_a["state"].items():
         for name, value in state.items():
             assert torch.equal(value, opt_b["state"][k][name]), name
     assert sink.records == [r for r in straight_sink.records if r["step"] > 16]
+
+
+@pytest.mark.parametrize("flow", ["minibatch_ot", "sb"])
+def test_background_pairing_trains_exactly_like_inline_pairing(tmp_path: Path,
+                                                               flow: str) -> None:
+    runs = []
+    for prefetch in (0, 3):
+        cfg = _config(tmp_path, f"flow={flow}", f"flow.prefetch={prefetch}", "train.epochs=2")
+        built = _built(cfg)
+        _fit(cfg, built, Sink(), tmp_path / str(prefetch))
+        runs.append(built.state)
+    for a, b in zip(_weights(runs[0]), _weights(runs[1]), strict=True):
+        assert torch.equal(a, b)
 
 
 def test_early_stopping_after_patience_epochs_past_warmup(tmp_path: Path) -> None:
@@ -252,9 +259,10 @@ def test_a_failing_run_is_recorded_as_failed_in_result_and_wandb(tmp_path: Path)
 
 def test_checkpoint_state_dict_round_trip(tmp_path: Path) -> None:
     cfg = _config(tmp_path)
-    state = _state(cfg)
-    _fit(cfg, state, Sink(), tmp_path / "c")
-    clone = _state(cfg)
+    built = _built(cfg)
+    _fit(cfg, built, Sink(), tmp_path / "c")
+    state = built.state
+    clone = _built(cfg).state
     clone.load_state_dict(copy.deepcopy(state.state_dict()))
     assert (clone.epoch, clone.step, clone.ema.updates) == (state.epoch, state.step,
                                                             state.ema.updates)

@@ -29,12 +29,18 @@ class Normalizer:
     scale: torch.Tensor
 
     @classmethod
-    def fit(cls, x: torch.Tensor, kind: str = "standard", eps: float = 1e-8) -> Normalizer:
-        """``standard``: mean and std; ``robust``: median and IQR / 1.349 (robust to outliers)."""
+    def fit(cls, x: torch.Tensor, kind: str = "standard", eps: float = 1e-6) -> Normalizer:
+        """``standard``: per-dimension mean and std; ``robust``: per-dimension median and
+        IQR / 1.349 (outliers barely move it); ``global``: one mean and std for all dimensions
+        (images, whose border pixels are nearly constant). Constant dimensions keep scale 1."""
         if kind == "robust":
-            q25, q50, q75 = _quantiles(x, (0.25, 0.5, 0.75))
-            return cls(q50, ((q75 - q25) / _NORMAL_IQR).clamp_min(eps))
-        return cls(x.mean(dim=0), x.std(dim=0).clamp_min(eps))
+            q25, shift, q75 = _quantiles(x, (0.25, 0.5, 0.75))
+            scale = (q75 - q25) / _NORMAL_IQR
+        elif kind == "global":
+            shift, scale = x.mean().expand(x.shape[1]), x.std().expand(x.shape[1])
+        else:
+            shift, scale = x.mean(dim=0), x.std(dim=0)
+        return cls(shift.clone(), torch.where(scale > eps, scale, torch.ones_like(scale)))
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         return (x - self.shift.to(x.device)) / self.scale.to(x.device)

@@ -1,0 +1,156 @@
+"""Datasets, splits, normalisation, user files and augmentations."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from flowstudy.config import DigitsConfig, EmbeddingsConfig, SphereConfig, Toy2DConfig
+from flowstudy.data import build_data
+from flowstudy.data.augment import gaussian_noise, mixup
+from flowstudy.data.files import DataError
+from flowstudy.data.normalize import Normalizer
+from flowstudy.data.toy2d import TOY2D
+from flowstudy.errors import ConfigError
+
+
+def test_splits_are_fixed_by_the_data_seed_and_normalised_on_train() -> None:
+    cfg = Toy2DConfig(name="moons", size=420, n_val=50, n_test=70)
+    a, b = build_data(cfg), build_data(cfg)
+    assert torch.equal(a.train, b.train) and torch.equal(a.test, b.test)
+    assert a.train.shape == (300, 2) and a.val.shape == (50, 2) and a.test.shape == (70, 2)
+    everything = torch.cat([a.train, a.val, a.test])
+    assert torch.unique(everything, dim=0).shape[0] == 420  # disjoint
+    other = Toy2DConfig(name="moons", size=420, n_val=50, n_test=70, seed=1)
+    assert not torch.equal(build_data(other).train, a.train)
+    z = a.normalizer.encode(a.train)
+    torch.testing.assert_close(z.mean(0), torch.zeros(2), atol=1e-5, rtol=0)
+    torch.testing.assert_close(z.std(0), torch.ones(2), atol=1e-5, rtol=0)
+    torch.testing.assert_close(a.normalizer.decode(z), a.train, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("name", sorted(TOY2D))
+def test_each_2d_dataset_is_seeded_and_distinct(name: str) -> None:
+    data = build_data(Toy2DConfig(name=name, size=2200, n_val=100, n_test=100))
+    assert data.train.shape == (2000, 2) and torch.isfinite(data.train).all()
+    again = build_data(Toy2DConfig(name=name, size=2200, n_val=100, n_test=100))
+    assert torch.equal(data.train, again.train)
+    moons = build_data(Toy2DConfig(name="moons", size=2200, n_val=100, n_test=100))
+    assert name == "moons" or not torch.allclose(data.train.mean(0), moons.train.mean(0),
+                                                 atol=1e-3)
+
+
+def test_n_train_takes_nested_seeded_subsets() -> None:
+    small = build_data(Toy2DConfig(name="moons", size=2200, n_train=100, n_val=100, n_test=100))
+    large = build_data(Toy2DConfig(name="moons", size=2200, n_train=500, n_val=100, n_test=100))
+    full = build_data(Toy2DConfig(name="moons", size=2200, n_val=100, n_test=100))
+    assert small.train.shape[0] == 100 and large.train.shape[0] == 500
+    assert torch.equal(large.train[:100], small.train)
+    assert torch.equal(small.test, full.test)  # val and test do not depend on n_train
+    with pytest.raises(ConfigError, match=r"dataset\.n_train=201 is not allowed: at most 200"):
+        build_data(Toy2DConfig(name="moons", size=2200, n_train=201, n_val=1000, n_test=1000))
+
+
+def test_a_2d_source_is_sampled_in_normalised_coordinates() -> None:
+    data = build_data(Toy2DConfig(name="moons", size=2200, source="8gaussians"))
+    x0 = data.source.sample(4000, 2, torch.Generator().manual_seed(0))
+    assert x0.shape == (4000, 2)
+    assert x0.mean(0).abs().max() < 0.1 and (x0.std(0) - 1).abs().max() < 0.1
+    radii = data.source.normalizer.decode(x0).norm(dim=1)
+    assert (radii - 2).abs().median() < 0.2  # eight blobs on the radius-2 circle
+
+
+def test_digits_are_real_offline_images() -> None:
+    data = build_data(DigitsConfig(name="digits", normalize="global"))
+    assert data.dim == 64
+    assert (data.train.shape[0], data.val.shape[0], data.test.shape[0]) == (1397, 200, 200)
+    assert data.train.min() == 0 and data.train.max() == 16
+    z = data.normalizer.encode(data.train)
+    assert abs(z.mean().item()) < 1e-4 and abs(z.std().item() - 1) < 1e-3
+
+
+def test_sphere_points_lie_on_the_unit_sphere() -> None:
+    data = build_data(SphereConfig(name="sphere", size=3000, dim=128, n_val=100, n_test=100))
+    assert data.train.shape == (2800, 128)
+    torch.testing.assert_close(data.train.norm(dim=1), torch.ones(2800))
+
+
+def test_robust_normalisation_ignores_outliers() -> None:
+    x = torch.randn(10_000, 2, generator=torch.Generator().manual_seed(0))
+    x[:50] = 1e6
+    robust = Normalizer.fit(x, "robust")
+    assert robust.shift.abs().max() < 0.05 and (robust.scale - 1).abs().max() < 0.05
+    assert Normalizer.fit(x, "standard").scale.min() > 1000
+    constant = Normalizer.fit(torch.ones(10, 3))
+    assert torch.equal(constant.scale, torch.ones(3))
+
+
+def _write(path: Path, array: np.ndarray) -> Path:
+    if path.suffix == ".npy":
+        np.save(path, array)
+    else:
+        torch.save(torch.from_numpy(array), path)
+    return path
+
+
+@pytest.mark.parametrize("suffix", [".npy", ".pt"])
+def test_embedding_files_get_a_stored_split_reused_by_later_runs(tmp_path: Path,
+                                                                  suffix: str) -> None:
+    rows = np.random.default_rng(0).normal(size=(500, 16)).astype(np.float32)
+    path = _write(tmp_path / f"vectors{suffix}", rows)
+    cfg = EmbeddingsConfig(name="embeddings", path=str(path), n_val=50, n_test=50,
+                           normalize="robust")
+    data = build_data(cfg, tmp_path / "study")
+    assert data.name == "vectors" and data.dim == 16 and data.train.shape[0] == 400
+    split_file = tmp_path / "study" / "datasets" / "vectors" / "split-seed0-val50-test50.json"
+    split = json.loads(split_file.read_text())
+    assert split["rows"] == 500 and len(split["test"]) == 50
+    torch.testing.assert_close(data.test, torch.from_numpy(rows[split["test"]]))
+    split["test"], split["train"] = split["train"][:50], split["test"] + split["train"][50:]
+    split_file.write_text(json.dumps(split))  # a stored split wins over a fresh one
+    torch.testing.assert_close(build_data(cfg, tmp_path / "study").test,
+                               torch.from_numpy(rows[split["test"]]))
+    _write(path, rows[:400])
+    with pytest.raises(DataError, match="has 400 rows but its stored split"):
+        build_data(cfg, tmp_path / "study")
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        (None, "no such file"),
+        (np.zeros((0, 4), np.float32), "is empty"),
+        (np.zeros((10,), np.float32), "has shape (10,), expected [N, D]"),
+        (np.array([["a", "b"]] * 10), "values are not numeric"),
+        (np.array([[1.0, np.nan]] + [[0.0, 1.0]] * 9), "1 rows hold NaN or Inf (first: row 0)"),
+        (np.array([[0.0, 1.0]] * 9 + [[np.inf, 0.0]]), "1 rows hold NaN or Inf (first: row 9)"),
+        (b"garbage", "not a readable .npy file"),
+    ],
+)
+def test_bad_embedding_files_are_explained(tmp_path: Path, content: object,
+                                           expected: str) -> None:
+    path = tmp_path / "vectors.npy"
+    if isinstance(content, bytes):
+        path.write_bytes(content)
+    elif content is not None:
+        np.save(path, content)
+    cfg = EmbeddingsConfig(name="embeddings", path=str(path), n_val=1, n_test=1)
+    with pytest.raises(DataError) as info:
+        build_data(cfg, tmp_path / "study")
+    assert str(info.value).startswith(f"dataset.path={path}: ") and expected in str(info.value)
+    assert not (tmp_path / "study").exists()
+
+
+def test_augmentations_are_seeded_and_stay_in_range() -> None:
+    x = torch.randn(256, 3, generator=torch.Generator().manual_seed(0))
+    noisy = gaussian_noise(0.1)(x, torch.Generator().manual_seed(1))
+    assert 0.08 < (noisy - x).std() < 0.12
+    mixed = mixup(0.2)(x, torch.Generator().manual_seed(1))
+    again = mixup(0.2)(x, torch.Generator().manual_seed(1))
+    assert torch.equal(mixed, again) and not torch.equal(mixed, x)
+    # Convex combinations of two rows stay inside the data's bounding box.
+    assert (mixed >= x.min(0).values - 1e-6).all() and (mixed <= x.max(0).values + 1e-6).all()

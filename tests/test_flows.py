@@ -1,0 +1,124 @@
+"""Paths against their formulas, couplings against brute force, solvers against exact ODEs."""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import pytest
+import torch
+
+from flowstudy.flows.couplings import EntropicOTCoupling, ExactOTCoupling, sinkhorn_log_plan
+from flowstudy.flows.paths import BrownianBridgePath, CondOTPath, GaussianCFMPath, VPPath
+from flowstudy.flows.solvers import solve
+
+T = torch.tensor([0.0, 0.25, 0.5, 0.75, 1.0])
+
+
+def _pairs(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    return tuple(torch.randn(5, 3, generator=g) for _ in range(3))  # x0, x1, eps
+
+
+@pytest.mark.parametrize("sigma_min", [0.0, 0.1])
+def test_cond_ot_path(sigma_min: float) -> None:
+    x0, x1, _ = _pairs()
+    xt, target = CondOTPath(sigma_min).sample(x0, x1, T, None)
+    t = T[:, None]
+    torch.testing.assert_close(xt, (1 - (1 - sigma_min) * t) * x0 + t * x1)
+    torch.testing.assert_close(target, x1 - (1 - sigma_min) * x0)
+    torch.testing.assert_close(xt[0], x0[0])  # t=0: the source
+    torch.testing.assert_close(xt[-1], sigma_min * x0[-1] + x1[-1])  # t=1: data (+ sigma_min x0)
+
+
+def test_cfm_path_adds_constant_noise() -> None:
+    x0, x1, eps = _pairs()
+    xt, target = GaussianCFMPath(0.1).sample(x0, x1, T, eps)
+    t = T[:, None]
+    torch.testing.assert_close(xt, t * x1 + (1 - t) * x0 + 0.1 * eps)
+    torch.testing.assert_close(target, x1 - x0)
+    torch.testing.assert_close(xt[0], x0[0] + 0.1 * eps[0])
+    torch.testing.assert_close(xt[-1], x1[-1] + 0.1 * eps[-1])
+    assert not GaussianCFMPath(0.0).noisy
+
+
+def test_vp_path_target_is_the_time_derivative() -> None:
+    x0, x1, _ = _pairs()
+    path = VPPath()
+    xt, target = path.sample(x0, x1, T, None)
+    angle = math.pi / 2 * T[:, None]
+    torch.testing.assert_close(xt, torch.cos(angle) * x0 + torch.sin(angle) * x1)
+    torch.testing.assert_close(xt[0], x0[0])
+    torch.testing.assert_close(xt[-1], x1[-1])
+    h = 1e-3  # central difference of x_t in t, in float64
+    up, _ = path.sample(x0.double(), x1.double(), T.double() + h, None)
+    down, _ = path.sample(x0.double(), x1.double(), T.double() - h, None)
+    torch.testing.assert_close(target.double(), (up - down) / (2 * h), atol=1e-5, rtol=1e-5)
+
+
+def test_brownian_bridge_path_and_its_corrected_target() -> None:
+    x0, x1, eps = _pairs()
+    sigma = 0.5
+    xt, target = BrownianBridgePath(sigma).sample(x0, x1, T, eps)
+    t = T[:, None]
+    mu = t * x1 + (1 - t) * x0
+    torch.testing.assert_close(xt, mu + sigma * torch.sqrt(t * (1 - t)) * eps)
+    torch.testing.assert_close(xt[0], x0[0])  # no noise at the ends
+    torch.testing.assert_close(xt[-1], x1[-1])
+    torch.testing.assert_close(target[[0, -1]], (x1 - x0)[[0, -1]])
+    middle = slice(1, 4)  # (1 - 2t) / (2 t (1 - t)) (x_t - mu_t) + x1 - x0
+    expected = (1 - 2 * t) / (2 * t * (1 - t)) * (xt - mu) + (x1 - x0)
+    torch.testing.assert_close(target[middle], expected[middle])
+    torch.testing.assert_close(target[2], (x1 - x0)[2])  # t=1/2: the correction vanishes
+
+
+@pytest.mark.parametrize("n", [2, 4, 6, 7])
+def test_minibatch_ot_pairing_is_the_optimal_permutation(n: int) -> None:
+    for seed in range(5):
+        g = torch.Generator().manual_seed(seed)
+        x0, x1 = torch.randn(n, 2, generator=g), torch.randn(n, 2, generator=g)
+        paired0, paired1 = ExactOTCoupling()(x0, x1)
+        assert torch.equal(paired0, x0)
+        assert sorted(map(tuple, paired1.tolist())) == sorted(map(tuple, x1.tolist()))
+        cost = torch.cdist(x0.double(), x1.double()).square()
+        best = min(sum(cost[i, p[i]].item() for i in range(n))
+                   for p in itertools.permutations(range(n)))
+        assert (paired0 - paired1).double().square().sum().item() == pytest.approx(best)
+
+
+def test_sinkhorn_plan_has_uniform_marginals_and_tends_to_exact_ot() -> None:
+    g = torch.Generator().manual_seed(0)
+    x0, x1 = torch.randn(6, 2, generator=g).double(), torch.randn(6, 2, generator=g).double()
+    cost = torch.cdist(x0, x1).square()
+    plan = sinkhorn_log_plan(cost, reg=0.5, iters=500).exp()
+    uniform = torch.full((6,), 1 / 6, dtype=torch.float64)
+    torch.testing.assert_close(plan.sum(1), uniform, atol=1e-6, rtol=0)  # the stopping tolerance
+    torch.testing.assert_close(plan.sum(0), uniform, atol=1e-12, rtol=0)
+    sharp = sinkhorn_log_plan(cost, reg=0.01, iters=5000).exp() * 6
+    _, exact = ExactOTCoupling()(x0, x1)
+    assert torch.equal(x1[sharp.argmax(1)], exact)  # small reg: the plan is the permutation
+    _, drawn = EntropicOTCoupling(reg=0.01, iters=5000)(x0, x1, torch.Generator())
+    assert torch.equal(drawn, exact)
+
+
+def test_solvers_integrate_a_linear_ode_to_their_order() -> None:
+    # dx/dt = x: x(1) = e x(0). Errors shrink with the solvers' orders; dopri5 meets its tolerance.
+    x0 = torch.ones(3, 1, dtype=torch.float64)
+
+    def grow(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return x
+
+    errors = {}
+    for solver in ("euler", "midpoint", "rk4"):
+        x1, nfe = solve(grow, x0, solver, steps=10)
+        errors[solver] = (x1 - math.e).abs().max().item()
+        assert nfe == {"euler": 10, "midpoint": 20, "rk4": 40}[solver]
+    assert errors["euler"] > 10 * errors["midpoint"] > 100 * errors["rk4"]
+    x1, nfe = solve(grow, x0, "dopri5", steps=0, atol=1e-9, rtol=1e-9)
+    assert (x1 - math.e).abs().max().item() < 1e-7 and nfe > 6
+
+
+def test_euler_lands_on_x1_for_the_straight_path() -> None:
+    x0, x1 = torch.randn(4, 2), torch.randn(4, 2)
+    out, _ = solve(lambda x, t: x1 - x0, x0, "euler", steps=3)
+    torch.testing.assert_close(out, x1)
