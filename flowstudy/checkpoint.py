@@ -20,8 +20,12 @@ class CheckpointError(UserError):
 
 
 def save_checkpoint(path: str | os.PathLike[str], state: dict[str, Any]) -> None:
-    with atomic_path(path) as tmp:
-        torch.save({"format_version": FORMAT_VERSION, **state}, tmp)
+    try:
+        with atomic_path(path) as tmp:
+            torch.save({"format_version": FORMAT_VERSION, **state}, tmp)
+    except OSError as e:  # disk full, quota, vanished directory: say so, keep the old file
+        raise CheckpointError(f"could not write {path} ({e.strerror or e}); the previous "
+                              f"{Path(path).name}, if any, is intact") from e
 
 
 def load_checkpoint(path: str | os.PathLike[str], map_location: str | torch.device) -> dict:

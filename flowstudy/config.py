@@ -71,7 +71,7 @@ class CoupledFlowConfig(FlowConfig):
     sigma: float = 0.1
     # Batches paired ahead of the training step in a background thread (0: pair inline).
     prefetch: int = 4
-    sinkhorn_iters: int = 200  # sb only: iterations of the entropic OT solver
+    sinkhorn_iters: int = 1000  # sb only: most iterations of the entropic OT solver
 
 
 @dataclass
@@ -150,6 +150,9 @@ class TrainConfig:
     min_delta: float = 0.0
     log_every: int = 10
     device: str = "auto"  # auto (cuda if available, else cpu) | cpu | cuda | cuda:N
+    # A step whose gradient norm is NaN/Inf is skipped; this many in a row stop the run (diverged).
+    nan_patience: int = 10
+    grad_stats_every: int = 0  # log per-tensor gradient statistics every N steps (0: never)
 
 
 @dataclass
@@ -272,6 +275,9 @@ def validate(cfg: Config) -> None:
     _check(t.patience >= 1, "train.patience", t.patience, "an integer >= 1")
     _check(t.min_delta >= 0, "train.min_delta", t.min_delta, "a float >= 0")
     _check(t.log_every >= 1, "train.log_every", t.log_every, "an integer >= 1")
+    _check(t.nan_patience >= 1, "train.nan_patience", t.nan_patience, "an integer >= 1")
+    _check(t.grad_stats_every >= 0, "train.grad_stats_every", t.grad_stats_every,
+           "an integer >= 0 (0: off)")
     _check(t.device in ("auto", "cpu", "cuda") or t.device.startswith("cuda:"), "train.device",
            t.device, "auto, cpu, cuda or cuda:N")
 

@@ -25,6 +25,10 @@ class ConfigError(UserError, ValueError):
         self.key, self.value, self.allowed = key, value, allowed
 
 
+class Diverged(UserError):
+    """Training produced non-finite gradients ``train.nan_patience`` steps in a row."""
+
+
 def _first_line(text: object) -> str:
     return str(text).strip().splitlines()[0] if str(text).strip() else ""
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import tempfile
@@ -9,6 +10,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+from flowstudy.errors import UserError
 
 
 @contextmanager
@@ -42,3 +45,32 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
 def write_json(path: str | os.PathLike[str], obj: Any) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(obj, indent=2, allow_nan=True) + "\n")
+
+
+def ensure_writable_dir(path: Path, key: str) -> None:
+    """Create ``path`` if needed and prove a file can be written there, before any work starts."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as e:
+        raise UserError(f"{key}: {path} is not a writable directory ({e.strerror or e})") from e
+
+
+@contextmanager
+def run_lock(path: Path, what: str) -> Iterator[None]:
+    """Hold an exclusive lock on ``path`` (released even if the process dies), or refuse."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 100, 0).decode(errors="replace").strip() or "another process"
+            raise UserError(f"{what} is already running ({holder}; lock {path}); wait for it or "
+                            f"give this run another name=") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()}".encode(), 0)
+        yield
+        path.unlink(missing_ok=True)
+    finally:
+        os.close(fd)

@@ -8,14 +8,16 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from flowstudy.errors import Diverged
 from flowstudy.fileio import write_json
+from flowstudy.interrupt import Interrupted
 
 
 @dataclass
 class RunResult:
     name: str
     group: str
-    status: str = "running"  # running | completed | failed | interrupted
+    status: str = "running"  # running | completed | failed | interrupted | diverged
     stop_reason: str | None = None  # max_epochs | early_stopping
     error: str | None = None
     epochs: int = 0
@@ -36,3 +38,12 @@ class RunResult:
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> RunResult:
         return cls(**json.loads(Path(path).read_text()))
+
+
+def status_for(error: BaseException | None) -> str:
+    """The final status of a run that ended with ``error`` (None: it completed)."""
+    if error is None:
+        return "completed"
+    if isinstance(error, (Interrupted, KeyboardInterrupt)):
+        return "interrupted"
+    return "diverged" if isinstance(error, Diverged) else "failed"

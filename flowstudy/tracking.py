@@ -1,7 +1,8 @@
 """Where metrics go: ``metrics.jsonl`` (always) and W&B (offline by default), behind one ``log``.
 
 ``Tracker`` is a context manager that always finishes the W&B run: on an exception the run is
-tagged ``failed`` with the error in its notes before the exception propagates.
+tagged with its status (``failed``, ``interrupted`` or ``diverged``) and the error goes into its
+notes before the exception propagates.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import wandb
 
 from flowstudy.config import Config, to_dict
 from flowstudy.fileio import atomic_path
+from flowstudy.results import status_for
 
 # Summaries of these keep their minimum (W&B's default is the last value).
 MINIMISED = ("val/raw_loss", "val/ema_loss")
@@ -76,7 +78,7 @@ class Tracker:
     def finish(self, error: BaseException | None = None) -> None:
         self._jsonl.close()
         if error is not None:
-            self.run.tags = (*self.run.tags, "failed")
+            self.run.tags = (*self.run.tags, status_for(error))
             self.run.notes = f"{type(error).__name__}: {error}"
         self.run.finish(exit_code=0 if error is None else 1)
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shlex
 import sys
 import time
 from dataclasses import dataclass
@@ -29,9 +30,11 @@ from flowstudy.early_stopping import EarlyStopping
 from flowstudy.ema import EMA
 from flowstudy.errors import ConfigError, UserError, describe
 from flowstudy.evaluate import evaluate, plot_samples
+from flowstudy.fileio import ensure_writable_dir, run_lock
 from flowstudy.flows import build_flow
+from flowstudy.interrupt import Interrupted, StopRequest
 from flowstudy.models import build_model, count_parameters
-from flowstudy.results import RunResult
+from flowstudy.results import RunResult, status_for
 from flowstudy.rng import seed_everything, set_rng_state
 from flowstudy.tracking import Tracker
 from flowstudy.trainer import TrainState, ValidationSet, fit
@@ -80,6 +83,11 @@ def build(cfg: Config, device: torch.device) -> Built:
     val = ValidationSet.fixed(data.normalizer.encode(data.val).to(device), data.source, flow,
                               cfg.train.batch_size, seed=cfg.dataset.seed)
     model = build_model(cfg.arch, data.dim).to(device)
+    with torch.no_grad():
+        probe = model(batches.train[:2], torch.zeros(2, device=device))
+    if probe.shape != (2, data.dim):
+        raise UserError(f"arch={cfg.arch.name}: the model maps x_t of shape [2, {data.dim}] to "
+                        f"{list(probe.shape)}; a velocity must have the shape of x_t")
     state = TrainState(
         model=model,
         ema=EMA(model, cfg.train.ema_decay, cfg.train.ema_power),
@@ -101,9 +109,17 @@ def run(cfg: Config, run_dir: Path) -> RunResult:
     resumed = load_checkpoint(cfg.resume, device) if cfg.resume else None
     if resumed is not None:
         check_compatible(cfg.resume, resumed["config"], to_dict(cfg))
-    else:
-        _refuse_overwrite(cfg, checkpoint_dir, out_dir / "result.json")
+    ensure_writable_dir(checkpoint_dir, "checkpoint.dir")
+    ensure_writable_dir(out_dir, "study_dir")
+    with run_lock(checkpoint_dir / ".lock", f"run '{cfg.name}'"):
+        if resumed is None:
+            _refuse_overwrite(cfg, checkpoint_dir, out_dir / "result.json")
+        return _train_and_evaluate(cfg, run_dir, device, resumed, checkpoint_dir, out_dir,
+                                   started)
 
+
+def _train_and_evaluate(cfg: Config, run_dir: Path, device: torch.device, resumed: dict | None,
+                        checkpoint_dir: Path, out_dir: Path, started: float) -> RunResult:
     seed_everything(cfg.seed)
     built = build(cfg, device)
     data, batches, val, state = built.data, built.batches, built.val, built.state
@@ -127,9 +143,10 @@ def run(cfg: Config, run_dir: Path) -> RunResult:
             extra = {"config": to_dict(cfg), "normalizer": data.normalizer.state_dict(),
                      "wandb_run_id": tracker.run_id}
             tracker.summary({"params": result.params})
-            fitted = fit(cfg.train, state, batches, val, tracker, checkpoint_dir,
-                         save=lambda path, s: save_checkpoint(path, {**s, **extra}),
-                         save_last=cfg.checkpoint.save_last)
+            with StopRequest() as stop:
+                fitted = fit(cfg.train, state, batches, val, tracker, checkpoint_dir,
+                             save=lambda path, s: save_checkpoint(path, {**s, **extra}),
+                             save_last=cfg.checkpoint.save_last, stop=stop)
 
             best_path = checkpoint_dir / "best.pt"
             if not best_path.exists():
@@ -153,7 +170,7 @@ def run(cfg: Config, run_dir: Path) -> RunResult:
                              "best_epoch": result.best_epoch, "checkpoint": result.checkpoint,
                              "stop_reason": result.stop_reason})
     except BaseException as e:
-        result.status = "interrupted" if isinstance(e, KeyboardInterrupt) else "failed"
+        result.status = status_for(e)
         result.error = f"{type(e).__name__}: {e}"
         raise
     finally:
@@ -183,6 +200,11 @@ def _hydra_main(cfg: DictConfig) -> float | None:
     try:
         config = load_config(cfg)
         return run(config, Path(hydra_cfg.runtime.output_dir)).best_val_loss
+    except Interrupted as e:
+        kept = [o for o in hydra_cfg.overrides.task if not o.startswith("resume=")]
+        e.command = shlex.join(["python", "-m", "flowstudy.train", *kept,
+                                f"resume={e.checkpoint}"])
+        raise
     except UserError as e:
         if hydra_cfg.mode == RunMode.MULTIRUN:
             raise  # one job's mistake is recorded by the sweep, not fatal to it
@@ -196,8 +218,11 @@ def main() -> None:
     os.environ["HYDRA_FULL_ERROR"] = "1"
     try:
         _hydra_main()
+    except Interrupted as e:
+        print(f"flowstudy: {e}\nresume with:\n  {e.command}", file=sys.stderr)
+        sys.exit(128 + e.signum)
     except KeyboardInterrupt:
-        print("flowstudy: interrupted", file=sys.stderr)
+        print("flowstudy: aborted", file=sys.stderr)
         sys.exit(130)
     except Exception as e:
         message = None if keep_traceback else describe(e)

@@ -25,8 +25,10 @@ from flowstudy.config import TrainConfig
 from flowstudy.data import Source
 from flowstudy.early_stopping import EarlyStopping
 from flowstudy.ema import EMA
+from flowstudy.errors import Diverged
 from flowstudy.flows import Flow
 from flowstudy.flows.paths import ProbabilityPath
+from flowstudy.interrupt import Interrupted, StopRequest
 from flowstudy.rng import rng_state
 from flowstudy.schedule import WarmupCosine
 
@@ -61,6 +63,8 @@ class TrainState:
     # Generator states at the start of the epoch in progress: a resumed run restores these and
     # replays the draws of the batches already done (a prefetching producer may be ahead).
     epoch_start: dict[str, torch.Tensor] | None = None
+    nonfinite_streak: int = 0  # consecutive steps skipped for a NaN/Inf gradient norm
+    skipped_steps: int = 0  # all such steps
 
     def __post_init__(self) -> None:
         if self.window_loss is None:
@@ -79,6 +83,7 @@ class TrainState:
             "step": self.step,
             "batch": self.batch,
             "window": {"loss": self.window_loss.clone(), "steps": self.window_steps},
+            "nonfinite": {"streak": self.nonfinite_streak, "skipped": self.skipped_steps},
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -93,6 +98,8 @@ class TrainState:
             state["batch"])
         self.window_loss.copy_(state["window"]["loss"])
         self.window_steps = int(state["window"]["steps"])
+        self.nonfinite_streak = int(state["nonfinite"]["streak"])
+        self.skipped_steps = int(state["nonfinite"]["skipped"])
 
 
 @dataclass
@@ -128,6 +135,19 @@ class FitResult:
 
 
 @torch.no_grad()
+def gradient_stats(model: nn.Module) -> dict[str, float]:
+    """L2 norm, max |g| and fraction of exact zeros of each parameter tensor's gradient."""
+    stats = {}
+    for name, p in model.named_parameters():
+        if p.grad is not None:
+            g = p.grad.detach()
+            stats[f"grad/{name}/l2"] = g.norm().item()
+            stats[f"grad/{name}/max_abs"] = g.abs().max().item()
+            stats[f"grad/{name}/zero_frac"] = (g == 0).float().mean().item()
+    return stats
+
+
+@torch.no_grad()
 def validation_loss(model: nn.Module, path: ProbabilityPath, val: ValidationSet,
                     chunk: int = 4096) -> float:
     was_training = model.training
@@ -150,14 +170,28 @@ def fit(
     checkpoint_dir: Path,
     save: Callable[[Path, dict[str, Any]], None],
     save_last: bool = False,
+    stop: StopRequest | None = None,
 ) -> FitResult:
-    """Train until ``cfg.epochs`` or early stopping; ``save(path, state)`` writes checkpoints."""
+    """Train until ``cfg.epochs`` or early stopping; ``save(path, state)`` writes checkpoints.
+
+    Raises ``Interrupted`` after saving ``last.pt`` when ``stop`` has seen a signal, and
+    ``Diverged`` after saving ``anomaly.pt`` when ``cfg.nan_patience`` steps in a row had a
+    non-finite gradient norm (those steps change no weights, EMA or optimizer state).
+    """
     model, optimizer, ema, stopper = state.model, state.optimizer, state.ema, state.stopper
     path = batches.flow.path
     steps_per_epoch = batches.steps_per_epoch
     schedule = WarmupCosine(cfg.lr, cfg.warmup_steps, cfg.epochs * steps_per_epoch,
                             cfg.min_lr_ratio)
     params = [p for p in model.parameters() if p.requires_grad]
+
+    def snapshot() -> dict[str, Any]:
+        return {**state.state_dict(), "rng": rng_state()}
+
+    def stop_if_requested() -> None:
+        if stop is not None and stop.signum is not None:
+            save(checkpoint_dir / "last.pt", snapshot())
+            raise Interrupted(stop.signum, str(checkpoint_dir / "last.pt"))
 
     bar = tqdm(total=cfg.epochs * steps_per_epoch, initial=state.step, unit="step",
                disable=None, dynamic_ncols=True, leave=False)
@@ -173,23 +207,44 @@ def fit(
                 loss = F.mse_loss(model(xt, batch.t), target)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
+                if cfg.grad_stats_every and state.step % cfg.grad_stats_every == 0:
+                    sink.log(gradient_stats(model), state.step)
                 grad_norm = nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+                state.batch += 1
+                # One host sync per step: a non-finite step must be skipped before it lands.
+                if not torch.isfinite(grad_norm):
+                    optimizer.zero_grad(set_to_none=True)
+                    state.nonfinite_streak += 1
+                    state.skipped_steps += 1
+                    log.warning("step %d: non-finite gradient norm, step skipped (%d in a row)",
+                                state.step + 1, state.nonfinite_streak)
+                    if state.nonfinite_streak >= cfg.nan_patience:
+                        anomaly = checkpoint_dir / "anomaly.pt"
+                        save(anomaly, snapshot())
+                        raise Diverged(
+                            f"diverged: {state.nonfinite_streak} steps in a row had a non-finite "
+                            f"gradient norm (after step {state.step}, epoch {state.epoch + 1}); "
+                            f"the state before divergence is in {anomaly}; try a lower train.lr")
+                    stop_if_requested()
+                    continue
+                state.nonfinite_streak = 0
                 optimizer.step()
                 ema.update()
                 state.step += 1
-                state.batch += 1
 
                 state.window_loss += loss.detach()
                 state.window_steps += 1
                 if state.step % cfg.log_every == 0:
                     train_loss = (state.window_loss / state.window_steps).item()
                     sink.log({"train/loss": train_loss, "train/grad_norm": grad_norm.item(),
-                              "train/lr": lr, "epoch": state.epoch}, state.step)
+                              "train/lr": lr, "train/skipped_steps": state.skipped_steps,
+                              "epoch": state.epoch}, state.step)
                     bar.update(state.step - bar.n)
                     bar.set_postfix(epoch=state.epoch + 1, loss=f"{train_loss:.4f}",
                                     lr=f"{lr:.2e}", refresh=False)
                     state.window_loss.zero_()
                     state.window_steps = 0
+                stop_if_requested()
 
             state.epoch += 1
             state.batch = 0
@@ -204,11 +259,12 @@ def fit(
             log.info("epoch %d/%d  step %d  val %.4f  ema %.4f%s", state.epoch, cfg.epochs,
                      state.step, raw, ema_loss, "  *best*" if improved else "")
             if improved or save_last:
-                snapshot = {**state.state_dict(), "rng": rng_state()}
+                epoch_end = snapshot()
                 if improved:
-                    save(checkpoint_dir / "best.pt", snapshot)
+                    save(checkpoint_dir / "best.pt", epoch_end)
                 if save_last:
-                    save(checkpoint_dir / "last.pt", snapshot)
+                    save(checkpoint_dir / "last.pt", epoch_end)
+            stop_if_requested()
 
     stop_reason = "early_stopping" if stopper.should_stop else "max_epochs"
     if stop_reason == "early_stopping":

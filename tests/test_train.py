@@ -13,7 +13,7 @@ import wandb
 from flowstudy.checkpoint import load_checkpoint, save_checkpoint
 from flowstudy.config import Config
 from flowstudy.data import build_data
-from flowstudy.errors import UserError
+from flowstudy.errors import Diverged, UserError
 from flowstudy.evaluate import evaluate
 from flowstudy.models import build_model
 from flowstudy.results import RunResult
@@ -245,16 +245,36 @@ def test_resume_with_another_arch_is_refused(tmp_path: Path) -> None:
 
 
 def test_a_failing_run_is_recorded_as_failed_in_result_and_wandb(tmp_path: Path) -> None:
-    # An absurd learning rate makes every validation loss non-finite: no best checkpoint exists.
-    cfg = _config(tmp_path, "train.lr=1e30", "train.warmup_steps=0", "wandb.mode=offline")
-    with pytest.raises(RuntimeError, match="no epoch produced a finite"):
+    # Tolerances no step size can meet: dopri5 fails at sampling time, after training.
+    cfg = _config(tmp_path, "sample.solver=dopri5", "sample.atol=1e-300", "sample.rtol=1e-300",
+                  "wandb.mode=offline")
+    with pytest.raises(AssertionError, match="underflow in dt"):
         run(cfg, tmp_path / "out")
     wandb.teardown()  # flush the offline run file
     result = RunResult.load(tmp_path / "study" / "runs" / cfg.name / "result.json")
-    assert result.status == "failed" and "no epoch produced a finite" in result.error
+    assert result.status == "failed" and "underflow in dt" in result.error
+    assert result.epochs == 3  # training itself finished and was recorded
     wb = read_run(find_run_files(tmp_path / "out")[0])
-    assert "failed" in wb.tags and "no epoch produced a finite" in wb.notes
+    assert "failed" in wb.tags and "underflow in dt" in wb.notes
     assert wb.exit_code == 1
+
+
+def test_a_diverging_run_skips_bad_steps_then_stops_with_the_state_before(
+        tmp_path: Path) -> None:
+    cfg = _config(tmp_path, "train.lr=1e30", "train.warmup_steps=0", "train.nan_patience=3",
+                  "wandb.mode=offline")
+    with pytest.raises(Diverged, match="3 steps in a row had a non-finite gradient norm"):
+        run(cfg, tmp_path / "out")
+    wandb.teardown()
+    result = RunResult.load(tmp_path / "study" / "runs" / cfg.name / "result.json")
+    assert result.status == "diverged"
+    anomaly = load_checkpoint(tmp_path / "study" / "checkpoints" / cfg.name / "anomaly.pt", "cpu")
+    assert anomaly["nonfinite"] == {"streak": 3, "skipped": 3}
+    assert anomaly["step"] == result.steps and anomaly["batch"] == result.steps + 3
+    # The skipped steps changed nothing: the EMA saw exactly the applied steps.
+    assert anomaly["ema"]["updates"] == anomaly["step"]
+    assert all(torch.isfinite(v).all() for v in anomaly["model"].values())
+    assert "diverged" in read_run(find_run_files(tmp_path / "out")[0]).tags
 
 
 def test_checkpoint_state_dict_round_trip(tmp_path: Path) -> None:
