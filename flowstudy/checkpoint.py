@@ -8,6 +8,7 @@ from typing import Any
 
 import torch
 
+from flowstudy.config import differences
 from flowstudy.errors import UserError
 from flowstudy.fileio import atomic_path
 
@@ -50,18 +51,9 @@ def load_checkpoint(path: str | os.PathLike[str], map_location: str | torch.devi
     return ckpt
 
 
-def _differences(saved: Any, current: Any, prefix: str) -> list[str]:
-    if isinstance(saved, dict) and isinstance(current, dict):
-        out = []
-        for key in sorted(saved.keys() | current.keys()):
-            out += _differences(saved.get(key), current.get(key), f"{prefix}.{key}")
-        return out
-    return [] if saved == current else [f"{prefix}={saved!r} (config: {current!r})"]
-
-
 def check_compatible(path: str | os.PathLike[str], saved: dict, current: dict) -> None:
     """The model, flow and data of a resumed run must be the ones the checkpoint was trained on."""
-    diffs = [d for s in COMPATIBLE_SECTIONS for d in _differences(saved[s], current[s], s)]
+    diffs = [d for s in COMPATIBLE_SECTIONS for d in differences(saved[s], current[s], s)]
     if diffs:
         raise CheckpointError(
             f"resume={path}: checkpoint was trained with {', '.join(diffs)}; "

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from hydra.core.config_store import ConfigStore
 from omegaconf import II, MISSING, DictConfig, OmegaConf
 
@@ -150,6 +151,8 @@ class TrainConfig:
     min_delta: float = 0.0
     log_every: int = 10
     device: str = "auto"  # auto (cuda if available, else cpu) | cpu | cuda | cuda:N
+    # torch intra-op threads; null: the cores this process may use, shared among parallel jobs
+    threads: int | None = None
     # A step whose gradient norm is NaN/Inf is skipped; this many in a row stop the run (diverged).
     nan_patience: int = 10
     grad_stats_every: int = 0  # log per-tensor gradient statistics every N steps (0: never)
@@ -187,7 +190,8 @@ class Config:
     seed: int = 0
     name: str | None = None  # run name; None derives <arch>-<flow>-<dataset>-<aug>
     group: str = "default"  # W&B group; set by the chosen ablation
-    resume: str | None = None  # path to a checkpoint to continue from
+    # A checkpoint to continue from; auto: this run's last.pt if an unfinished run left one
+    resume: str | None = None
     force: bool = False  # replace an existing run of the same name instead of refusing
     study_dir: str = "study"
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -275,6 +279,8 @@ def validate(cfg: Config) -> None:
     _check(t.patience >= 1, "train.patience", t.patience, "an integer >= 1")
     _check(t.min_delta >= 0, "train.min_delta", t.min_delta, "a float >= 0")
     _check(t.log_every >= 1, "train.log_every", t.log_every, "an integer >= 1")
+    _check(t.threads is None or t.threads >= 1, "train.threads", t.threads,
+           "an integer >= 1, or null for this process's cores")
     _check(t.nan_patience >= 1, "train.nan_patience", t.nan_patience, "an integer >= 1")
     _check(t.grad_stats_every >= 0, "train.grad_stats_every", t.grad_stats_every,
            "an integer >= 0 (0: off)")
@@ -330,6 +336,67 @@ def validate(cfg: Config) -> None:
            "a non-empty run name without '/'")
 
 
+# Keys a suffix never names: they are already in the base name, or do not change what is trained.
+UNNAMED_KEYS = ("arch", "flow", "dataset", "aug", "ablation", "dataset.n_train", "dataset.source",
+                "dataset.path", "name", "group", "resume", "force", "study_dir", "checkpoint",
+                "wandb", "hydra", "train.device", "train.threads", "train.log_every",
+                "train.grad_stats_every")
+# Keys that do not change a run's results; two runs differing only here are the same run.
+NON_IDENTITY_KEYS = ("name", "group", "resume", "force", "study_dir", "checkpoint", "wandb",
+                     "train.device", "train.threads", "train.log_every", "train.grad_stats_every")
+
+
+def _format_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, float):
+        if value != 0 and not 1e-2 <= abs(value) < 1e4:  # shortest exact form: 3e-4, 1.25e-5
+            mantissa, exponent = np.format_float_scientific(value, trim="-").split("e")
+            return f"{mantissa}e{int(exponent)}"
+        return repr(value).removesuffix(".0")
+    if isinstance(value, list):
+        return "x".join(_format_value(v) for v in value)
+    return str(value).replace("/", "_")
+
+
+def name_suffix(swept: dict[str, Any]) -> str:
+    """``-lr3e-4-seed1`` for swept keys {train.lr: 3e-4, seed: 1}: the last part of each key,
+    the whole key where two last parts would clash, sorted by label."""
+    last = [k.rsplit(".", 1)[-1] for k in swept]
+    labels = {k: (k.rsplit(".", 1)[-1] if last.count(k.rsplit(".", 1)[-1]) == 1
+                  else k.replace(".", "_")) for k in swept}
+    parts = sorted(f"{labels[k]}{_format_value(v)}" for k, v in swept.items())
+    return "".join(f"-{p}" for p in parts)
+
+
+def get_key(cfg: Any, key: str) -> Any:
+    node = cfg
+    for part in key.split("."):
+        node = node[part] if isinstance(node, dict) else getattr(node, part)
+    return node
+
+
+def differences(saved: Any, current: Any, prefix: str = "") -> list[str]:
+    """``key=saved (now: current)`` for every leaf where two config dicts differ."""
+    if isinstance(saved, dict) and isinstance(current, dict):
+        out = []
+        for key in sorted(saved.keys() | current.keys()):
+            out += differences(saved.get(key), current.get(key),
+                               f"{prefix}.{key}" if prefix else key)
+        return out
+    return [] if saved == current else [f"{prefix}={saved!r} (now: {current!r})"]
+
+
+def identity(config: dict[str, Any]) -> dict[str, Any]:
+    """The part of a config dict that decides a run's results."""
+    out = {k: v for k, v in config.items() if k not in NON_IDENTITY_KEYS}
+    for key in NON_IDENTITY_KEYS:
+        section, _, leaf = key.partition(".")
+        if leaf and section in out:
+            out[section] = {k: v for k, v in out[section].items() if k != leaf}
+    return out
+
+
 def dataset_label(d: DatasetConfig) -> str:
     """The dataset part of a run name: what data, from which source, how many training points."""
     label = Path(d.path).stem if isinstance(d, EmbeddingsConfig) else d.name
@@ -338,12 +405,17 @@ def dataset_label(d: DatasetConfig) -> str:
     return label if d.n_train is None else f"{label}-n{d.n_train}"
 
 
-def derive_name(cfg: Config) -> str:
-    return f"{cfg.arch.name}-{cfg.flow.name}-{dataset_label(cfg.dataset)}-{cfg.aug.name}"
+def derive_name(cfg: Config, swept: dict[str, Any] | None = None) -> str:
+    """``<arch>-<flow>-<dataset>-<aug>``, then a suffix for each swept value off its default."""
+    base = f"{cfg.arch.name}-{cfg.flow.name}-{dataset_label(cfg.dataset)}-{cfg.aug.name}"
+    return base + name_suffix(swept or {})
 
 
-def load_config(cfg: DictConfig) -> Config:
-    """Hydra's composed DictConfig -> a validated, fully resolved dataclass tree."""
+def load_config(cfg: DictConfig, swept: dict[str, Any] | None = None) -> Config:
+    """Hydra's composed DictConfig -> a validated, fully resolved dataclass tree.
+
+    ``swept`` (key -> value of the swept keys that differ from their defaults) extends the
+    derived run name."""
     config: Config = OmegaConf.to_object(cfg)  # type: ignore[assignment]
     for group, schemas in GROUP_SCHEMAS.items():
         node = getattr(config, group)
@@ -352,7 +424,7 @@ def load_config(cfg: DictConfig) -> Config:
                f"{', '.join(schemas)} in its defaults)")
     validate(config)
     if config.name is None:
-        config.name = derive_name(config)
+        config.name = derive_name(config, swept)
     return config
 
 

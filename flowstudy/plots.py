@@ -11,7 +11,7 @@ import torch
 from flowstudy.fileio import atomic_path
 
 
-def _pyplot() -> Any:
+def pyplot() -> Any:
     import matplotlib  # imported here: matplotlib costs start-up time every run would pay
 
     matplotlib.use("Agg")
@@ -20,17 +20,17 @@ def _pyplot() -> Any:
     return plt
 
 
-def _save(fig: Any, path: str | os.PathLike[str]) -> None:
+def save_figure(fig: Any, path: str | os.PathLike[str]) -> None:
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png")
-    _pyplot().close(fig)
+    pyplot().close(fig)
 
 
 def scatter(samples: torch.Tensor, data: torch.Tensor, path: str | os.PathLike[str],
             title: str, axes: str = "") -> None:
     """Generated samples over held-out data, on shared axes."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6, 4.5), dpi=120)
     ax.scatter(data[:, 0], data[:, 1], s=3, alpha=0.5, color="tab:gray", label="test data")
     ax.scatter(samples[:, 0], samples[:, 1], s=3, alpha=0.6, color="tab:blue", label="samples")
@@ -41,7 +41,7 @@ def scatter(samples: torch.Tensor, data: torch.Tensor, path: str | os.PathLike[s
     else:
         ax.set_aspect("equal")
     ax.legend(loc="upper right", fontsize=8, markerscale=3)
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def pca_scatter(samples: torch.Tensor, data: torch.Tensor, path: str | os.PathLike[str],
@@ -56,7 +56,7 @@ def pca_scatter(samples: torch.Tensor, data: torch.Tensor, path: str | os.PathLi
 def image_grid(samples: torch.Tensor, path: str | os.PathLike[str], title: str,
                side: int = 8, rows: int = 10, vmax: float = 16.0) -> None:
     """The first rows x rows samples as side x side grey images (digits: values 0..16)."""
-    plt = _pyplot()
+    plt = pyplot()
     n = min(rows * rows, samples.shape[0])
     images = samples[:n].clamp(0, vmax).reshape(n, side, side)
     canvas = torch.zeros(rows * (side + 1), rows * (side + 1))
@@ -68,4 +68,4 @@ def image_grid(samples: torch.Tensor, path: str | os.PathLike[str], title: str,
     ax.imshow(canvas.numpy(), cmap="gray_r", vmin=0, vmax=vmax)
     ax.set_title(title, fontsize=9)
     ax.axis("off")
-    _save(fig, path)
+    save_figure(fig, path)

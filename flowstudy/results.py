@@ -16,7 +16,9 @@ from flowstudy.interrupt import Interrupted
 @dataclass
 class RunResult:
     name: str
-    group: str
+    group: str  # the W&B group it was trained in
+    groups: list[str] = field(default_factory=list)  # every study group that counts this run
+    swept: dict[str, Any] = field(default_factory=dict)  # the keys its sweep varied
     status: str = "running"  # running | completed | failed | interrupted | diverged
     stop_reason: str | None = None  # max_epochs | early_stopping
     error: str | None = None
@@ -25,15 +27,19 @@ class RunResult:
     best_val_loss: float | None = None
     best_epoch: int | None = None
     wall_time_s: float = 0.0
+    threads: int | None = None  # torch intra-op threads it trained with
     params: int | None = None
+    dim: int | None = None  # data dimension
     metrics: dict[str, float] = field(default_factory=dict)  # sample quality, each with a floor
     nfe: int | None = None  # velocity evaluations used to sample
     checkpoint: str | None = None
     samples_png: str | None = None
     config: dict[str, Any] = field(default_factory=dict)
+    # True only on the result handed back for a completed run that was not retrained.
+    skipped: bool = False
 
     def save(self, path: str | os.PathLike[str]) -> None:
-        write_json(path, asdict(self))
+        write_json(path, {**asdict(self), "skipped": False})
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> RunResult:

@@ -35,7 +35,8 @@ def _truncate_jsonl(path: Path, last_step: int) -> None:
 
 class Tracker:
     def __init__(self, cfg: Config, run_dir: str | os.PathLike[str], metrics_path: Path,
-                 resume_run_id: str | None = None, resume_step: int | None = None) -> None:
+                 swept: dict[str, Any] | None = None, resume_run_id: str | None = None,
+                 resume_step: int | None = None) -> None:
         metrics_path.parent.mkdir(parents=True, exist_ok=True)
         if resume_step is None:
             metrics_path.unlink(missing_ok=True)
@@ -47,13 +48,16 @@ class Tracker:
             entity=cfg.wandb.entity,
             name=cfg.name,
             group=cfg.group,
-            job_type="train",
-            tags=list(cfg.wandb.tags),
+            # A sweep's runs carry its varied keys, to filter them in the W&B UI.
+            job_type="sweep" if swept else "train",
+            tags=[*cfg.wandb.tags, *(f"{k}={v}"[:64] for k, v in (swept or {}).items())],
             config=to_dict(cfg),
             dir=str(run_dir),
             mode=cfg.wandb.mode,
             id=resume_run_id,
             resume="allow" if resume_run_id else None,
+            # A worker process that runs several jobs must never continue the previous W&B run.
+            reinit="finish_previous",
             # flowstudy prints its own progress; W&B capturing stdout/stderr would only slow it.
             settings=wandb.Settings(console="off"),
         )

@@ -69,4 +69,4 @@ def test_compatibility_names_the_differing_keys() -> None:
     check_compatible("x.pt", saved, to_dict(compose_config(["arch.width=64", "train.lr=1e-4"])))
     with pytest.raises(CheckpointError) as info:
         check_compatible("x.pt", saved, to_dict(compose_config(["arch.width=32"])))
-    assert "arch.width=64 (config: 32)" in str(info.value)
+    assert "arch.width=64 (now: 32)" in str(info.value)

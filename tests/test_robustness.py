@@ -211,4 +211,5 @@ def test_a_model_with_the_wrong_output_shape_is_refused(tmp_path: Path,
     monkeypatch.setitem(MODELS, "mlp", lambda cfg, dim: WrongShape(dim))
     with pytest.raises(UserError, match=r"maps x_t of shape \[2, 2\] to \[2, 3\]"):
         run(_config(tmp_path), tmp_path / "out")
-    assert not (tmp_path / "study" / "runs" / "mlp-ot-moons-none" / "result.json").exists()
+    result = RunResult.load(tmp_path / "study" / "runs" / "mlp-ot-moons-none" / "result.json")
+    assert result.status == "failed" and "a velocity must have the shape of x_t" in result.error

@@ -212,7 +212,10 @@ def test_a_second_run_of_the_same_name_is_refused_unless_forced(tmp_path: Path) 
     run(_config(tmp_path, "train.epochs=1"), tmp_path / "out")
     best = tmp_path / "study" / "checkpoints" / "mlp-ot-moons-none" / "best.pt"
     before = best.read_bytes()
-    with pytest.raises(UserError, match="already exists"):
+    same = run(_config(tmp_path, "train.epochs=1"), tmp_path / "out")  # done already: skipped
+    assert same.skipped and same.status == "completed" and best.read_bytes() == before
+    different = r"was trained with a different config \(seed=0 \(now: 3\)\)"
+    with pytest.raises(UserError, match=different):
         run(_config(tmp_path, "train.epochs=1", "seed=3"), tmp_path / "out")
     assert best.read_bytes() == before
     assert run(_config(tmp_path, "train.epochs=1", "seed=3", "force=true"),
@@ -240,7 +243,7 @@ def test_cli_broken_resume_path_is_one_clear_error(tmp_path: Path, study: list[s
 def test_resume_with_another_arch_is_refused(tmp_path: Path) -> None:
     run(_config(tmp_path, "train.epochs=1"), tmp_path / "out")
     best = tmp_path / "study" / "checkpoints" / "mlp-ot-moons-none" / "best.pt"
-    with pytest.raises(UserError, match=r"arch\.width=32 \(config: 16\)"):
+    with pytest.raises(UserError, match=r"arch\.width=32 \(now: 16\)"):
         run(_config(tmp_path, "arch.width=16", f"resume={best}"), tmp_path / "out")
 
 

@@ -1,0 +1,224 @@
+"""Side-by-side report of a study group: ``python -m flowstudy.report [--group G] [--study DIR]``.
+
+Reads ``<study>/runs/*/result.json`` and ``metrics.jsonl`` (no W&B needed) and writes, under
+``<study>/reports/<group>/``: ``report.md`` and ``report.csv`` (one row per configuration, runs
+that differ only by seed folded into mean +/- std, the best row marked), ``val_loss.png`` (every
+run's validation curve) and ``samples.png`` (every run's sample picture). The table is printed too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import math
+import re
+import statistics
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from flowstudy.config import identity
+from flowstudy.fileio import atomic_path
+from flowstudy.plots import pyplot, save_figure
+from flowstudy.results import RunResult
+
+QUALITY = ("w2", "mmd", "fd", "precision", "recall")
+LOWER_IS_BETTER = {"w2": True, "mmd": True, "fd": True, "precision": False, "recall": False,
+                   "best_val_loss": True}
+
+
+@dataclass
+class Row:
+    """One configuration: a run, or the runs of several seeds."""
+
+    name: str
+    runs: list[RunResult] = field(default_factory=list)
+
+    def values(self, key: str) -> list[float]:
+        out = []
+        for r in self.runs:
+            v = r.metrics.get(key) if key in r.metrics else getattr(r, key, None)
+            if isinstance(v, (int, float)) and not (isinstance(v, float) and math.isnan(v)):
+                out.append(float(v))
+        return out
+
+    def mean(self, key: str) -> float | None:
+        v = self.values(key)
+        return statistics.fmean(v) if v else None
+
+    def std(self, key: str) -> float | None:
+        v = self.values(key)
+        return statistics.stdev(v) if len(v) > 1 else None
+
+
+def load_runs(study: Path) -> list[RunResult]:
+    return [RunResult.load(p) for p in sorted((study / "runs").glob("*/result.json"))]
+
+
+def _seedless(config: dict[str, Any]) -> str:
+    return json.dumps({k: v for k, v in identity(config).items() if k != "seed"}, sort_keys=True)
+
+
+def rows_for(runs: list[RunResult]) -> list[Row]:
+    """Fold runs whose configs differ only by seed into one row."""
+    rows: dict[str, Row] = {}
+    for r in runs:
+        key = _seedless(r.config)
+        if key not in rows:
+            rows[key] = Row(name=re.sub(r"-seed-?\d+", "", r.name))
+        rows[key].runs.append(r)
+    for row in rows.values():
+        if len(row.runs) == 1:
+            row.name = row.runs[0].name
+    return list(rows.values())
+
+
+def default_metric(runs: list[RunResult]) -> str:
+    """W2 for 2-d data, Frechet distance otherwise; val loss when no run has sample metrics."""
+    if not any(r.metrics for r in runs):
+        return "best_val_loss"
+    return "w2" if all(r.dim == 2 for r in runs if r.dim) else "fd"
+
+
+def _cell(row: Row, key: str, digits: int = 4) -> str:
+    """``mean ± std`` over the row's seeds; counts as integers, equal values without a spread."""
+    values = row.values(key)
+    if not values:
+        return "-"
+    mean, std = statistics.fmean(values), row.std(key)
+    if key in ("epochs", "params", "flops"):
+        text = f"{mean:,.0f}" if key != "flops" else f"{mean:.3g}"
+        return text if len(set(values)) == 1 else f"{text} ± {std:.{digits}g}"
+    return f"{mean:.{digits}f}" + (f" ± {std:.{digits}f}" if std is not None else "")
+
+
+def _quality(row: Row, key: str) -> str:
+    """The metric with its real-vs-real floor in brackets."""
+    value, floor = _cell(row, key), row.mean(f"{key}_floor")
+    return value if floor is None or value == "-" else f"{value} ({floor:.4f})"
+
+
+def _swept(row: Row) -> str:
+    keys = sorted({k for r in row.runs for k in r.swept if k != "seed" or len(row.runs) == 1})
+    return ", ".join(f"{k}={row.runs[0].swept[k]}" for k in keys if k in row.runs[0].swept)
+
+
+def _status(row: Row) -> str:
+    statuses = sorted({r.status for r in row.runs})
+    return "/".join(statuses)
+
+
+def table(rows: list[Row], metric: str) -> tuple[list[str], list[list[str]], int | None]:
+    """Header, cells and the index of the best completed row by ``metric``."""
+    header = ["name", "swept", "seeds", "status", "epochs", "stop", "best val loss",
+              *(f"{q} (floor)" for q in QUALITY), "params", "FLOPs", "wall s"]
+    cells = []
+    for row in rows:
+        cells.append([row.name, _swept(row), str(len(row.runs)), _status(row),
+                      _cell(row, "epochs"), "/".join(sorted({r.stop_reason or "-"
+                                                              for r in row.runs})),
+                      _cell(row, "best_val_loss"), *(_quality(row, q) for q in QUALITY),
+                      _cell(row, "params"), _cell(row, "flops"), _cell(row, "wall_time_s", 2)])
+    done = [i for i, row in enumerate(rows)
+            if all(r.status == "completed" for r in row.runs) and row.mean(metric) is not None]
+    sign = 1 if LOWER_IS_BETTER.get(metric, True) else -1
+    best = min(done, key=lambda i: sign * rows[i].mean(metric)) if done else None
+    return header, cells, best
+
+
+def markdown(header: list[str], cells: list[list[str]], best: int | None) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for i, line in enumerate(cells):
+        shown = [f"**{c}**" if i == best and c != "-" else c for c in line]
+        lines.append("| " + " | ".join(shown) + " |")
+    return "\n".join(lines)
+
+
+def _curves(rows: list[Row], study: Path, png: Path, title: str) -> None:
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(8, 5), dpi=110)
+    for row in rows:
+        for r in row.runs:
+            path = study / "runs" / r.name / "metrics.jsonl"
+            if not path.exists():
+                continue
+            points = [json.loads(line) for line in path.read_text().splitlines() if line]
+            val = [(p["step"], p["val/ema_loss"]) for p in points if "val/ema_loss" in p]
+            if val:
+                ax.plot(*zip(*val, strict=True), label=r.name, linewidth=1.2)
+    ax.set_xlabel("step")
+    ax.set_ylabel("EMA validation loss")
+    ax.set_yscale("log")
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=7, loc="upper right")
+    ax.grid(alpha=0.3)
+    save_figure(fig, png)
+
+
+def _sheet(rows: list[Row], png: Path, title: str) -> None:
+    pictures = [(r.name, Path(r.samples_png)) for row in rows for r in row.runs
+                if r.samples_png and Path(r.samples_png).exists()]
+    if not pictures:
+        return
+    plt = pyplot()
+    columns = min(3, len(pictures))
+    rows_n = math.ceil(len(pictures) / columns)
+    fig, axes = plt.subplots(rows_n, columns, figsize=(4.5 * columns, 3.6 * rows_n), dpi=110,
+                             squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, (name, path) in zip(axes.flat, pictures, strict=False):
+        ax.imshow(plt.imread(path))
+        ax.set_title(name, fontsize=8)
+    fig.suptitle(title)
+    save_figure(fig, png)
+
+
+def report(study: Path, group: str, metric: str | None = None) -> Path:
+    runs = [r for r in load_runs(study) if group in (r.groups or [r.group])]
+    if not runs:
+        raise SystemExit(f"flowstudy.report: no runs in group {group!r} under {study / 'runs'}")
+    metric = metric or default_metric(runs)
+    rows = rows_for(runs)
+    header, cells, best = table(rows, metric)
+    out = study / "reports" / group
+    out.mkdir(parents=True, exist_ok=True)
+    text = (f"# Study group `{group}`\n\n{len(runs)} runs, {len(rows)} configurations; "
+            f"best (bold) by {metric}; floors: the same metric between two real sample sets.\n\n"
+            + markdown(header, cells, best) + "\n")
+    with atomic_path(out / "report.md") as tmp:
+        tmp.write_text(text)
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow([*header, "best"])
+    for i, line in enumerate(cells):
+        writer.writerow([*line, "yes" if i == best else ""])
+    with atomic_path(out / "report.csv") as tmp:
+        tmp.write_text(buffer.getvalue())
+    _curves(rows, study, out / "val_loss.png", f"{group}: validation loss")
+    _sheet(rows, out / "samples.png", f"{group}: samples")
+    print(text)
+    print(f"wrote {out}/report.md, report.csv, val_loss.png, samples.png")
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m flowstudy.report",
+                                     description="Tabulate and plot a study group's runs.")
+    parser.add_argument("--group", help="study group (default: every group found)")
+    parser.add_argument("--study", default="study", type=Path, help="study dir (default: study)")
+    parser.add_argument("--metric", choices=[*QUALITY, "best_val_loss"],
+                        help="what picks the best row (default: w2 for 2-d data, else fd)")
+    args = parser.parse_args()
+    groups = [args.group] if args.group else sorted(
+        {g for r in load_runs(args.study) for g in (r.groups or [r.group])})
+    if not groups:
+        raise SystemExit(f"flowstudy.report: no runs under {args.study / 'runs'}")
+    for group in groups:
+        report(args.study, group, args.metric)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,94 @@
+"""What a run knows of the sweep it is part of, and the sweep's end-of-run summary.
+
+A run learns which keys its sweep varies (for its name and W&B tags), how many jobs share the
+machine (for its thread count) and which GPU is its own; each job leaves a ``job.json`` in its
+Hydra job directory, and the ``SweepSummary`` callback prints one line per job when the sweep
+ends. Nothing else in a run knows it is in a sweep.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from hydra import compose
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.experimental.callback import Callback
+from hydra.types import RunMode
+from omegaconf import DictConfig, OmegaConf
+
+from flowstudy.config import UNNAMED_KEYS
+from flowstudy.fileio import write_json
+
+GROUPS = ("arch", "flow", "dataset", "aug")
+
+# Set by SweepSummary when a sweep ends: (jobs, jobs that did not complete).
+last_sweep: tuple[int, int] | None = None
+
+
+def swept_keys(hydra_cfg: DictConfig) -> list[str]:
+    """Keys the sweep gives several values: on its command line or in ``hydra.sweeper.params``
+    (where an ablation puts its grid)."""
+    if hydra_cfg.mode != RunMode.MULTIRUN:
+        return []
+    command_line = OmegaConf.load(Path(hydra_cfg.sweep.dir) / "multirun.yaml").hydra.overrides.task
+    params = hydra_cfg.sweeper.get("params") or {}
+    lines = [f"{key}={value}" for key, value in params.items()] + list(command_line)
+    overrides = OverridesParser.create().parse_overrides(lines)
+    return sorted({o.key_or_group for o in overrides if o.is_sweep_override()})
+
+
+def swept_values(cfg: DictConfig, hydra_cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(every swept key -> this job's value, the ones off their default that name the run)."""
+    keys = swept_keys(hydra_cfg)
+    if not keys:
+        return {}, {}
+    choices = hydra_cfg.runtime.choices
+    defaults = compose("config", overrides=[f"{g}={choices[g]}" for g in GROUPS])
+
+    def value(node: DictConfig, key: str) -> Any:
+        v = OmegaConf.select(node, key)
+        return OmegaConf.to_container(v, resolve=True) if OmegaConf.is_config(v) else v
+
+    # A group's value is the option chosen, not the whole node it composes.
+    values = {key: choices[key] if key in choices else value(cfg, key) for key in keys}
+    naming = {key: v for key, v in values.items()
+              if not any(key == k or key.startswith(f"{k}.") for k in UNNAMED_KEYS)
+              and v != value(defaults, key)}
+    return values, naming
+
+
+def parallel_jobs(hydra_cfg: DictConfig) -> int:
+    """How many jobs of this sweep run at once on this machine (joblib's n_jobs; else 1)."""
+    if hydra_cfg.mode != RunMode.MULTIRUN:
+        return 1
+    n_jobs = hydra_cfg.launcher.get("n_jobs")
+    if n_jobs is None:
+        return 1
+    return (os.cpu_count() or 1) if n_jobs < 0 else max(1, int(n_jobs))
+
+
+def write_job_record(job_dir: Path, record: dict[str, Any]) -> None:
+    write_json(job_dir / "job.json", record)
+
+
+class SweepSummary(Callback):
+    """At the end of a sweep: one line per job, and the count of jobs that did not complete."""
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        global last_sweep
+        records = [json.loads(p.read_text())
+                   for p in Path(config.hydra.sweep.dir).glob("*/job.json")]
+        records.sort(key=lambda r: r["job"])
+        print("\nsweep summary:")
+        for r in records:
+            best = "-" if r.get("best_val_loss") is None else f"{r['best_val_loss']:.4f}"
+            metric = r.get("metric") or {}
+            quality = "  ".join(f"{k} {v:.4f}" for k, v in metric.items())
+            print(f"  [{r['job']}] {r['name']:<40} {r['status']:<12} val {best:<8} {quality}"
+                  + (f"  ({r['error']})" if r.get("error") else ""))
+        bad = sum(r["status"] not in ("completed", "skipped") for r in records)
+        print(f"{len(records) - bad} of {len(records)} runs completed or skipped as done")
+        last_sweep = (len(records), bad)

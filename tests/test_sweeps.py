@@ -1,0 +1,179 @@
+"""Sweeps through the real CLI: names, failures, skip-completed, launchers, reports."""
+
+from __future__ import annotations
+
+import csv
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from flowstudy.interrupt import Interrupted
+from flowstudy.results import RunResult
+from flowstudy.train import auto_device, run
+
+from .helpers import TINY, TINY_MOONS, TINY_TRAIN, cli, compose_config
+from .wandb_files import find_run_files, read_run
+
+
+def _sweep(tmp_path: Path, study: str, *args: str,
+           base: tuple[str, ...] = tuple(TINY)) -> tuple[int, str, dict[str, RunResult]]:
+    sweep_dir = tmp_path / f"{study}-{len(list(tmp_path.glob(f'{study}-*')))}"
+    proc = cli(["-m", *base, "train.epochs=2", f"study_dir={tmp_path / study}",
+                f"hydra.sweep.dir={sweep_dir}", *args], cwd=tmp_path, timeout=600)
+    results = {p.parent.name: RunResult.load(p)
+               for p in (tmp_path / study / "runs").glob("*/result.json")}
+    return proc.returncode, proc.stdout + proc.stderr, results
+
+
+@pytest.mark.slow
+def test_swept_values_off_their_defaults_name_each_run(tmp_path: Path) -> None:
+    code, out, results = _sweep(tmp_path, "study", "seed=0,1", "train.lr=2e-3,5e-4",
+                                "wandb.mode=disabled")
+    assert code == 0, out
+    assert set(results) == {"mlp-ot-moons-none", "mlp-ot-moons-none-seed1",
+                            "mlp-ot-moons-none-lr5e-4", "mlp-ot-moons-none-lr5e-4-seed1"}
+    assert results["mlp-ot-moons-none-lr5e-4-seed1"].swept == {"seed": 1, "train.lr": 5e-4}
+    assert results["mlp-ot-moons-none-lr5e-4-seed1"].config["train"]["lr"] == 5e-4
+    assert "4 of 4 runs completed" in out
+
+
+@pytest.mark.slow
+def test_a_failed_job_is_recorded_the_rest_finish_and_a_rerun_retries_only_it(
+        tmp_path: Path) -> None:
+    rows = np.random.default_rng(0).normal(size=(700, 4)).astype(np.float32)
+    np.save(tmp_path / "a.npy", rows)
+    args = ["dataset=embeddings", "dataset.path=a.npy,b.npy", "dataset.n_val=64",
+            "dataset.n_test=64", "wandb.mode=disabled"]
+    no_size = tuple(a for a in TINY if not a.startswith("dataset."))
+    code, out, results = _sweep(tmp_path, "study", *args, base=no_size)
+    assert code == 1
+    assert results["mlp-ot-a-none"].status == "completed"
+    assert results["mlp-ot-b-none"].status == "failed"
+    assert "dataset.path=b.npy: no such file" in results["mlp-ot-b-none"].error
+    assert "mlp-ot-b-none" in out and "failed" in out and "1 of 2 runs did not complete" in out
+    best_a = (tmp_path / "study" / "checkpoints" / "mlp-ot-a-none" / "best.pt").read_bytes()
+
+    np.save(tmp_path / "b.npy", rows[::-1].copy())  # the fix
+    code, out, results = _sweep(tmp_path, "study", *args, base=no_size)
+    assert code == 0, out
+    assert "skipping mlp-ot-a-none: completed with this config" in out
+    assert results["mlp-ot-b-none"].status == "completed"
+    assert (tmp_path / "study" / "checkpoints" / "mlp-ot-a-none" / "best.pt").read_bytes() == \
+        best_a  # not retrained
+    assert "2 of 2 runs completed or skipped" in out
+
+
+@pytest.mark.slow
+def test_a_failure_at_run_time_tags_the_wandb_run_failed(tmp_path: Path) -> None:
+    # rtol 1e-300 alone is harmless next to atol 1e-5; with atol 1e-300 no step size fits.
+    code, _, results = _sweep(tmp_path, "study", "sample.solver=dopri5",
+                              "sample.atol=1e-5,1e-300", "sample.rtol=1e-300",
+                              "wandb.mode=offline")
+    assert code == 1
+    assert results["mlp-ot-moons-none"].status == "completed"
+    failed = results["mlp-ot-moons-none-atol1e-300"]
+    assert failed.status == "failed" and "underflow in dt" in failed.error
+    runs = {r.name: r for r in (read_run(f) for f in find_run_files(tmp_path))}
+    assert "failed" in runs[failed.name].tags and runs[failed.name].exit_code == 1
+    assert "sample.atol=1e-300" in runs[failed.name].tags and runs[failed.name].job_type == "sweep"
+
+
+@pytest.mark.slow
+def test_joblib_runs_two_jobs_at_once_with_the_same_results_as_serial(tmp_path: Path) -> None:
+    common = ["seed=0,1", "train.threads=1", "wandb.mode=disabled"]
+    code, out, serial = _sweep(tmp_path, "serial", *common)
+    assert code == 0, out
+    code, out, parallel = _sweep(tmp_path, "parallel", *common, "hydra/launcher=joblib",
+                                 "hydra.launcher.n_jobs=2")
+    assert code == 0, out
+    assert set(serial) == set(parallel) == {"mlp-ot-moons-none", "mlp-ot-moons-none-seed1"}
+    for name in serial:
+        assert serial[name].best_val_loss == parallel[name].best_val_loss
+        assert serial[name].metrics == parallel[name].metrics
+
+
+@pytest.mark.slow
+def test_joblib_jobs_share_the_cores(tmp_path: Path) -> None:
+    code, out, results = _sweep(tmp_path, "study", "seed=0,1", "wandb.mode=disabled",
+                                "hydra/launcher=joblib", "hydra.launcher.n_jobs=2")
+    assert code == 0, out
+    cores = len(os.sched_getaffinity(0))
+    assert {r.threads for r in results.values()} == {max(1, cores // 2)}
+
+
+@pytest.mark.slow
+def test_submitit_local_runs_a_two_job_sweep(tmp_path: Path) -> None:
+    code, out, results = _sweep(tmp_path, "study", "seed=0,1", "wandb.mode=disabled",
+                                "hydra/launcher=submitit_local")
+    assert code == 0, out
+    assert {r.status for r in results.values()} == {"completed"} and len(results) == 2
+
+
+@pytest.mark.slow
+def test_the_report_tabulates_the_group_from_the_files(tmp_path: Path) -> None:
+    code, out, results = _sweep(tmp_path, "study", "ablation=architectures", "seed=0,1",
+                                "wandb.mode=disabled", base=(*TINY_MOONS, *TINY_TRAIN))
+    assert code == 0, out
+    report = subprocess.run([sys.executable, "-m", "flowstudy.report", "--study",
+                             str(tmp_path / "study"), "--group", "architectures"],
+                            capture_output=True, text=True, cwd=tmp_path)
+    assert report.returncode == 0, report.stderr
+    out_dir = tmp_path / "study" / "reports" / "architectures"
+    rows = list(csv.DictReader((out_dir / "report.csv").open()))
+    assert [r["name"] for r in rows] == ["dit-ot-moons-none", "mlp-ot-moons-none",
+                                         "unet-ot-moons-none"]
+    for row in rows:
+        runs = [r for r in results.values()
+                if r.config["arch"]["name"] == row["name"].split("-")[0]]
+        assert row["seeds"] == "2" and len(runs) == 2
+        losses = [r.best_val_loss for r in runs]
+        mean, std = np.mean(losses), np.std(losses, ddof=1)
+        assert row["best val loss"] == f"{mean:.4f} ± {std:.4f}"
+        assert row["swept"] == f"arch={row['name'].split('-')[0]}"
+    w2 = {r["name"]: float(r["w2 (floor)"].split(" ")[0]) for r in rows}
+    assert [r["name"] for r in rows if r["best"] == "yes"] == [min(w2, key=w2.get)]
+    assert "| name | swept | seeds |" in report.stdout
+    for png in ("val_loss.png", "samples.png"):
+        assert (out_dir / png).read_bytes()[:4] == b"\x89PNG"
+
+
+def test_resume_auto_continues_an_interrupted_run_from_its_last_checkpoint(
+        tmp_path: Path) -> None:
+    cfg = compose_config([*TINY, "dataset.size=3000", "train.epochs=6",
+                          f"study_dir={tmp_path / 'study'}", "wandb.mode=disabled"])
+    metrics = tmp_path / "study" / "runs" / cfg.name / "metrics.jsonl"
+
+    def signal_when_training() -> None:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if metrics.exists() and '"epoch": 1' in metrics.read_text():
+                os.kill(os.getpid(), signal.SIGTERM)
+                return
+            time.sleep(0.01)
+
+    threading.Thread(target=signal_when_training, daemon=True).start()
+    with pytest.raises(Interrupted):
+        run(cfg, tmp_path / "out")
+    interrupted = RunResult.load(metrics.parent / "result.json")
+    assert interrupted.status == "interrupted"
+
+    cfg.resume = "auto"
+    result = run(cfg, tmp_path / "out")
+    assert result.status == "completed" and result.epochs == 6
+    assert result.steps == 6 * (2744 // 64)  # no step trained twice: it continued
+    assert not result.skipped
+
+
+def test_parallel_jobs_each_take_their_own_gpu() -> None:
+    assert auto_device(0, job_num=3, parallel=2) == "cpu"
+    assert auto_device(1, job_num=3, parallel=2) == "cuda"
+    assert [auto_device(4, job_num=j, parallel=2) for j in range(6)] == [
+        "cuda:0", "cuda:1", "cuda:2", "cuda:3", "cuda:0", "cuda:1"]
+    assert auto_device(4, job_num=3, parallel=1) == "cuda"  # serial sweeps keep the default GPU
