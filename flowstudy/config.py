@@ -377,11 +377,14 @@ def get_key(cfg: Any, key: str) -> Any:
 
 
 def differences(saved: Any, current: Any, prefix: str = "") -> list[str]:
-    """``key=saved (now: current)`` for every leaf where two config dicts differ."""
+    """``key=saved (now: current)`` for every leaf where two config dicts differ.
+
+    Keys the saved config lacks are skipped: they were added to flowstudy after it was saved.
+    """
     if isinstance(saved, dict) and isinstance(current, dict):
         out = []
-        for key in sorted(saved.keys() | current.keys()):
-            out += differences(saved.get(key), current.get(key),
+        for key in sorted(saved):
+            out += differences(saved[key], current.get(key),
                                f"{prefix}.{key}" if prefix else key)
         return out
     return [] if saved == current else [f"{prefix}={saved!r} (now: {current!r})"]

@@ -131,7 +131,7 @@ def table(rows: list[Row], metric: str) -> tuple[list[str], list[list[str]], int
 def markdown(header: list[str], cells: list[list[str]], best: int | None) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for i, line in enumerate(cells):
-        shown = [f"**{c}**" if i == best and c != "-" else c for c in line]
+        shown = [f"**{c}**" if i == best and c not in ("-", "") else c for c in line]
         lines.append("| " + " | ".join(shown) + " |")
     return "\n".join(lines)
 
