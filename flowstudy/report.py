@@ -151,6 +151,10 @@ def _curves(rows: list[Row], study: Path, png: Path, title: str) -> None:
     ax.set_xlabel("step")
     ax.set_ylabel("EMA validation loss")
     ax.set_yscale("log")
+    from matplotlib.ticker import ScalarFormatter  # plain numbers, not 1.5 x 10^0
+
+    ax.yaxis.set_major_formatter(ScalarFormatter())
+    ax.yaxis.set_minor_formatter(ScalarFormatter())
     ax.set_title(title, fontsize=10)
     ax.legend(fontsize=7, loc="upper right")
     ax.grid(alpha=0.3)
