@@ -30,6 +30,13 @@ class Batch:
     t: torch.Tensor
     eps: torch.Tensor | None
 
+    def part(self, index: int, parts: int) -> Batch:
+        """The ``index``-th of ``parts`` equal contiguous slices (a rank's shard, a micro-batch)."""
+        size = self.x1.shape[0] // parts
+        cut = slice(index * size, (index + 1) * size)
+        return Batch(self.x0[cut], self.x1[cut], self.t[cut],
+                     None if self.eps is None else self.eps[cut])
+
 
 @dataclass
 class BatchSource:

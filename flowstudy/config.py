@@ -153,6 +153,12 @@ class TrainConfig:
     device: str = "auto"  # auto (cuda if available, else cpu) | cpu | cuda | cuda:N
     # torch intra-op threads; null: the cores this process may use, shared among parallel jobs
     threads: int | None = None
+    precision: str = "fp32"  # fp32 | bf16 (autocast, CPU or CUDA) | fp16 (autocast + scaler, CUDA)
+    # batch_size is the global batch of one optimizer step; each of accum_steps micro-batches
+    # takes batch_size / (accum_steps * ranks) of it.
+    accum_steps: int = 1
+    compile: bool = False  # torch.compile the model (eager, with a warning, where unavailable)
+    deterministic: bool = False  # deterministic algorithms only (and cuBLAS workspace on CUDA)
     # A step whose gradient norm is NaN/Inf is skipped; this many in a row stop the run (diverged).
     nan_patience: int = 10
     grad_stats_every: int = 0  # log per-tensor gradient statistics every N steps (0: never)
@@ -239,6 +245,7 @@ def group_options_text() -> str:
 WANDB_MODES = ("offline", "online", "disabled")
 SOLVERS = ("euler", "midpoint", "rk4", "dopri5")  # = flowstudy.flows.solvers (a test checks)
 MONITORS = ("ema", "raw")
+PRECISIONS = ("fp32", "bf16", "fp16")
 NORMALIZERS = ("standard", "robust", "global")
 SOURCES_2D = ("8gaussians", "checkerboard", "circles", "moons", "swissroll")
 
@@ -281,6 +288,10 @@ def validate(cfg: Config) -> None:
     _check(t.log_every >= 1, "train.log_every", t.log_every, "an integer >= 1")
     _check(t.threads is None or t.threads >= 1, "train.threads", t.threads,
            "an integer >= 1, or null for this process's cores")
+    _one_of("train.precision", t.precision, PRECISIONS)
+    _check(t.accum_steps >= 1, "train.accum_steps", t.accum_steps, "an integer >= 1")
+    _check(t.batch_size % t.accum_steps == 0, "train.batch_size", t.batch_size,
+           f"a multiple of train.accum_steps={t.accum_steps}")
     _check(t.nan_patience >= 1, "train.nan_patience", t.nan_patience, "an integer >= 1")
     _check(t.grad_stats_every >= 0, "train.grad_stats_every", t.grad_stats_every,
            "an integer >= 0 (0: off)")
@@ -340,10 +351,11 @@ def validate(cfg: Config) -> None:
 UNNAMED_KEYS = ("arch", "flow", "dataset", "aug", "ablation", "dataset.n_train", "dataset.source",
                 "dataset.path", "name", "group", "resume", "force", "study_dir", "checkpoint",
                 "wandb", "hydra", "train.device", "train.threads", "train.log_every",
-                "train.grad_stats_every")
+                "train.grad_stats_every", "train.compile")
 # Keys that do not change a run's results; two runs differing only here are the same run.
 NON_IDENTITY_KEYS = ("name", "group", "resume", "force", "study_dir", "checkpoint", "wandb",
-                     "train.device", "train.threads", "train.log_every", "train.grad_stats_every")
+                     "train.device", "train.threads", "train.log_every", "train.grad_stats_every",
+                     "train.compile")
 
 
 def _format_value(value: Any) -> str:

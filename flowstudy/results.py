@@ -28,6 +28,15 @@ class RunResult:
     best_epoch: int | None = None
     wall_time_s: float = 0.0
     threads: int | None = None  # torch intra-op threads it trained with
+    # What it cost: FLOPs counted for one step (forward + backward, all ranks) and in total, the
+    # 6 * params * samples estimate beside them, throughput and peak memory (CUDA allocated, or
+    # the process's peak RSS on a CPU).
+    flops_per_step: float | None = None
+    flops: float | None = None
+    flops_6nd: float | None = None
+    steps_per_s: float | None = None
+    samples_per_s: float | None = None
+    peak_memory_bytes: int | None = None
     params: int | None = None
     dim: int | None = None  # data dimension
     metrics: dict[str, float] = field(default_factory=dict)  # sample quality, each with a floor
@@ -44,6 +53,10 @@ class RunResult:
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> RunResult:
         return cls(**json.loads(Path(path).read_text()))
+
+
+COST_KEYS = ("flops_per_step", "flops", "flops_6nd", "steps_per_s", "samples_per_s",
+             "peak_memory_bytes")
 
 
 def status_for(error: BaseException | None) -> str:

@@ -92,3 +92,21 @@ class Tracker:
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
         self.finish(exc)
+
+
+class NullTracker:
+    """The tracker of ranks other than 0 under torchrun: they log nothing."""
+
+    run_id = None
+
+    def log(self, metrics: dict[str, float], step: int) -> None:
+        pass
+
+    def summary(self, values: dict[str, Any]) -> None:
+        pass
+
+    def __enter__(self) -> NullTracker:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        pass

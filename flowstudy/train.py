@@ -6,13 +6,16 @@ compose (Hydra) -> validate (typed Config) -> build -> fit -> evaluate -> result
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import os
+import resource
 import shlex
 import sys
 import time
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -21,13 +24,16 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 
-from flowstudy import sweep
+from flowstudy import distributed, sweep
 from flowstudy.batches import BatchSource
 from flowstudy.checkpoint import check_compatible, load_checkpoint, save_checkpoint
 from flowstudy.config import CONF_DIR, Config, differences, identity, load_config, to_dict
 from flowstudy.data import DataSplits, build_data
 from flowstudy.data.augment import build_augment
+from flowstudy.distributed import Dist, from_environment
 from flowstudy.early_stopping import EarlyStopping
 from flowstudy.ema import EMA
 from flowstudy.errors import ConfigError, UserError, describe
@@ -36,11 +42,12 @@ from flowstudy.fileio import ensure_writable_dir, run_lock
 from flowstudy.flows import build_flow
 from flowstudy.interrupt import Interrupted, StopRequest
 from flowstudy.models import build_model, count_parameters
-from flowstudy.results import RunResult, status_for
+from flowstudy.precision import Precision
+from flowstudy.results import COST_KEYS, RunResult, status_for
 from flowstudy.rng import seed_everything, set_rng_state
 from flowstudy.sweep import parallel_jobs, swept_values, write_job_record
-from flowstudy.tracking import Tracker
-from flowstudy.trainer import TrainState, ValidationSet, fit
+from flowstudy.tracking import NullTracker, Tracker
+from flowstudy.trainer import Engine, FitResult, TrainState, ValidationSet, fit
 
 log = logging.getLogger("flowstudy")
 
@@ -93,36 +100,70 @@ class Built:
     batches: BatchSource
     val: ValidationSet
     state: TrainState
+    engine: Engine
 
 
-def build(cfg: Config, device: torch.device) -> Built:
+def _compiled(model: nn.Module, example: tuple[torch.Tensor, torch.Tensor]) -> nn.Module:
+    try:
+        compiled = torch.compile(model)
+        compiled(*example)  # compile now, so a missing toolchain shows here and not mid-run
+        return compiled
+    except Exception as e:  # torch.compile raises many types when a backend is unavailable
+        log.warning("train.compile: torch.compile is unavailable here (%s); training eagerly",
+                    str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__)
+        return model
+
+
+def build(cfg: Config, device: torch.device, ranks: Dist | None = None) -> Built:
+    ranks = ranks or Dist()
+    t = cfg.train
+    if t.precision == "fp16" and device.type != "cuda":
+        raise ConfigError("train.precision", "fp16", "fp32 or bf16 on a CPU (fp16 needs CUDA)")
+    if t.batch_size % (t.accum_steps * ranks.world):
+        raise ConfigError("train.batch_size", t.batch_size,
+                          f"a multiple of train.accum_steps x ranks = "
+                          f"{t.accum_steps} x {ranks.world} (the batch is global)")
     data = build_data(cfg.dataset, cfg.study_dir)
-    if cfg.train.batch_size > data.train.shape[0]:
-        raise ConfigError("train.batch_size", cfg.train.batch_size,
+    if t.batch_size > data.train.shape[0]:
+        raise ConfigError("train.batch_size", t.batch_size,
                           f"at most the {data.train.shape[0]} training points (full batches only)")
     flow = build_flow(cfg.flow)
     batches = BatchSource(train=data.normalizer.encode(data.train).to(device),
-                          batch_size=cfg.train.batch_size, source=data.source, flow=flow,
+                          batch_size=t.batch_size, source=data.source, flow=flow,
                           augment=build_augment(cfg.aug), seed=cfg.seed)
     # Validation noise is seeded by the data seed: runs of any seed are scored on the same problem.
     val = ValidationSet.fixed(data.normalizer.encode(data.val).to(device), data.source, flow,
-                              cfg.train.batch_size, seed=cfg.dataset.seed)
+                              t.batch_size, seed=cfg.dataset.seed)
     model = build_model(cfg.arch, data.dim).to(device)
+    example = (batches.train[:2], torch.zeros(2, device=device))
     with torch.no_grad():
-        probe = model(batches.train[:2], torch.zeros(2, device=device))
+        probe = model(*example)
     if probe.shape != (2, data.dim):
         raise UserError(f"arch={cfg.arch.name}: the model maps x_t of shape [2, {data.dim}] to "
                         f"{list(probe.shape)}; a velocity must have the shape of x_t")
+    precision = Precision.create(t.precision, device)
     state = TrainState(
         model=model,
-        ema=EMA(model, cfg.train.ema_decay, cfg.train.ema_power),
-        optimizer=torch.optim.AdamW(model.parameters(), lr=cfg.train.lr,
-                                    weight_decay=cfg.train.weight_decay),
-        stopper=EarlyStopping(cfg.train.patience, cfg.train.min_delta),
+        ema=EMA(model, t.ema_decay, t.ema_power),
+        optimizer=torch.optim.AdamW(model.parameters(), lr=t.lr, weight_decay=t.weight_decay),
+        stopper=EarlyStopping(t.patience, t.min_delta),
         shuffle_gen=torch.Generator().manual_seed(cfg.seed),
         noise_gen=torch.Generator(device).manual_seed(cfg.seed + 1),
+        scaler=precision.scaler,
     )
-    return Built(data, batches, val, state)
+    forward = _compiled(model, example) if t.compile else model
+    if ranks.active:
+        forward = DistributedDataParallel(
+            forward, device_ids=[device.index] if device.type == "cuda" else None)
+    return Built(data, batches, val, state, Engine(forward, precision, ranks))
+
+
+def _deterministic(device: torch.device) -> None:
+    """Deterministic kernels only; on CUDA cuBLAS needs a fixed workspace for that."""
+    if device.type == "cuda":
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.backends.cudnn.benchmark = False
+    torch.use_deterministic_algorithms(True)
 
 
 def run(cfg: Config, run_dir: Path, swept: dict[str, Any] | None = None, job_num: int = 0,
@@ -131,11 +172,18 @@ def run(cfg: Config, run_dir: Path, swept: dict[str, Any] | None = None, job_num
 
     A completed run with the same config is not retrained: its result is returned (and counted in
     ``cfg.group`` too). ``swept``, ``job_num`` and ``parallel`` describe the sweep it is part of.
+    Under torchrun every rank calls this; only rank 0 writes files and logs.
     """
     started = time.perf_counter()
-    device = resolve_device(cfg.train.device, job_num, parallel)
-    # Parallel jobs share the cores rather than each taking all of them.
-    torch.set_num_threads(cfg.train.threads or max(1, len(os.sched_getaffinity(0)) // parallel))
+    ranks = from_environment(cuda=cfg.train.device != "cpu" and torch.cuda.is_available())
+    device = (torch.device(f"cuda:{ranks.local_rank}") if ranks.active and
+              torch.cuda.is_available() and cfg.train.device != "cpu"
+              else resolve_device(cfg.train.device, job_num, parallel))
+    # Parallel jobs (and ranks on one machine) share the cores rather than each taking all.
+    sharing = parallel * (ranks.world if device.type == "cpu" else 1)
+    torch.set_num_threads(cfg.train.threads or max(1, len(os.sched_getaffinity(0)) // sharing))
+    if cfg.train.deterministic:
+        _deterministic(device)
     checkpoint_dir = Path(cfg.checkpoint.dir) / cfg.name
     out_dir = Path(cfg.study_dir) / "runs" / cfg.name
     result_path = out_dir / "result.json"
@@ -143,14 +191,18 @@ def run(cfg: Config, run_dir: Path, swept: dict[str, Any] | None = None, job_num
     resumed = load_checkpoint(cfg.resume, device) if explicit else None
     if resumed is not None:
         check_compatible(cfg.resume, resumed["config"], to_dict(cfg))
-    ensure_writable_dir(checkpoint_dir, "checkpoint.dir")
-    ensure_writable_dir(out_dir, "study_dir")
-    with run_lock(checkpoint_dir / ".lock", f"run '{cfg.name}'"):
-        prior = _prior_run(cfg, result_path, checkpoint_dir)
+    if ranks.main:
+        ensure_writable_dir(checkpoint_dir, "checkpoint.dir")
+        ensure_writable_dir(out_dir, "study_dir")
+    lock = (run_lock(checkpoint_dir / ".lock", f"run '{cfg.name}'") if ranks.main
+            else contextlib.nullcontext())
+    with lock:
+        prior = _prior_run(cfg, result_path, checkpoint_dir)  # every rank decides alike
+        ranks.barrier()  # before rank 0 writes anything
         if prior is not None and prior.status == "completed":
             log.info("skipping %s: completed with this config (%s); force=true retrains",
                      cfg.name, result_path)
-            if cfg.group not in prior.groups:
+            if cfg.group not in prior.groups and ranks.main:
                 prior.groups.append(cfg.group)
                 prior.save(result_path)
             return dataclasses.replace(prior, skipped=True)
@@ -159,83 +211,115 @@ def run(cfg: Config, run_dir: Path, swept: dict[str, Any] | None = None, job_num
             log.info("resume=auto: continuing the unfinished run from %s", last)
             resumed = load_checkpoint(last, device)
             check_compatible(last, resumed["config"], to_dict(cfg))
-        return _train_and_evaluate(cfg, run_dir, device, resumed, checkpoint_dir, result_path,
-                                   started, swept or {})
+        return _train_and_evaluate(cfg, run_dir, device, ranks, resumed, checkpoint_dir,
+                                   result_path, started, swept or {})
 
 
-def _train_and_evaluate(cfg: Config, run_dir: Path, device: torch.device, resumed: dict | None,
-                        checkpoint_dir: Path, result_path: Path, started: float,
-                        swept: dict[str, Any]) -> RunResult:
+def _train_and_evaluate(cfg: Config, run_dir: Path, device: torch.device, ranks: Dist,
+                        resumed: dict | None, checkpoint_dir: Path, result_path: Path,
+                        started: float, swept: dict[str, Any]) -> RunResult:
     result = RunResult(name=cfg.name, group=cfg.group, groups=[cfg.group], swept=swept,
                        checkpoint=str(checkpoint_dir / "best.pt"), config=to_dict(cfg))
-    result.save(result_path)
+    record = partial(_record_end, result, result_path, started=started, write=ranks.main)
+    record(None, status="running")
     try:
         seed_everything(cfg.seed)
-        built = build(cfg, device)
+        built = build(cfg, device, ranks)
     except BaseException as e:
-        _record_end(result, result_path, e, started)
+        record(e)
         raise
     data, batches, val, state = built.data, built.batches, built.val, built.state
-    model = state.model
     if resumed is not None:
         state.load_state_dict(resumed)
         set_rng_state(resumed["rng"])
         log.info("resumed %s at epoch %d (step %d, best %.4f)", cfg.resume, state.epoch,
                  state.step, state.stopper.best)
 
-    result.params, result.dim = count_parameters(model), data.dim
+    result.params, result.dim = count_parameters(state.model), data.dim
     result.threads = torch.get_num_threads()
-    log.info("run %s (group %s): %s parameters, %d-d data, %d train points, on %s", cfg.name,
-             cfg.group, f"{result.params:,}", data.dim, data.train.shape[0], device)
+    if ranks.main:
+        log.info("run %s (group %s): %s parameters, %d-d data, %d train points, on %s%s",
+                 cfg.name, cfg.group, f"{result.params:,}", data.dim, data.train.shape[0],
+                 device, f" x {ranks.world} ranks" if ranks.active else "")
+    tracker = (Tracker(cfg, run_dir, result_path.parent / "metrics.jsonl", swept=swept,
+                       resume_run_id=resumed["wandb_run_id"] if resumed else None,
+                       resume_step=state.step if resumed else None)
+               if ranks.main else NullTracker())
     try:
-        with Tracker(cfg, run_dir, result_path.parent / "metrics.jsonl", swept=swept,
-                     resume_run_id=resumed["wandb_run_id"] if resumed else None,
-                     resume_step=state.step if resumed else None) as tracker:
+        with tracker:
             extra = {"config": to_dict(cfg), "normalizer": data.normalizer.state_dict(),
                      "wandb_run_id": tracker.run_id}
             tracker.summary({"params": result.params})
             with StopRequest() as stop:
                 fitted = fit(cfg.train, state, batches, val, tracker, checkpoint_dir,
                              save=lambda path, s: save_checkpoint(path, {**s, **extra}),
-                             save_last=cfg.checkpoint.save_last, stop=stop)
-
-            best_path = checkpoint_dir / "best.pt"
-            if not best_path.exists():
-                raise RuntimeError(f"no epoch produced a finite {cfg.train.monitor} validation "
-                                   f"loss, so there is no best checkpoint to evaluate")
-            best = load_checkpoint(best_path, device)
-            state.ema.load_state_dict(best["ema"])
-            evaluation = evaluate(state.ema.module, data, cfg.sample, seed=cfg.seed)
-            png = checkpoint_dir / "samples.png"
-            plot_samples(evaluation, data, png, title=f"{cfg.name} (epoch {best['epoch']})")
-            sample_log = {f"sample/{k}": v for k, v in evaluation.metrics.items()}
-            tracker.log({**sample_log, "sample/nfe": evaluation.nfe}, fitted.steps)
-            tracker.image("samples", png, fitted.steps, caption=cfg.name)
-
-            result.status, result.stop_reason = "completed", fitted.stop_reason
+                             save_last=cfg.checkpoint.save_last, stop=stop, engine=built.engine)
+            result.stop_reason = fitted.stop_reason
             result.best_val_loss = state.stopper.best
             result.best_epoch = state.stopper.best_epoch
-            result.metrics, result.nfe = evaluation.metrics, evaluation.nfe
-            result.samples_png = str(png)
-            tracker.summary({"best_val_loss": result.best_val_loss,
-                             "best_epoch": result.best_epoch, "checkpoint": result.checkpoint,
-                             "stop_reason": result.stop_reason})
+            _record_cost(result, fitted, cfg, device)
+            if ranks.main:
+                _evaluate_best(cfg, result, data, state, tracker, checkpoint_dir, device,
+                               fitted.steps)
     except BaseException as e:
         result.epochs, result.steps = state.epoch, state.step
-        _record_end(result, result_path, e, started)
+        record(e)
         raise
     result.epochs, result.steps = state.epoch, state.step
-    _record_end(result, result_path, None, started)
+    record(None)
+    ranks.barrier()
+    if ranks.main:
+        _log_summary(result, result_path)
+    return result
 
+
+def _record_cost(result: RunResult, fitted: FitResult, cfg: Config, device: torch.device) -> None:
+    """What the run cost: FLOPs (counted, and the 6 N D estimate), throughput, peak memory."""
+    samples = fitted.steps * cfg.train.batch_size
+    result.flops_per_step = fitted.flops_per_step
+    result.flops = fitted.flops_per_step * fitted.steps if fitted.flops_per_step else None
+    result.flops_6nd = 6.0 * (result.params or 0) * samples
+    if fitted.seconds > 0:
+        result.steps_per_s = round(fitted.steps_done / fitted.seconds, 3)
+        result.samples_per_s = round(result.steps_per_s * cfg.train.batch_size, 1)
+    result.peak_memory_bytes = (torch.cuda.max_memory_allocated(device) if device.type == "cuda"
+                                else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+
+
+def _evaluate_best(cfg: Config, result: RunResult, data: DataSplits, state: TrainState,
+                   tracker: Tracker, checkpoint_dir: Path, device: torch.device,
+                   step: int) -> None:
+    best_path = checkpoint_dir / "best.pt"
+    if not best_path.exists():
+        raise RuntimeError(f"no epoch produced a finite {cfg.train.monitor} validation "
+                           f"loss, so there is no best checkpoint to evaluate")
+    best = load_checkpoint(best_path, device)
+    state.ema.load_state_dict(best["ema"])
+    evaluation = evaluate(state.ema.module, data, cfg.sample, seed=cfg.seed)
+    png = checkpoint_dir / "samples.png"
+    plot_samples(evaluation, data, png, title=f"{cfg.name} (epoch {best['epoch']})")
+    sample_log = {f"sample/{k}": v for k, v in evaluation.metrics.items()}
+    tracker.log({**sample_log, "sample/nfe": evaluation.nfe}, step)
+    tracker.image("samples", png, step, caption=cfg.name)
+    result.metrics, result.nfe, result.samples_png = evaluation.metrics, evaluation.nfe, str(png)
+    tracker.summary({"best_val_loss": result.best_val_loss, "best_epoch": result.best_epoch,
+                     "checkpoint": result.checkpoint, "stop_reason": result.stop_reason,
+                     **{k: getattr(result, k) for k in COST_KEYS}})
+
+
+def _log_summary(result: RunResult, result_path: Path) -> None:
     m = result.metrics
-    log.info("done: %s after %d epochs (%s); best val loss %.4f at epoch %d", cfg.name,
+    log.info("done: %s after %d epochs (%s); best val loss %.4f at epoch %d", result.name,
              result.epochs, result.stop_reason, result.best_val_loss, result.best_epoch)
     log.info("samples: W2 %.4f (floor %.4f)  MMD %.4f (floor %.4f)  FD %.4f (floor %.4f)  "
              "precision %.3f  recall %.3f  NFE %d", m["w2"], m["w2_floor"], m["mmd"],
              m["mmd_floor"], m["fd"], m["fd_floor"], m["precision"], m["recall"], result.nfe)
+    log.info("cost: %.3g FLOPs (6ND estimate %.3g), %.1f steps/s, %.0f samples/s, peak memory "
+             "%.0f MiB, %.1f s", result.flops or float("nan"), result.flops_6nd,
+             result.steps_per_s or 0, result.samples_per_s or 0,
+             (result.peak_memory_bytes or 0) / 2**20, result.wall_time_s)
     log.info("checkpoint %s, samples %s, result %s", result.checkpoint, result.samples_png,
              result_path)
-    return result
 
 
 def _exit_with_error(message: str) -> NoReturn:
@@ -243,13 +327,14 @@ def _exit_with_error(message: str) -> NoReturn:
     sys.exit(2)
 
 
-def _record_end(result: RunResult, path: Path, error: BaseException | None,
-                started: float) -> None:
-    result.status = status_for(error)
+def _record_end(result: RunResult, path: Path, error: BaseException | None, *, started: float,
+                write: bool, status: str | None = None) -> None:
+    result.status = status or status_for(error)
     if error is not None:
         result.error = f"{type(error).__name__}: {error}"
     result.wall_time_s = round(time.perf_counter() - started, 3)
-    result.save(path)
+    if write:
+        result.save(path)
 
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
@@ -311,6 +396,7 @@ def main() -> None:
     os.environ["HYDRA_FULL_ERROR"] = "1"
     try:
         _hydra_main()
+        distributed.shutdown()
         if sweep.last_sweep is not None and sweep.last_sweep[1]:
             jobs, bad = sweep.last_sweep
             print(f"flowstudy: {bad} of {jobs} runs did not complete (see the summary above)",

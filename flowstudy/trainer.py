@@ -8,27 +8,33 @@ improvement (and ``last.pt`` if asked).
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import signal
+import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from flowstudy.batches import BatchSource
+from flowstudy.batches import Batch, BatchSource
 from flowstudy.config import TrainConfig
 from flowstudy.data import Source
+from flowstudy.distributed import Dist
 from flowstudy.early_stopping import EarlyStopping
 from flowstudy.ema import EMA
 from flowstudy.errors import Diverged
 from flowstudy.flows import Flow
 from flowstudy.flows.paths import ProbabilityPath
 from flowstudy.interrupt import Interrupted, StopRequest
+from flowstudy.precision import Precision
 from flowstudy.rng import rng_state
 from flowstudy.schedule import WarmupCosine
 
@@ -65,6 +71,7 @@ class TrainState:
     epoch_start: dict[str, torch.Tensor] | None = None
     nonfinite_streak: int = 0  # consecutive steps skipped for a NaN/Inf gradient norm
     skipped_steps: int = 0  # all such steps
+    scaler: torch.amp.GradScaler | None = None  # fp16 loss scale
 
     def __post_init__(self) -> None:
         if self.window_loss is None:
@@ -84,6 +91,7 @@ class TrainState:
             "batch": self.batch,
             "window": {"loss": self.window_loss.clone(), "steps": self.window_steps},
             "nonfinite": {"streak": self.nonfinite_streak, "skipped": self.skipped_steps},
+            "scaler": self.scaler.state_dict() if self.scaler is not None else None,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -100,6 +108,18 @@ class TrainState:
         self.window_steps = int(state["window"]["steps"])
         self.nonfinite_streak = int(state["nonfinite"]["streak"])
         self.skipped_steps = int(state["nonfinite"]["skipped"])
+        if self.scaler is not None and state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
+
+
+@dataclass
+class Engine:
+    """How steps run: the forward module (compiled and/or DDP-wrapped, else the model itself),
+    the precision, and this process's place among data-parallel ranks."""
+
+    forward: nn.Module
+    precision: Precision
+    dist: Dist = field(default_factory=Dist)
 
 
 @dataclass
@@ -132,6 +152,9 @@ class FitResult:
     stop_reason: str  # max_epochs | early_stopping
     epochs: int
     steps: int
+    flops_per_step: float | None  # forward + backward of one optimizer step, all ranks
+    seconds: float  # wall time of fit(), validation and checkpoints included
+    steps_done: int  # optimizer steps taken by this call (a resumed run counts from its resume)
 
 
 @torch.no_grad()
@@ -149,16 +172,59 @@ def gradient_stats(model: nn.Module) -> dict[str, float]:
 
 @torch.no_grad()
 def validation_loss(model: nn.Module, path: ProbabilityPath, val: ValidationSet,
-                    chunk: int = 4096) -> float:
+                    ranks: Dist | None = None, chunk: int = 4096) -> float:
+    """Mean squared error over the whole validation set; with several ranks each scores its
+    share and the sums are all-reduced, so every rank gets the same number."""
+    ranks = ranks or Dist()
+    n = val.x1.shape[0]
+    mine = range(ranks.rank * n // ranks.world, (ranks.rank + 1) * n // ranks.world)
     was_training = model.training
     model.eval()
     total = torch.zeros((), device=val.x1.device, dtype=torch.float64)
-    for i in range(0, val.x1.shape[0], chunk):
-        part = slice(i, i + chunk)
+    for i in range(mine.start, mine.stop, chunk):
+        part = slice(i, min(i + chunk, mine.stop))
         xt, target = path.sample(val.x0[part], val.x1[part], val.t[part], val.eps[part])
         total += F.mse_loss(model(xt, val.t[part]), target, reduction="sum").double()
     model.train(was_training)
-    return (total / val.x1.numel()).item()
+    return (ranks.sum_(total) / val.x1.numel()).item()
+
+
+def step_flops(model: nn.Module, path: ProbabilityPath, batch_size: int, dim: int,
+                device: torch.device) -> float:
+    """FLOPs of one training step's forward and backward over the global batch, counted once on
+    a zero batch of the same shape: counting the real steps would perturb them."""
+    x = torch.zeros(batch_size, dim, device=device)
+    t = torch.zeros(batch_size, device=device)
+    with FlopCounterMode(display=False) as counter:
+        xt, target = path.sample(x, x, t, x)
+        F.mse_loss(model(xt, t), target).backward()
+    model.zero_grad(set_to_none=True)
+    return float(counter.get_total_flops())
+
+
+def forward_backward(state: TrainState, engine: Engine, path: ProbabilityPath, batch: Batch,
+                     accum_steps: int, grad_clip: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Gradients of this rank's share of ``batch``, in ``accum_steps`` micro-batches, unscaled
+    and clipped; returns (this rank's mean loss, the gradient norm before clipping)."""
+    state.optimizer.zero_grad(set_to_none=True)
+    shard = batch.part(engine.dist.rank, engine.dist.world)
+    total = torch.zeros((), device=batch.x1.device)
+    for i in range(accum_steps):
+        micro = shard.part(i, accum_steps)
+        last = i == accum_steps - 1
+        # DDP averages gradients once per optimizer step, on the last micro-batch.
+        sync = contextlib.nullcontext() if last or not engine.dist.active else \
+            engine.forward.no_sync()
+        with sync:
+            with engine.precision.autocast():
+                xt, target = path.sample(micro.x0, micro.x1, micro.t, micro.eps)
+                out = engine.forward(xt, micro.t)
+            loss = F.mse_loss(out.float(), target.float()) / accum_steps
+            engine.precision.backward(loss)
+        total += loss.detach()
+    engine.precision.unscale(state.optimizer)
+    params = [p for p in state.model.parameters() if p.requires_grad]
+    return total, nn.utils.clip_grad_norm_(params, grad_clip)
 
 
 def fit(
@@ -171,30 +237,41 @@ def fit(
     save: Callable[[Path, dict[str, Any]], None],
     save_last: bool = False,
     stop: StopRequest | None = None,
+    engine: Engine | None = None,
 ) -> FitResult:
-    """Train until ``cfg.epochs`` or early stopping; ``save(path, state)`` writes checkpoints.
+    """Train until ``cfg.epochs`` or early stopping; ``save(path, state)`` writes checkpoints
+    (on rank 0; the other ranks wait for it).
 
-    Raises ``Interrupted`` after saving ``last.pt`` when ``stop`` has seen a signal, and
-    ``Diverged`` after saving ``anomaly.pt`` when ``cfg.nan_patience`` steps in a row had a
-    non-finite gradient norm (those steps change no weights, EMA or optimizer state).
+    Raises ``Interrupted`` after saving ``last.pt`` when ``stop`` has seen a signal (on any
+    rank), and ``Diverged`` after saving ``anomaly.pt`` when ``cfg.nan_patience`` steps in a row
+    had a non-finite gradient norm (those steps change no weights, EMA or optimizer state).
     """
+    started = time.perf_counter()
+    engine = engine or Engine(state.model, Precision.create("fp32", state.window_loss.device))
+    ranks, device = engine.dist, state.window_loss.device
     model, optimizer, ema, stopper = state.model, state.optimizer, state.ema, state.stopper
     path = batches.flow.path
     steps_per_epoch = batches.steps_per_epoch
     schedule = WarmupCosine(cfg.lr, cfg.warmup_steps, cfg.epochs * steps_per_epoch,
                             cfg.min_lr_ratio)
-    params = [p for p in model.parameters() if p.requires_grad]
+    first_step = state.step
+    flops_per_step = step_flops(model, path, batches.batch_size, batches.train.shape[1], device)
 
     def snapshot() -> dict[str, Any]:
         return {**state.state_dict(), "rng": rng_state()}
 
+    def save_on_main(name: str, snap: dict[str, Any]) -> None:
+        if ranks.main:
+            save(checkpoint_dir / name, snap)
+        ranks.barrier()  # no rank races ahead of a checkpoint
+
     def stop_if_requested() -> None:
-        if stop is not None and stop.signum is not None:
-            save(checkpoint_dir / "last.pt", snapshot())
-            raise Interrupted(stop.signum, str(checkpoint_dir / "last.pt"))
+        if stop is not None and ranks.any(stop.signum is not None, device):
+            save_on_main("last.pt", snapshot())
+            raise Interrupted(stop.signum or signal.SIGTERM, str(checkpoint_dir / "last.pt"))
 
     bar = tqdm(total=cfg.epochs * steps_per_epoch, initial=state.step, unit="step",
-               disable=None, dynamic_ncols=True, leave=False)
+               disable=None if ranks.main else True, dynamic_ncols=True, leave=False)
     with logging_redirect_tqdm(), bar:
         while state.epoch < cfg.epochs and not stopper.should_stop:
             model.train()
@@ -203,39 +280,37 @@ def fit(
                 lr = schedule(state.step)
                 for group in optimizer.param_groups:
                     group["lr"] = lr
-                xt, target = path.sample(batch.x0, batch.x1, batch.t, batch.eps)
-                loss = F.mse_loss(model(xt, batch.t), target)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                if cfg.grad_stats_every and state.step % cfg.grad_stats_every == 0:
-                    sink.log(gradient_stats(model), state.step)
-                grad_norm = nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+                loss, grad_norm = forward_backward(state, engine, path, batch, cfg.accum_steps,
+                                                   cfg.grad_clip)
                 state.batch += 1
                 # One host sync per step: a non-finite step must be skipped before it lands.
                 if not torch.isfinite(grad_norm):
-                    optimizer.zero_grad(set_to_none=True)
+                    engine.precision.skip(optimizer)
                     state.nonfinite_streak += 1
                     state.skipped_steps += 1
                     log.warning("step %d: non-finite gradient norm, step skipped (%d in a row)",
                                 state.step + 1, state.nonfinite_streak)
                     if state.nonfinite_streak >= cfg.nan_patience:
-                        anomaly = checkpoint_dir / "anomaly.pt"
-                        save(anomaly, snapshot())
+                        save_on_main("anomaly.pt", snapshot())
                         raise Diverged(
                             f"diverged: {state.nonfinite_streak} steps in a row had a non-finite "
                             f"gradient norm (after step {state.step}, epoch {state.epoch + 1}); "
-                            f"the state before divergence is in {anomaly}; try a lower train.lr")
+                            f"the state before divergence is in {checkpoint_dir / 'anomaly.pt'}; "
+                            f"try a lower train.lr")
                     stop_if_requested()
                     continue
+                if cfg.grad_stats_every and state.step % cfg.grad_stats_every == 0:
+                    sink.log(gradient_stats(model), state.step)
                 state.nonfinite_streak = 0
-                optimizer.step()
+                engine.precision.step(optimizer)
                 ema.update()
                 state.step += 1
 
-                state.window_loss += loss.detach()
+                state.window_loss += loss
                 state.window_steps += 1
                 if state.step % cfg.log_every == 0:
-                    train_loss = (state.window_loss / state.window_steps).item()
+                    window = ranks.sum_(state.window_loss / state.window_steps) / ranks.world
+                    train_loss = window.item()
                     sink.log({"train/loss": train_loss, "train/grad_norm": grad_norm.item(),
                               "train/lr": lr, "train/skipped_steps": state.skipped_steps,
                               "epoch": state.epoch}, state.step)
@@ -249,26 +324,29 @@ def fit(
             state.epoch += 1
             state.batch = 0
             state.epoch_start = _generator_states(state.shuffle_gen, state.noise_gen)
-            raw = validation_loss(model, path, val)
-            ema_loss = validation_loss(ema.module, path, val)
+            raw = validation_loss(model, path, val, ranks)
+            ema_loss = validation_loss(ema.module, path, val, ranks)
             monitored = ema_loss if cfg.monitor == "ema" else raw
             improved = stopper.update(monitored, state.epoch,
                                       counting=state.step >= cfg.warmup_steps)
             sink.log({"val/raw_loss": raw, "val/ema_loss": ema_loss, "val/best": stopper.best,
                       "epoch": state.epoch}, state.step)
-            log.info("epoch %d/%d  step %d  val %.4f  ema %.4f%s", state.epoch, cfg.epochs,
-                     state.step, raw, ema_loss, "  *best*" if improved else "")
+            if ranks.main:
+                log.info("epoch %d/%d  step %d  val %.4f  ema %.4f%s", state.epoch, cfg.epochs,
+                         state.step, raw, ema_loss, "  *best*" if improved else "")
             if improved or save_last:
                 epoch_end = snapshot()
                 if improved:
-                    save(checkpoint_dir / "best.pt", epoch_end)
+                    save_on_main("best.pt", epoch_end)
                 if save_last:
-                    save(checkpoint_dir / "last.pt", epoch_end)
+                    save_on_main("last.pt", epoch_end)
             stop_if_requested()
 
     stop_reason = "early_stopping" if stopper.should_stop else "max_epochs"
-    if stop_reason == "early_stopping":
+    if stop_reason == "early_stopping" and ranks.main:
         log.info("early stopping after epoch %d: no improvement of %s val loss for %d epochs "
                  "(best %.4f at epoch %d)", state.epoch, cfg.monitor, cfg.patience,
                  stopper.best, stopper.best_epoch)
-    return FitResult(stop_reason=stop_reason, epochs=state.epoch, steps=state.step)
+    return FitResult(stop_reason=stop_reason, epochs=state.epoch, steps=state.step,
+                     flops_per_step=flops_per_step, seconds=time.perf_counter() - started,
+                     steps_done=state.step - first_step)
