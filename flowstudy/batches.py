@@ -32,6 +32,8 @@ class Batch:
 
     def part(self, index: int, parts: int) -> Batch:
         """The ``index``-th of ``parts`` equal contiguous slices (a rank's shard, a micro-batch)."""
+        if parts == 1:
+            return self
         size = self.x1.shape[0] // parts
         cut = slice(index * size, (index + 1) * size)
         return Batch(self.x0[cut], self.x1[cut], self.t[cut],

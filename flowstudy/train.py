@@ -114,6 +114,15 @@ def _compiled(model: nn.Module, example: tuple[torch.Tensor, torch.Tensor]) -> n
         return model
 
 
+def adamw(model: nn.Module, lr: float, weight_decay: float) -> torch.optim.AdamW:
+    """AdamW with its fused kernel where torch has one for the device (CPU and CUDA): the same
+    update as the default per-tensor loop, several times faster on a CPU."""
+    try:
+        return torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay, fused=True)
+    except (RuntimeError, ValueError):
+        return torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+
+
 def build(cfg: Config, device: torch.device, ranks: Dist | None = None) -> Built:
     ranks = ranks or Dist()
     t = cfg.train
@@ -145,7 +154,7 @@ def build(cfg: Config, device: torch.device, ranks: Dist | None = None) -> Built
     state = TrainState(
         model=model,
         ema=EMA(model, t.ema_decay, t.ema_power),
-        optimizer=torch.optim.AdamW(model.parameters(), lr=t.lr, weight_decay=t.weight_decay),
+        optimizer=adamw(model, t.lr, t.weight_decay),
         stopper=EarlyStopping(t.patience, t.min_delta),
         shuffle_gen=torch.Generator().manual_seed(cfg.seed),
         noise_gen=torch.Generator(device).manual_seed(cfg.seed + 1),

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import signal
 import time
 from collections.abc import Callable
@@ -203,12 +204,13 @@ def step_flops(model: nn.Module, path: ProbabilityPath, batch_size: int, dim: in
 
 
 def forward_backward(state: TrainState, engine: Engine, path: ProbabilityPath, batch: Batch,
-                     accum_steps: int, grad_clip: float) -> tuple[torch.Tensor, torch.Tensor]:
+                     accum_steps: int, grad_clip: float,
+                     params: list[torch.Tensor]) -> tuple[torch.Tensor, float]:
     """Gradients of this rank's share of ``batch``, in ``accum_steps`` micro-batches, unscaled
     and clipped; returns (this rank's mean loss, the gradient norm before clipping)."""
     state.optimizer.zero_grad(set_to_none=True)
     shard = batch.part(engine.dist.rank, engine.dist.world)
-    total = torch.zeros((), device=batch.x1.device)
+    losses = []
     for i in range(accum_steps):
         micro = shard.part(i, accum_steps)
         last = i == accum_steps - 1
@@ -219,12 +221,21 @@ def forward_backward(state: TrainState, engine: Engine, path: ProbabilityPath, b
             with engine.precision.autocast():
                 xt, target = path.sample(micro.x0, micro.x1, micro.t, micro.eps)
                 out = engine.forward(xt, micro.t)
-            loss = F.mse_loss(out.float(), target.float()) / accum_steps
+            loss = F.mse_loss(out.float(), target.float())
+            if accum_steps > 1:
+                loss = loss / accum_steps
             engine.precision.backward(loss)
-        total += loss.detach()
+        losses.append(loss.detach())
     engine.precision.unscale(state.optimizer)
-    params = [p for p in state.model.parameters() if p.requires_grad]
-    return total, nn.utils.clip_grad_norm_(params, grad_clip)
+    total = losses[0] if accum_steps == 1 else torch.stack(losses).sum()
+    grads = [p.grad for p in params if p.grad is not None]
+    norm = nn.utils.get_total_norm(grads)
+    # The one host sync of a step: a non-finite step must be skipped before it lands, and
+    # gradients within the clip need no rescaling pass.
+    norm_value = norm.item()
+    if math.isfinite(norm_value) and norm_value > grad_clip:
+        nn.utils.clip_grads_with_norm_(params, grad_clip, norm)
+    return total, norm_value
 
 
 def fit(
@@ -255,6 +266,7 @@ def fit(
     schedule = WarmupCosine(cfg.lr, cfg.warmup_steps, cfg.epochs * steps_per_epoch,
                             cfg.min_lr_ratio)
     first_step = state.step
+    params = [p for p in model.parameters() if p.requires_grad]
     flops_per_step = step_flops(model, path, batches.batch_size, batches.train.shape[1], device)
 
     def snapshot() -> dict[str, Any]:
@@ -281,10 +293,9 @@ def fit(
                 for group in optimizer.param_groups:
                     group["lr"] = lr
                 loss, grad_norm = forward_backward(state, engine, path, batch, cfg.accum_steps,
-                                                   cfg.grad_clip)
+                                                   cfg.grad_clip, params)
                 state.batch += 1
-                # One host sync per step: a non-finite step must be skipped before it lands.
-                if not torch.isfinite(grad_norm):
+                if not math.isfinite(grad_norm):
                     engine.precision.skip(optimizer)
                     state.nonfinite_streak += 1
                     state.skipped_steps += 1
@@ -311,7 +322,7 @@ def fit(
                 if state.step % cfg.log_every == 0:
                     window = ranks.sum_(state.window_loss / state.window_steps) / ranks.world
                     train_loss = window.item()
-                    sink.log({"train/loss": train_loss, "train/grad_norm": grad_norm.item(),
+                    sink.log({"train/loss": train_loss, "train/grad_norm": grad_norm,
                               "train/lr": lr, "train/skipped_steps": state.skipped_steps,
                               "epoch": state.epoch}, state.step)
                     bar.update(state.step - bar.n)

@@ -1,0 +1,59 @@
+"""Sweep throughput: a 6-run grid serially and with ``hydra/launcher=joblib`` (2 jobs at once).
+
+Each sweep is one ``python -m flowstudy.train -m ...`` process (W&B offline). Reports the wall
+time of each, the speed-up, and the per-run overhead of the sweep machinery: wall time not spent
+inside the training loop (``steps / steps_per_s`` of each result.json), per run.
+
+    python -m benchmarks.sweep_throughput [--epochs 8]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from benchmarks.common import table, write_results
+from flowstudy.results import RunResult
+
+GRID = ["seed=0,1,2,3,4,5"]
+
+
+def sweep(work: Path, epochs: int, launcher: list[str]) -> tuple[float, float]:
+    """(wall seconds, seconds inside training loops summed over the runs)."""
+    env = {**os.environ, "WANDB_SILENT": "true"}
+    start = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "flowstudy.train", "-m", *GRID, *launcher,
+                    f"train.epochs={epochs}", "dataset.n_train=5120", "train.warmup_steps=50",
+                    f"study_dir={work / 'study'}", f"hydra.sweep.dir={work / 'sweep'}"],
+                   env=env, check=True, capture_output=True)
+    wall = time.perf_counter() - start
+    results = [RunResult.load(p) for p in (work / "study" / "runs").glob("*/result.json")]
+    assert len(results) == 6 and all(r.status == "completed" for r in results)
+    return wall, sum(r.steps / r.steps_per_s for r in results)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--epochs", type=int, default=8)
+    args = parser.parse_args()
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, launcher in (("serial", []),
+                               ("joblib_2", ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"])):
+            wall, training = sweep(Path(tmp) / name, args.epochs, launcher)
+            parallel = 2 if name == "joblib_2" else 1
+            rows.append({"sweep": name, "wall_s": wall,
+                         "overhead_s_per_run": (wall - training / parallel) / 6})
+    rows[1]["speedup"] = rows[0]["wall_s"] / rows[1]["wall_s"]
+    rows[0]["speedup"] = 1.0
+    print(table(rows, ["sweep", "speedup", "wall_s", "overhead_s_per_run"]))
+    print(f"wrote {write_results('sweep_throughput', {'epochs': args.epochs, 'rows': rows})}")
+
+
+if __name__ == "__main__":
+    main()
