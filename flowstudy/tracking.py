@@ -8,7 +8,12 @@ notes before the exception propagates.
 from __future__ import annotations
 
 import json
+import logging
 import os
+import queue
+import threading
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -18,6 +23,8 @@ import wandb
 from flowstudy.config import Config, to_dict
 from flowstudy.fileio import atomic_path
 from flowstudy.results import status_for
+
+log = logging.getLogger(__name__)
 
 # Summaries of these keep their minimum (W&B's default is the last value).
 MINIMISED = ("val/raw_loss", "val/ema_loss")
@@ -63,6 +70,20 @@ class Tracker:
         )
         for key in MINIMISED:
             self.run.define_metric(key, summary="min")
+        # A wandb.log call costs milliseconds of Python; a sender thread makes them, in order,
+        # while the training loop goes on (it waits for them only in finish()).
+        self._outbox: queue.SimpleQueue[Callable[[], object] | None] = queue.SimpleQueue()
+        self._send_error: Exception | None = None
+        self._sender = threading.Thread(target=self._send, name="flowstudy-wandb", daemon=True)
+        self._sender.start()
+
+    def _send(self) -> None:
+        while (call := self._outbox.get()) is not None:
+            if self._send_error is None:
+                try:
+                    call()
+                except Exception as e:  # reported by finish(); later calls are dropped
+                    self._send_error = e
 
     @property
     def run_id(self) -> str:
@@ -71,16 +92,21 @@ class Tracker:
     def log(self, metrics: dict[str, float], step: int) -> None:
         self._jsonl.write(json.dumps({"step": step, **metrics}) + "\n")
         self._jsonl.flush()
-        self.run.log(metrics, step=step)
+        self._outbox.put(partial(self.run.log, metrics, step=step))
 
     def summary(self, values: dict[str, Any]) -> None:
-        self.run.summary.update(values)
+        self._outbox.put(partial(self.run.summary.update, values))
 
     def image(self, key: str, path: Path, step: int, caption: str) -> None:
-        self.run.log({key: wandb.Image(str(path), caption=caption)}, step=step)
+        self._outbox.put(lambda: self.run.log({key: wandb.Image(str(path), caption=caption)},
+                                              step=step))
 
     def finish(self, error: BaseException | None = None) -> None:
         self._jsonl.close()
+        self._outbox.put(None)
+        self._sender.join()
+        if self._send_error is not None:
+            log.warning("some W&B logging failed: %s", self._send_error)
         if error is not None:
             self.run.tags = (*self.run.tags, status_for(error))
             self.run.notes = f"{type(error).__name__}: {error}"

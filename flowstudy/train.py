@@ -14,6 +14,7 @@ import resource
 import shlex
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -231,11 +232,23 @@ def _train_and_evaluate(cfg: Config, run_dir: Path, device: torch.device, ranks:
                        checkpoint=str(checkpoint_dir / "best.pt"), config=to_dict(cfg))
     record = partial(_record_end, result, result_path, started=started, write=ranks.main)
     record(None, status="running")
+    # Starting W&B takes about a second (a service process, imports); it runs in a thread while
+    # the data and the model are built.
+    opening = None
+    if ranks.main:
+        pool = ThreadPoolExecutor(1)
+        opening = pool.submit(
+            Tracker, cfg, run_dir, result_path.parent / "metrics.jsonl", swept=swept,
+            resume_run_id=resumed["wandb_run_id"] if resumed else None,
+            resume_step=resumed["step"] if resumed else None)
+        pool.shutdown(wait=False)  # the thread ends with its one task
     try:
         seed_everything(cfg.seed)
         built = build(cfg, device, ranks)
     except BaseException as e:
         record(e)
+        if opening is not None:
+            opening.result().finish(e)
         raise
     data, batches, val, state = built.data, built.batches, built.val, built.state
     if resumed is not None:
@@ -250,11 +263,8 @@ def _train_and_evaluate(cfg: Config, run_dir: Path, device: torch.device, ranks:
         log.info("run %s (group %s): %s parameters, %d-d data, %d train points, on %s%s",
                  cfg.name, cfg.group, f"{result.params:,}", data.dim, data.train.shape[0],
                  device, f" x {ranks.world} ranks" if ranks.active else "")
-    tracker = (Tracker(cfg, run_dir, result_path.parent / "metrics.jsonl", swept=swept,
-                       resume_run_id=resumed["wandb_run_id"] if resumed else None,
-                       resume_step=state.step if resumed else None)
-               if ranks.main else NullTracker())
     try:
+        tracker = opening.result() if opening is not None else NullTracker()
         with tracker:
             extra = {"config": to_dict(cfg), "normalizer": data.normalizer.state_dict(),
                      "wandb_run_id": tracker.run_id}
