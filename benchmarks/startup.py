@@ -5,7 +5,7 @@ appears in metrics.jsonl) against ``benchmarks.minimal_app`` (a minimal Hydra ap
 step). Both run alternately as fresh processes with one torch thread; the clock stops when the
 first step's file appears (polled every millisecond) and the process is then stopped.
 
-    python -m benchmarks.startup [--repeats 5]
+    python -m benchmarks.startup [--repeats 5] [--smoke]
 """
 
 from __future__ import annotations
@@ -41,7 +41,10 @@ def time_to(path: Path, command: list[str], cwd: Path) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--smoke", action="store_true", help="one round, for CI; writes nothing")
     args = parser.parse_args()
+    if args.smoke:
+        args.repeats = 1
     times: dict[str, list[float]] = {"minimal_hydra_app": [], "flowstudy": []}
     with tempfile.TemporaryDirectory() as tmp:
         for r in range(args.repeats):
@@ -60,6 +63,8 @@ def main() -> None:
     rows = [{"process": k, "median_s": v, "ratio": v / median["minimal_hydra_app"],
              "runs_s": ", ".join(f"{x:.2f}" for x in times[k])} for k, v in median.items()]
     print(table(rows, ["process", "ratio", "median_s", "runs_s"]))
+    if args.smoke:
+        return
     print(f"wrote {write_results('startup', {'repeats': args.repeats, 'rows': rows})}")
 
 

@@ -4,7 +4,7 @@ Each sweep is one ``python -m flowstudy.train -m ...`` process (W&B offline). Re
 time of each, the speed-up, and the per-run overhead of the sweep machinery: wall time not spent
 inside the training loop (``steps / steps_per_s`` of each result.json), per run.
 
-    python -m benchmarks.sweep_throughput [--epochs 8]
+    python -m benchmarks.sweep_throughput [--epochs 8] [--smoke]
 """
 
 from __future__ import annotations
@@ -23,12 +23,13 @@ from flowstudy.results import RunResult
 GRID = ["seed=0,1,2,3,4,5"]
 
 
-def sweep(work: Path, epochs: int, launcher: list[str]) -> tuple[float, float]:
+def sweep(work: Path, epochs: int, n_train: int, launcher: list[str]) -> tuple[float, float]:
     """(wall seconds, seconds inside training loops summed over the runs)."""
     env = {**os.environ, "WANDB_SILENT": "true"}
     start = time.perf_counter()
     subprocess.run([sys.executable, "-m", "flowstudy.train", "-m", *GRID, *launcher,
-                    f"train.epochs={epochs}", "dataset.n_train=5120", "train.warmup_steps=50",
+                    f"train.epochs={epochs}", f"dataset.n_train={n_train}",
+                    "train.warmup_steps=50",
                     f"study_dir={work / 'study'}", f"hydra.sweep.dir={work / 'sweep'}"],
                    env=env, check=True, capture_output=True)
     wall = time.perf_counter() - start
@@ -40,18 +41,24 @@ def sweep(work: Path, epochs: int, launcher: list[str]) -> tuple[float, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=8)
+    parser.add_argument("--smoke", action="store_true", help="tiny runs, for CI; writes nothing")
     args = parser.parse_args()
+    n_train = 512 if args.smoke else 5120
+    if args.smoke:
+        args.epochs = 1
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for name, launcher in (("serial", []),
                                ("joblib_2", ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"])):
-            wall, training = sweep(Path(tmp) / name, args.epochs, launcher)
+            wall, training = sweep(Path(tmp) / name, args.epochs, n_train, launcher)
             parallel = 2 if name == "joblib_2" else 1
             rows.append({"sweep": name, "wall_s": wall,
                          "overhead_s_per_run": (wall - training / parallel) / 6})
     rows[1]["speedup"] = rows[0]["wall_s"] / rows[1]["wall_s"]
     rows[0]["speedup"] = 1.0
     print(table(rows, ["sweep", "speedup", "wall_s", "overhead_s_per_run"]))
+    if args.smoke:
+        return
     print(f"wrote {write_results('sweep_throughput', {'epochs': args.epochs, 'rows': rows})}")
 
 

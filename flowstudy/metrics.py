@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
-from scipy.optimize import linear_sum_assignment
+
+from flowstudy.transport import optimal_assignment
 
 
 def wasserstein2(x: torch.Tensor, y: torch.Tensor) -> float:
@@ -21,8 +23,8 @@ def wasserstein2(x: torch.Tensor, y: torch.Tensor) -> float:
     if x.shape != y.shape:
         raise ValueError(f"exact W2 needs equal-sized sets, got {tuple(x.shape)}, {tuple(y.shape)}")
     cost = torch.cdist(x.double().cpu(), y.double().cpu()).square().numpy()
-    rows, cols = linear_sum_assignment(cost)
-    return float(cost[rows, cols].mean() ** 0.5)
+    cols = optimal_assignment(cost)
+    return float(cost[np.arange(len(cols)), cols].mean() ** 0.5)
 
 
 def _sqrt_psd(m: torch.Tensor) -> torch.Tensor:

@@ -50,7 +50,10 @@ class Tracker:
         else:
             _truncate_jsonl(metrics_path, resume_step)
         self._jsonl = open(metrics_path, "a")  # noqa: SIM115 - closed in finish()
-        self.run = wandb.init(
+        self.run: Any = None  # the W&B run, once the sender thread has started it
+        self._ready = threading.Event()
+        self._init = partial(
+            wandb.init,
             project=cfg.wandb.project,
             entity=cfg.wandb.entity,
             name=cfg.name,
@@ -68,16 +71,23 @@ class Tracker:
             # flowstudy prints its own progress; W&B capturing stdout/stderr would only slow it.
             settings=wandb.Settings(console="off"),
         )
-        for key in MINIMISED:
-            self.run.define_metric(key, summary="min")
-        # A wandb.log call costs milliseconds of Python; a sender thread makes them, in order,
-        # while the training loop goes on (it waits for them only in finish()).
+        # Starting W&B takes about a second, and each wandb.log call milliseconds of Python: a
+        # sender thread starts the run, then makes the calls in order while training goes on.
+        # metrics.jsonl is written at once; finish() waits for the sender.
         self._outbox: queue.SimpleQueue[Callable[[], object] | None] = queue.SimpleQueue()
         self._send_error: Exception | None = None
         self._sender = threading.Thread(target=self._send, name="flowstudy-wandb", daemon=True)
         self._sender.start()
 
     def _send(self) -> None:
+        try:
+            self.run = self._init()
+            for key in MINIMISED:
+                self.run.define_metric(key, summary="min")
+        except Exception as e:  # surfaced by run_id and finish()
+            self._send_error = e
+        finally:
+            self._ready.set()
         while (call := self._outbox.get()) is not None:
             if self._send_error is None:
                 try:
@@ -87,15 +97,18 @@ class Tracker:
 
     @property
     def run_id(self) -> str:
+        self._ready.wait()
+        if self.run is None:
+            raise RuntimeError(f"W&B could not start a run: {self._send_error}")
         return self.run.id
 
     def log(self, metrics: dict[str, float], step: int) -> None:
         self._jsonl.write(json.dumps({"step": step, **metrics}) + "\n")
         self._jsonl.flush()
-        self._outbox.put(partial(self.run.log, metrics, step=step))
+        self._outbox.put(lambda: self.run.log(metrics, step=step))
 
     def summary(self, values: dict[str, Any]) -> None:
-        self._outbox.put(partial(self.run.summary.update, values))
+        self._outbox.put(lambda: self.run.summary.update(values))
 
     def image(self, key: str, path: Path, step: int, caption: str) -> None:
         self._outbox.put(lambda: self.run.log({key: wandb.Image(str(path), caption=caption)},
@@ -105,6 +118,10 @@ class Tracker:
         self._jsonl.close()
         self._outbox.put(None)
         self._sender.join()
+        if self.run is None:  # W&B never started: say so, unless the run failed anyway
+            if error is None:
+                raise RuntimeError(f"W&B could not start a run: {self._send_error}")
+            return
         if self._send_error is not None:
             log.warning("some W&B logging failed: %s", self._send_error)
         if error is not None:

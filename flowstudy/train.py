@@ -14,7 +14,6 @@ import resource
 import shlex
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -232,23 +231,17 @@ def _train_and_evaluate(cfg: Config, run_dir: Path, device: torch.device, ranks:
                        checkpoint=str(checkpoint_dir / "best.pt"), config=to_dict(cfg))
     record = partial(_record_end, result, result_path, started=started, write=ranks.main)
     record(None, status="running")
-    # Starting W&B takes about a second (a service process, imports); it runs in a thread while
-    # the data and the model are built.
-    opening = None
-    if ranks.main:
-        pool = ThreadPoolExecutor(1)
-        opening = pool.submit(
-            Tracker, cfg, run_dir, result_path.parent / "metrics.jsonl", swept=swept,
-            resume_run_id=resumed["wandb_run_id"] if resumed else None,
-            resume_step=resumed["step"] if resumed else None)
-        pool.shutdown(wait=False)  # the thread ends with its one task
+    # W&B starts in the tracker's own thread, while the data and the model are built.
+    tracker = (Tracker(cfg, run_dir, result_path.parent / "metrics.jsonl", swept=swept,
+                       resume_run_id=resumed["wandb_run_id"] if resumed else None,
+                       resume_step=resumed["step"] if resumed else None)
+               if ranks.main else NullTracker())
     try:
         seed_everything(cfg.seed)
         built = build(cfg, device, ranks)
     except BaseException as e:
         record(e)
-        if opening is not None:
-            opening.result().finish(e)
+        tracker.__exit__(type(e), e, None)
         raise
     data, batches, val, state = built.data, built.batches, built.val, built.state
     if resumed is not None:
@@ -264,14 +257,13 @@ def _train_and_evaluate(cfg: Config, run_dir: Path, device: torch.device, ranks:
                  cfg.name, cfg.group, f"{result.params:,}", data.dim, data.train.shape[0],
                  device, f" x {ranks.world} ranks" if ranks.active else "")
     try:
-        tracker = opening.result() if opening is not None else NullTracker()
         with tracker:
-            extra = {"config": to_dict(cfg), "normalizer": data.normalizer.state_dict(),
-                     "wandb_run_id": tracker.run_id}
+            extra = {"config": to_dict(cfg), "normalizer": data.normalizer.state_dict()}
             tracker.summary({"params": result.params})
             with StopRequest() as stop:
                 fitted = fit(cfg.train, state, batches, val, tracker, checkpoint_dir,
-                             save=lambda path, s: save_checkpoint(path, {**s, **extra}),
+                             save=lambda path, s: save_checkpoint(
+                                 path, {**s, **extra, "wandb_run_id": tracker.run_id}),
                              save_last=cfg.checkpoint.save_last, stop=stop, engine=built.engine)
             result.stop_reason = fitted.stop_reason
             result.best_val_loss = state.stopper.best
@@ -435,4 +427,8 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    # Run the importable module's main: launchers that pickle the task function (joblib) then
+    # pickle a reference to flowstudy.train instead of this __main__ copy and all it refers to.
+    from flowstudy.train import main as entry
+
+    entry()

@@ -10,7 +10,8 @@ from dataclasses import dataclass
 from typing import Protocol
 
 import torch
-from scipy.optimize import linear_sum_assignment
+
+from flowstudy.transport import optimal_assignment
 
 
 class Coupling(Protocol):
@@ -25,12 +26,11 @@ def _squared_distances(x0: torch.Tensor, x1: torch.Tensor) -> torch.Tensor:
 @dataclass(frozen=True)
 class ExactOTCoupling:
     """The optimal assignment for squared Euclidean cost: with equal uniform batches the exact OT
-    plan is a permutation, found by ``linear_sum_assignment`` (no plan sampling needed)."""
+    plan is a permutation, so no plan sampling is needed."""
 
     def __call__(self, x0: torch.Tensor, x1: torch.Tensor,
                  g: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        cost = _squared_distances(x0, x1).cpu().numpy()
-        _, cols = linear_sum_assignment(cost)
+        cols = optimal_assignment(_squared_distances(x0, x1).cpu().numpy())
         return x0, x1[torch.from_numpy(cols).to(x1.device)]
 
 
