@@ -13,12 +13,9 @@ import os
 import queue
 import threading
 from collections.abc import Callable
-from functools import partial
 from pathlib import Path
 from types import TracebackType
 from typing import Any
-
-import wandb
 
 from flowstudy.config import Config, to_dict
 from flowstudy.fileio import atomic_path
@@ -52,8 +49,7 @@ class Tracker:
         self._jsonl = open(metrics_path, "a")  # noqa: SIM115 - closed in finish()
         self.run: Any = None  # the W&B run, once the sender thread has started it
         self._ready = threading.Event()
-        self._init = partial(
-            wandb.init,
+        self._init = dict(
             project=cfg.wandb.project,
             entity=cfg.wandb.entity,
             name=cfg.name,
@@ -68,8 +64,6 @@ class Tracker:
             resume="allow" if resume_run_id else None,
             # A worker process that runs several jobs must never continue the previous W&B run.
             reinit="finish_previous",
-            # flowstudy prints its own progress; W&B capturing stdout/stderr would only slow it.
-            settings=wandb.Settings(console="off"),
         )
         # Starting W&B takes about a second, and each wandb.log call milliseconds of Python: a
         # sender thread starts the run, then makes the calls in order while training goes on.
@@ -81,7 +75,10 @@ class Tracker:
 
     def _send(self) -> None:
         try:
-            self.run = self._init()
+            import wandb  # imported here: half a second that training need not wait for
+
+            # flowstudy prints its own progress; W&B capturing stdout/stderr would only slow it.
+            self.run = wandb.init(**self._init, settings=wandb.Settings(console="off"))
             for key in MINIMISED:
                 self.run.define_metric(key, summary="min")
         except Exception as e:  # surfaced by run_id and finish()
@@ -111,8 +108,12 @@ class Tracker:
         self._outbox.put(lambda: self.run.summary.update(values))
 
     def image(self, key: str, path: Path, step: int, caption: str) -> None:
-        self._outbox.put(lambda: self.run.log({key: wandb.Image(str(path), caption=caption)},
-                                              step=step))
+        def send() -> None:
+            import wandb
+
+            self.run.log({key: wandb.Image(str(path), caption=caption)}, step=step)
+
+        self._outbox.put(send)
 
     def finish(self, error: BaseException | None = None) -> None:
         self._jsonl.close()

@@ -8,11 +8,12 @@ as fast as scipy's ``linear_sum_assignment`` on flow-matching batches (512 point
 from __future__ import annotations
 
 import numpy as np
-import ot
 
 
 def optimal_assignment(cost: np.ndarray) -> np.ndarray:
     """``cols`` such that pairing row i with column cols[i] minimises the summed cost."""
+    import ot  # imported here: POT pulls in scikit-learn, a second of start-up for every run
+
     n = cost.shape[0]
     weights = np.full(n, 1.0 / n)
     plan = ot.emd(weights, weights, np.ascontiguousarray(cost, dtype=np.float64),

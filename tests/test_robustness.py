@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import json
 import os
 import shlex
 import signal
@@ -213,3 +214,17 @@ def test_a_model_with_the_wrong_output_shape_is_refused(tmp_path: Path,
         run(_config(tmp_path), tmp_path / "out")
     result = RunResult.load(tmp_path / "study" / "runs" / "mlp-ot-moons-none" / "result.json")
     assert result.status == "failed" and "a velocity must have the shape of x_t" in result.error
+
+
+def test_gradient_statistics_are_logged_when_asked_and_absent_by_default(tmp_path: Path) -> None:
+    run(_config(tmp_path / "on", "train.grad_stats_every=4"), tmp_path / "out")
+    run(_config(tmp_path / "off"), tmp_path / "out")
+    on = (tmp_path / "on" / "study" / "runs" / "mlp-ot-moons-none" / "metrics.jsonl").read_text()
+    off = (tmp_path / "off" / "study" / "runs" / "mlp-ot-moons-none" / "metrics.jsonl").read_text()
+    records = [json.loads(line) for line in on.splitlines()]
+    stats = [r for r in records if "grad/inp.weight/l2" in r]
+    assert [r["step"] for r in stats] == [0, 4, 8, 12, 16, 20]
+    first = stats[0]
+    assert first["grad/inp.weight/l2"] > 0 and first["grad/inp.weight/max_abs"] > 0
+    assert 0 <= first["grad/out.2.weight/zero_frac"] <= 1
+    assert "grad/" not in off

@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
-from scipy.special import betaincinv
 
 from flowstudy.config import AugConfig, MixupAugConfig, NoiseAugConfig
 
@@ -25,6 +24,8 @@ def mixup(alpha: float) -> Augment:
     def apply(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
         perm = torch.randperm(x.shape[0], generator=g, device=x.device)
         # Inverse-CDF sampling keeps every draw on the seeded generator (torch's Beta takes none).
+        from scipy.special import betaincinv  # only mixup needs it: spare every run the import
+
         u = torch.rand(x.shape[0], generator=g, device=x.device, dtype=torch.float64)
         lam = torch.from_numpy(betaincinv(alpha, alpha, u.cpu().numpy())).to(x)[:, None]
         return lam * x + (1 - lam) * x[perm]
