@@ -381,13 +381,6 @@ def name_suffix(swept: dict[str, Any]) -> str:
     return "".join(f"-{p}" for p in parts)
 
 
-def get_key(cfg: Any, key: str) -> Any:
-    node = cfg
-    for part in key.split("."):
-        node = node[part] if isinstance(node, dict) else getattr(node, part)
-    return node
-
-
 def differences(saved: Any, current: Any, prefix: str = "") -> list[str]:
     """``key=saved (now: current)`` for every leaf where two config dicts differ.
 

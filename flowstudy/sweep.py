@@ -19,10 +19,8 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from flowstudy.config import UNNAMED_KEYS
+from flowstudy.config import GROUP_SCHEMAS, UNNAMED_KEYS
 from flowstudy.fileio import write_json
-
-GROUPS = ("arch", "flow", "dataset", "aug")
 
 # Set by SweepSummary when a sweep ends: (jobs, jobs that did not complete).
 last_sweep: tuple[int, int] | None = None
@@ -46,7 +44,7 @@ def swept_values(cfg: DictConfig, hydra_cfg: DictConfig) -> tuple[dict[str, Any]
     if not keys:
         return {}, {}
     choices = hydra_cfg.runtime.choices
-    defaults = compose("config", overrides=[f"{g}={choices[g]}" for g in GROUPS])
+    defaults = compose("config", overrides=[f"{g}={choices[g]}" for g in GROUP_SCHEMAS])
 
     def value(node: DictConfig, key: str) -> Any:
         v = OmegaConf.select(node, key)
