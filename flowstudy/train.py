@@ -47,7 +47,7 @@ from flowstudy.results import COST_KEYS, RunResult, status_for
 from flowstudy.rng import seed_everything, set_rng_state
 from flowstudy.sweep import parallel_jobs, swept_values, write_job_record
 from flowstudy.tracking import NullTracker, Tracker
-from flowstudy.trainer import Engine, FitResult, TrainState, ValidationSet, fit
+from flowstudy.trainer import Engine, FitResult, TrainState, ValidationSet, fit, step_flops
 
 log = logging.getLogger("flowstudy")
 
@@ -231,17 +231,11 @@ def _train_and_evaluate(cfg: Config, run_dir: Path, device: torch.device, ranks:
                        checkpoint=str(checkpoint_dir / "best.pt"), config=to_dict(cfg))
     record = partial(_record_end, result, result_path, started=started, write=ranks.main)
     record(None, status="running")
-    # W&B starts in the tracker's own thread, while the data and the model are built.
-    tracker = (Tracker(cfg, run_dir, result_path.parent / "metrics.jsonl", swept=swept,
-                       resume_run_id=resumed["wandb_run_id"] if resumed else None,
-                       resume_step=resumed["step"] if resumed else None)
-               if ranks.main else NullTracker())
     try:
         seed_everything(cfg.seed)
         built = build(cfg, device, ranks)
     except BaseException as e:
         record(e)
-        tracker.__exit__(type(e), e, None)
         raise
     data, batches, val, state = built.data, built.batches, built.val, built.state
     if resumed is not None:
@@ -256,6 +250,12 @@ def _train_and_evaluate(cfg: Config, run_dir: Path, device: torch.device, ranks:
         log.info("run %s (group %s): %s parameters, %d-d data, %d train points, on %s%s",
                  cfg.name, cfg.group, f"{result.params:,}", data.dim, data.train.shape[0],
                  device, f" x {ranks.world} ranks" if ranks.active else "")
+    # W&B starts in the tracker's own thread, overlapping the first training steps (whose
+    # torch kernels release the GIL; building, mostly imports, would not).
+    tracker = (Tracker(cfg, run_dir, result_path.parent / "metrics.jsonl", swept=swept,
+                       resume_run_id=resumed["wandb_run_id"] if resumed else None,
+                       resume_step=state.step if resumed else None)
+               if ranks.main else NullTracker())
     try:
         with tracker:
             extra = {"config": to_dict(cfg), "normalizer": data.normalizer.state_dict()}
@@ -268,7 +268,7 @@ def _train_and_evaluate(cfg: Config, run_dir: Path, device: torch.device, ranks:
             result.stop_reason = fitted.stop_reason
             result.best_val_loss = state.stopper.best
             result.best_epoch = state.stopper.best_epoch
-            _record_cost(result, fitted, cfg, device)
+            _record_cost(result, fitted, cfg, built)
             if ranks.main:
                 _evaluate_best(cfg, result, data, state, tracker, checkpoint_dir, device,
                                fitted.steps)
@@ -284,11 +284,13 @@ def _train_and_evaluate(cfg: Config, run_dir: Path, device: torch.device, ranks:
     return result
 
 
-def _record_cost(result: RunResult, fitted: FitResult, cfg: Config, device: torch.device) -> None:
+def _record_cost(result: RunResult, fitted: FitResult, cfg: Config, built: Built) -> None:
     """What the run cost: FLOPs (counted, and the 6 N D estimate), throughput, peak memory."""
+    device = built.batches.train.device
     samples = fitted.steps * cfg.train.batch_size
-    result.flops_per_step = fitted.flops_per_step
-    result.flops = fitted.flops_per_step * fitted.steps if fitted.flops_per_step else None
+    result.flops_per_step = step_flops(built.state.model, built.batches.flow.path,
+                                       cfg.train.batch_size, built.data.dim, device)
+    result.flops = result.flops_per_step * fitted.steps
     result.flops_6nd = 6.0 * (result.params or 0) * samples
     if fitted.seconds > 0:
         result.steps_per_s = round(fitted.steps_done / fitted.seconds, 3)

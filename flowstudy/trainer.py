@@ -153,7 +153,6 @@ class FitResult:
     stop_reason: str  # max_epochs | early_stopping
     epochs: int
     steps: int
-    flops_per_step: float | None  # forward + backward of one optimizer step, all ranks
     seconds: float  # wall time of fit(), validation and checkpoints included
     steps_done: int  # optimizer steps taken by this call (a resumed run counts from its resume)
 
@@ -192,8 +191,9 @@ def validation_loss(model: nn.Module, path: ProbabilityPath, val: ValidationSet,
 
 def step_flops(model: nn.Module, path: ProbabilityPath, batch_size: int, dim: int,
                 device: torch.device) -> float:
-    """FLOPs of one training step's forward and backward over the global batch, counted once on
-    a zero batch of the same shape: counting the real steps would perturb them."""
+    """FLOPs of one training step's forward and backward over the global batch, counted on a
+    zero batch of the same shape (counting a real step would perturb it), after training so
+    start-up does not pay for it."""
     x = torch.zeros(batch_size, dim, device=device)
     t = torch.zeros(batch_size, device=device)
     with FlopCounterMode(display=False) as counter:
@@ -267,7 +267,6 @@ def fit(
                             cfg.min_lr_ratio)
     first_step = state.step
     params = [p for p in model.parameters() if p.requires_grad]
-    flops_per_step = step_flops(model, path, batches.batch_size, batches.train.shape[1], device)
 
     def snapshot() -> dict[str, Any]:
         return {**state.state_dict(), "rng": rng_state()}
@@ -359,5 +358,5 @@ def fit(
                  "(best %.4f at epoch %d)", state.epoch, cfg.monitor, cfg.patience,
                  stopper.best, stopper.best_epoch)
     return FitResult(stop_reason=stop_reason, epochs=state.epoch, steps=state.step,
-                     flops_per_step=flops_per_step, seconds=time.perf_counter() - started,
+                     seconds=time.perf_counter() - started,
                      steps_done=state.step - first_step)
