@@ -50,3 +50,11 @@ def table(rows: list[dict[str, Any]], columns: list[str]) -> str:
     lines = ["  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True))]
     lines += ["  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)) for row in cells]
     return "\n".join(lines)
+
+
+def publish(name: str, rows: list[dict[str, Any]], columns: list[str], smoke: bool,
+            **settings: Any) -> None:
+    """Print the table; unless this is a smoke run, record it in results/<name>.json."""
+    print(table(rows, columns))
+    if not smoke:
+        print(f"wrote {write_results(name, {**settings, 'rows': rows})}")

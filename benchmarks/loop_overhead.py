@@ -29,7 +29,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from benchmarks.common import config, seconds, table, write_results
+from benchmarks.common import config, publish, seconds
 from flowstudy.checkpoint import save_checkpoint
 from flowstudy.config import Config
 from flowstudy.ema import EMA
@@ -203,9 +203,7 @@ def main() -> None:
             rows.append(row)
     columns = ["case", "b/a", "b/a'", *(["b/c"] if "lightning" in loops else []),
                *(f"{n}_ms_per_step" for n in loops)]
-    print(table(rows, columns))
-    if not args.smoke:
-        print(f"wrote {write_results('loop_overhead', {'repeats': args.repeats, 'rows': rows})}")
+    publish("loop_overhead", rows, columns, args.smoke, repeats=args.repeats)
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from benchmarks.common import config, seconds, table, write_results
+from benchmarks.common import config, publish, seconds
 from flowstudy.train import build
 from flowstudy.trainer import fit
 
@@ -105,12 +105,8 @@ def main() -> None:
             rows.append({"batch": batch, "variant": "torchcfm_exact_ot",
                          "ms_per_step": 1e3 * statistics.median(exact),
                          "ratio_to_ot": statistics.median(exact) / statistics.median(cfm)})
-    print(table(rows, ["batch", "variant", "ratio_to_ot", "ms_per_step"]))
-    if args.smoke:
-        return
-    path = write_results("minibatch_ot", {"steps": args.steps, "repeats": args.repeats,
-                                          "rows": rows})
-    print(f"wrote {path}")
+    publish("minibatch_ot", rows, ["batch", "variant", "ratio_to_ot", "ms_per_step"], args.smoke,
+            steps=args.steps, repeats=args.repeats)
 
 
 if __name__ == "__main__":

@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from benchmarks.common import config, table, write_results
+from benchmarks.common import config, publish
 from flowstudy.config import Config
 from flowstudy.data import build_data
 from flowstudy.flows.solvers import solve
@@ -141,9 +141,7 @@ def main() -> None:
     columns = ["task", "method", "flowstudy_w2", *(["torchcfm_w2"] if reference else []),
                "floor", "flowstudy_s", *(["torchcfm_s", "w2_ratio", "time_ratio"]
                                          if reference else [])]
-    print(table(rows, columns))
-    if not args.smoke:
-        print(f"wrote {write_results('quality', {'seeds': seeds, 'rows': rows})}")
+    publish("quality", rows, columns, args.smoke, seeds=seeds)
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks.common import table, write_results
+from benchmarks.common import publish
 
 
 def time_to(path: Path, command: list[str], cwd: Path) -> float:
@@ -62,10 +62,8 @@ def main() -> None:
     median = {k: statistics.median(v) for k, v in times.items()}
     rows = [{"process": k, "median_s": v, "ratio": v / median["minimal_hydra_app"],
              "runs_s": ", ".join(f"{x:.2f}" for x in times[k])} for k, v in median.items()]
-    print(table(rows, ["process", "ratio", "median_s", "runs_s"]))
-    if args.smoke:
-        return
-    print(f"wrote {write_results('startup', {'repeats': args.repeats, 'rows': rows})}")
+    publish("startup", rows, ["process", "ratio", "median_s", "runs_s"], args.smoke,
+            repeats=args.repeats)
 
 
 if __name__ == "__main__":

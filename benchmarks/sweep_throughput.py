@@ -17,7 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks.common import table, write_results
+from benchmarks.common import publish
 from flowstudy.results import RunResult
 
 GRID = ["seed=0,1,2,3,4,5"]
@@ -56,10 +56,8 @@ def main() -> None:
                          "overhead_s_per_run": (wall - training / parallel) / 6})
     rows[1]["speedup"] = rows[0]["wall_s"] / rows[1]["wall_s"]
     rows[0]["speedup"] = 1.0
-    print(table(rows, ["sweep", "speedup", "wall_s", "overhead_s_per_run"]))
-    if args.smoke:
-        return
-    print(f"wrote {write_results('sweep_throughput', {'epochs': args.epochs, 'rows': rows})}")
+    publish("sweep_throughput", rows, ["sweep", "speedup", "wall_s", "overhead_s_per_run"],
+            args.smoke, epochs=args.epochs)
 
 
 if __name__ == "__main__":
