@@ -30,13 +30,13 @@ import torch
 import torch.nn.functional as F
 
 from benchmarks.common import config, publish, seconds
+from flowstudy.build import build
 from flowstudy.checkpoint import save_checkpoint
 from flowstudy.config import Config
 from flowstudy.ema import EMA
 from flowstudy.rng import seed_everything
 from flowstudy.schedule import WarmupCosine
 from flowstudy.tracking import Tracker
-from flowstudy.train import build
 from flowstudy.trainer import fit
 
 CASES = {

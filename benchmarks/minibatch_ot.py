@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 from benchmarks.common import config, publish, seconds
-from flowstudy.train import build
+from flowstudy.build import build
 from flowstudy.trainer import fit
 
 

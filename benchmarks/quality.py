@@ -30,7 +30,7 @@ from flowstudy.config import Config
 from flowstudy.data import build_data
 from flowstudy.flows.solvers import solve
 from flowstudy.metrics import wasserstein2
-from flowstudy.train import run
+from flowstudy.run import run
 
 SOURCES = {"gaussian->moons": "gaussian", "8gaussians->moons": "8gaussians"}
 SIGMA = {"ot": 0.0, "cfm": 0.1, "minibatch_ot": 0.1}

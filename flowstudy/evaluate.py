@@ -8,11 +8,15 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from flowstudy.config import SampleConfig
+from flowstudy.checkpoint import load_checkpoint
+from flowstudy.config import Config, SampleConfig
 from flowstudy.data import DataSplits
 from flowstudy.flows.solvers import solve
 from flowstudy.metrics import sample_metrics
 from flowstudy.plots import image_grid, pca_scatter, scatter
+from flowstudy.results import COST_KEYS, RunResult
+from flowstudy.tracking import Tracker
+from flowstudy.trainer import TrainState
 
 
 @dataclass
@@ -46,3 +50,26 @@ def plot_samples(evaluation: Evaluation, data: DataSplits, png: Path, title: str
     else:
         pca_scatter(evaluation.samples, data.test, png,
                     f"{title}   FD={m['fd']:.3f} (floor {m['fd_floor']:.3f})")
+
+
+def evaluate_best(cfg: Config, result: RunResult, data: DataSplits, state: TrainState,
+                  tracker: Tracker, checkpoint_dir: Path, device: torch.device,
+                  step: int) -> None:
+    """The end of a run: sample with the best checkpoint's EMA weights, measure, plot, and
+    record it all in ``result`` and the tracker."""
+    best_path = checkpoint_dir / "best.pt"
+    if not best_path.exists():
+        raise RuntimeError(f"no epoch produced a finite {cfg.train.monitor} validation "
+                           f"loss, so there is no best checkpoint to evaluate")
+    best = load_checkpoint(best_path, device)
+    state.ema.load_state_dict(best["ema"])
+    evaluation = evaluate(state.ema.module, data, cfg.sample, seed=cfg.seed)
+    png = checkpoint_dir / "samples.png"
+    plot_samples(evaluation, data, png, title=f"{cfg.name} (epoch {best['epoch']})")
+    sample_log = {f"sample/{k}": v for k, v in evaluation.metrics.items()}
+    tracker.log({**sample_log, "sample/nfe": evaluation.nfe}, step)
+    tracker.image("samples", png, step, caption=cfg.name)
+    result.metrics, result.nfe, result.samples_png = evaluation.metrics, evaluation.nfe, str(png)
+    tracker.summary({"best_val_loss": result.best_val_loss, "best_epoch": result.best_epoch,
+                     "checkpoint": result.checkpoint, "stop_reason": result.stop_reason,
+                     **{k: getattr(result, k) for k in COST_KEYS}})

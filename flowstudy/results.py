@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -11,6 +12,8 @@ from typing import Any
 from flowstudy.errors import Diverged
 from flowstudy.fileio import write_json
 from flowstudy.interrupt import Interrupted
+
+log = logging.getLogger("flowstudy")
 
 
 @dataclass
@@ -66,3 +69,19 @@ def status_for(error: BaseException | None) -> str:
     if isinstance(error, (Interrupted, KeyboardInterrupt)):
         return "interrupted"
     return "diverged" if isinstance(error, Diverged) else "failed"
+
+
+def log_summary(result: RunResult, result_path: Path) -> None:
+    """The end-of-run lines: how training ended, sample quality, cost, and where the files are."""
+    m = result.metrics
+    log.info("done: %s after %d epochs (%s); best val loss %.4f at epoch %d", result.name,
+             result.epochs, result.stop_reason, result.best_val_loss, result.best_epoch)
+    log.info("samples: W2 %.4f (floor %.4f)  MMD %.4f (floor %.4f)  FD %.4f (floor %.4f)  "
+             "precision %.3f  recall %.3f  NFE %d", m["w2"], m["w2_floor"], m["mmd"],
+             m["mmd_floor"], m["fd"], m["fd_floor"], m["precision"], m["recall"], result.nfe)
+    log.info("cost: %.3g FLOPs (6ND estimate %.3g), %.1f steps/s, %.0f samples/s, peak memory "
+             "%.0f MiB, %.1f s", result.flops or float("nan"), result.flops_6nd,
+             result.steps_per_s or 0, result.samples_per_s or 0,
+             (result.peak_memory_bytes or 0) / 2**20, result.wall_time_s)
+    log.info("checkpoint %s, samples %s, result %s", result.checkpoint, result.samples_png,
+             result_path)

@@ -21,7 +21,6 @@ from typing import Any, Protocol
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.flop_counter import FlopCounterMode
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
@@ -187,20 +186,6 @@ def validation_loss(model: nn.Module, path: ProbabilityPath, val: ValidationSet,
         total += F.mse_loss(model(xt, val.t[part]), target, reduction="sum").double()
     model.train(was_training)
     return (ranks.sum_(total) / val.x1.numel()).item()
-
-
-def step_flops(model: nn.Module, path: ProbabilityPath, batch_size: int, dim: int,
-                device: torch.device) -> float:
-    """FLOPs of one training step's forward and backward over the global batch, counted on a
-    zero batch of the same shape (counting a real step would perturb it), after training so
-    start-up does not pay for it."""
-    x = torch.zeros(batch_size, dim, device=device)
-    t = torch.zeros(batch_size, device=device)
-    with FlopCounterMode(display=False) as counter:
-        xt, target = path.sample(x, x, t, x)
-        F.mse_loss(model(xt, t), target).backward()
-    model.zero_grad(set_to_none=True)
-    return float(counter.get_total_flops())
 
 
 def forward_backward(state: TrainState, engine: Engine, path: ProbabilityPath, batch: Batch,

@@ -13,7 +13,7 @@ from flowstudy.data import build_data
 from flowstudy.evaluate import evaluate
 from flowstudy.models import build_model
 from flowstudy.results import RunResult
-from flowstudy.train import run
+from flowstudy.run import run
 
 from .helpers import SMALL_ARCH, SMALL_DATA, TINY_MOONS, TINY_TRAIN, cli, compose_config
 from .wandb_files import find_run_files, read_run

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from flowstudy import checkpoint as checkpoint_module
+from flowstudy.build import build
 from flowstudy.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from flowstudy.config import Config
 from flowstudy.errors import UserError
@@ -24,7 +25,7 @@ from flowstudy.interrupt import Interrupted, StopRequest
 from flowstudy.models import MODELS
 from flowstudy.results import RunResult
 from flowstudy.rng import seed_everything, set_rng_state
-from flowstudy.train import build, run
+from flowstudy.run import run
 from flowstudy.trainer import fit
 
 from .helpers import TINY, cli, compose_config

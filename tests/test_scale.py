@@ -11,12 +11,13 @@ from pathlib import Path
 import pytest
 import torch
 
+from flowstudy.build import build
 from flowstudy.checkpoint import load_checkpoint, save_checkpoint
 from flowstudy.config import Config
 from flowstudy.errors import ConfigError
 from flowstudy.results import RunResult
 from flowstudy.rng import seed_everything
-from flowstudy.train import build, run
+from flowstudy.run import run
 from flowstudy.trainer import fit
 
 from .helpers import TINY, cli, compose_config

@@ -14,9 +14,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from flowstudy.devices import auto_device
 from flowstudy.interrupt import Interrupted
 from flowstudy.results import RunResult
-from flowstudy.train import auto_device, run
+from flowstudy.run import run
 
 from .helpers import TINY, TINY_MOONS, TINY_TRAIN, cli, compose_config
 from .wandb_files import find_run_files, read_run

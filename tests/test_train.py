@@ -1,4 +1,4 @@
-"""Whole runs: in-process through ``flowstudy.train.run`` and through the real CLI."""
+"""Whole runs: in-process through ``flowstudy.run.run`` and through the real CLI."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import pytest
 import torch
 import wandb
 
+from flowstudy.build import Built, build
 from flowstudy.checkpoint import load_checkpoint, save_checkpoint
 from flowstudy.config import Config
 from flowstudy.data import build_data
@@ -18,8 +19,8 @@ from flowstudy.evaluate import evaluate
 from flowstudy.models import build_model
 from flowstudy.results import RunResult
 from flowstudy.rng import rng_state, seed_everything, set_rng_state
+from flowstudy.run import run
 from flowstudy.schedule import WarmupCosine
-from flowstudy.train import Built, build, run
 from flowstudy.trainer import TrainState, fit
 
 from .helpers import TINY, cli, compose_config

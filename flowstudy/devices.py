@@ -1,0 +1,39 @@
+"""Where a run computes: its device, its share of the CPU cores, deterministic kernels."""
+
+from __future__ import annotations
+
+import os
+
+import torch
+
+from flowstudy.errors import ConfigError
+
+
+def auto_device(cuda_devices: int, job_num: int = 0, parallel: int = 1) -> str:
+    """CUDA when present; jobs of a sweep running in parallel each take GPU job_num % count."""
+    if cuda_devices == 0:
+        return "cpu"
+    return f"cuda:{job_num % cuda_devices}" if parallel > 1 and cuda_devices > 1 else "cuda"
+
+
+def resolve_device(name: str, job_num: int = 0, parallel: int = 1) -> torch.device:
+    if name == "auto":
+        gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        return torch.device(auto_device(gpus, job_num, parallel))
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError("train.device", name, "cpu or auto (this machine has no CUDA device)")
+    return torch.device(name)
+
+
+def set_threads(threads: int | None, sharing: int) -> None:
+    """``threads``, or this process's usable cores shared among ``sharing`` processes, so
+    parallel jobs (and ranks on one machine) do not oversubscribe the cores."""
+    torch.set_num_threads(threads or max(1, len(os.sched_getaffinity(0)) // sharing))
+
+
+def use_deterministic(device: torch.device) -> None:
+    """Deterministic kernels only; on CUDA cuBLAS needs a fixed workspace for that."""
+    if device.type == "cuda":
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.backends.cudnn.benchmark = False
+    torch.use_deterministic_algorithms(True)
