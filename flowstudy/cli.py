@@ -7,6 +7,7 @@ import logging
 import os
 import shlex
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -26,7 +27,7 @@ from flowstudy.sweep import parallel_jobs, swept_values, write_job_record
 log = logging.getLogger("flowstudy")
 
 
-def _exit_with_error(message: str) -> NoReturn:
+def exit_with_error(message: str) -> NoReturn:
     print(f"flowstudy: error: {message}", file=sys.stderr)
     sys.exit(2)
 
@@ -42,7 +43,7 @@ def _hydra_main(cfg: DictConfig) -> float | None:
             e.command = _resume_command(hydra_cfg.overrides.task, e.checkpoint)
             raise
         except UserError as e:  # Hydra would add its own "Error executing job" line
-            _exit_with_error(str(e))
+            exit_with_error(str(e))
     return _sweep_job(cfg, hydra_cfg)
 
 
@@ -83,13 +84,13 @@ def _sweep_job(cfg: DictConfig, hydra_cfg: DictConfig) -> float | None:
         write_job_record(job_dir, record)
 
 
-def main() -> None:
-    """CLI entry: user errors become one line on stderr and exit status 2."""
+def run_cli(task: Callable[[], Any]) -> None:
+    """Run a Hydra entry point: user errors become one line on stderr and exit status 2."""
     keep_traceback = os.environ.get("HYDRA_FULL_ERROR") == "1"
     # Let exceptions reach this frame instead of Hydra's multi-line report.
     os.environ["HYDRA_FULL_ERROR"] = "1"
     try:
-        _hydra_main()
+        task()
         distributed.shutdown()
         if sweep.last_sweep is not None and sweep.last_sweep[1]:
             jobs, bad = sweep.last_sweep
@@ -106,4 +107,9 @@ def main() -> None:
         message = None if keep_traceback else describe(e)
         if message is None:
             raise
-        _exit_with_error(message)
+        exit_with_error(message)
+
+
+def main() -> None:
+    """``python -m flowstudy.train``."""
+    run_cli(_hydra_main)

@@ -180,11 +180,22 @@ class WandbConfig:
 
 @dataclass
 class SampleConfig:
-    n: int = II("dataset.n_test")  # equal to the test split, so W2 is exact
+    n: int | None = None  # null: the size of the test split, so W2 is exact
     steps: int = 100  # fixed-step solvers; dopri5 adapts its own steps to atol/rtol
     solver: str = "euler"  # euler | midpoint | rk4 | dopri5
     atol: float = 1e-5
     rtol: float = 1e-5
+
+
+@dataclass
+class EvalConfig:
+    """``python -m flowstudy.sample``: a checkpoint, and the ``sample.*`` keys to change from
+    what its run used (keys not given on the command line keep the run's values)."""
+
+    resume: str = MISSING  # the checkpoint to sample from (relative to where you run)
+    seed: int | None = None  # sampling seed; null: the run's seed
+    sample: SampleConfig = field(default_factory=SampleConfig)
+    save_samples: bool = True  # also write the samples themselves (.pt, data space)
 
 
 @dataclass
@@ -223,6 +234,7 @@ GROUP_SCHEMAS: dict[str, dict[str, type]] = {
 def register_configs() -> None:
     cs = ConfigStore.instance()
     cs.store(name="base_config", node=Config)
+    cs.store(name="base_eval_config", node=EvalConfig)
     for group, schemas in GROUP_SCHEMAS.items():
         for schema_name, schema in schemas.items():
             cs.store(group=group, name=schema_name, node=schema)
@@ -337,7 +349,8 @@ def validate(cfg: Config) -> None:
         _check(cfg.aug.alpha > 0, "aug.alpha", cfg.aug.alpha, "a float > 0")
 
     s = cfg.sample
-    _check(s.n >= 1, "sample.n", s.n, "an integer >= 1")
+    _check(s.n is None or s.n >= 1, "sample.n", s.n,
+           "an integer >= 1, or null for the test split's size")
     _check(s.steps >= 1, "sample.steps", s.steps, "an integer >= 1")
     _one_of("sample.solver", s.solver, SOLVERS)
     _check(s.atol > 0, "sample.atol", s.atol, "a float > 0")

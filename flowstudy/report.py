@@ -136,6 +136,32 @@ def markdown(header: list[str], cells: list[list[str]], best: int | None) -> str
     return "\n".join(lines)
 
 
+def evaluations(runs: list[RunResult]) -> list[dict[str, Any]]:
+    """The records ``python -m flowstudy.sample`` wrote beside each run's checkpoint."""
+    records = []
+    for r in runs:
+        if r.checkpoint:
+            for path in sorted((Path(r.checkpoint).parent / "eval").glob("*.json")):
+                records.append(json.loads(path.read_text()))
+    return sorted(records, key=lambda e: (e["run"], e["sample"]["solver"], e["nfe"]))
+
+
+def evaluations_markdown(records: list[dict[str, Any]], metric: str) -> str:
+    """Sampling cost against quality: one line per checkpoint evaluation."""
+    keys = [k for k in (metric, "w2", "fd") if k in QUALITY]
+    keys = list(dict.fromkeys(keys))
+    lines = ["| run | epoch | solver | steps | NFE | seed | "
+             + " | ".join(f"{k} (floor)" for k in keys) + " |",
+             "|" + "---|" * (6 + len(keys))]
+    for e in records:
+        m, s = e["metrics"], e["sample"]
+        quality = [f"{m[k]:.4f} ({m[k + '_floor']:.4f})" if k in m else "-" for k in keys]
+        steps = "-" if s["solver"] == "dopri5" else str(s["steps"])
+        lines.append(f"| {e['run']} | {e['epoch']} | {s['solver']} | {steps} | {e['nfe']} | "
+                     f"{e['seed']} | " + " | ".join(quality) + " |")
+    return "\n".join(lines)
+
+
 def _curves(rows: list[Row], study: Path, png: Path, title: str) -> None:
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(8, 5), dpi=110)
@@ -192,6 +218,11 @@ def report(study: Path, group: str, metric: str | None = None) -> Path:
     text = (f"# Study group `{group}`\n\n{len(runs)} runs, {len(rows)} configurations; "
             f"best (bold) by {metric}; floors: the same metric between two real sample sets.\n\n"
             + markdown(header, cells, best) + "\n")
+    evaluated = evaluations(runs)
+    if evaluated:
+        text += ("\n## Sampling cost vs quality\n\nCheckpoints re-sampled with "
+                 "`python -m flowstudy.sample` (the runs' results are unchanged).\n\n"
+                 + evaluations_markdown(evaluated, metric) + "\n")
     with atomic_path(out / "report.md") as tmp:
         tmp.write_text(text)
     buffer = io.StringIO()

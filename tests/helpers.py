@@ -31,9 +31,11 @@ def compose_config(overrides: list[str]) -> Config:
         return load_config(compose("config", overrides=overrides))
 
 
-def cli(args: list[str], cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    """``python -m flowstudy.train ARGS`` in ``cwd`` with one torch thread and no W&B network."""
+def cli(args: list[str], cwd: Path, timeout: float = 300,
+        module: str = "flowstudy.train") -> subprocess.CompletedProcess[str]:
+    """``python -m flowstudy.train ARGS`` (or another ``module``) in ``cwd`` with one torch
+    thread and no W&B network."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "WANDB_SILENT": "true"}
     env.pop("HYDRA_FULL_ERROR", None)
-    return subprocess.run([sys.executable, "-m", "flowstudy.train", *args], cwd=cwd, env=env,
+    return subprocess.run([sys.executable, "-m", module, *args], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=timeout)

@@ -115,13 +115,17 @@ def build_data(cfg: DatasetConfig, study_dir: str | Path = "study") -> DataSplit
         subset = torch.randperm(len(train_idx), generator=torch.Generator().manual_seed(cfg.seed))
         train_idx = [train_idx[i] for i in subset[:cfg.n_train].tolist()]
     train = points[train_idx]
-    source = Source()
-    if getattr(cfg, "source", "gaussian") != "gaussian":
-        reference = toy2d(cfg.source, 10_000, None, torch.Generator().manual_seed(cfg.seed + 1))
-        source = Source(cfg.source, Normalizer.fit(reference))
     return DataSplits(name=dataset_label(cfg), train=train, val=points[split["val"]],
                       test=points[split["test"]], normalizer=Normalizer.fit(train, cfg.normalize),
-                      source=source)
+                      source=build_source(cfg))
+
+
+def build_source(cfg: DatasetConfig) -> Source:
+    """N(0, I), or another 2-d dataset normalised by a fixed reference sample of itself."""
+    if getattr(cfg, "source", "gaussian") == "gaussian":
+        return Source()
+    reference = toy2d(cfg.source, 10_000, None, torch.Generator().manual_seed(cfg.seed + 1))
+    return Source(cfg.source, Normalizer.fit(reference))
 
 
 def _check_sizes(cfg: DatasetConfig, rows: int) -> None:

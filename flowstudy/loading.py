@@ -1,0 +1,107 @@
+"""A trained run as Python objects, for notebooks and the sample command:
+``flowstudy.load(path)`` -> the EMA model, its normaliser, its config and a sampler."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from flowstudy.checkpoint import CheckpointError, load_checkpoint
+from flowstudy.config import (
+    GROUP_SCHEMAS,
+    CheckpointConfig,
+    Config,
+    SampleConfig,
+    TrainConfig,
+    WandbConfig,
+)
+from flowstudy.data import Source, build_source
+from flowstudy.data.normalize import Normalizer
+from flowstudy.flows.solvers import solve
+from flowstudy.models import build_model
+
+SECTIONS = {"train": TrainConfig, "checkpoint": CheckpointConfig, "wandb": WandbConfig,
+            "sample": SampleConfig}
+
+
+def _section(schema: type, values: dict[str, Any]) -> Any:
+    """A dataclass from a saved dict; keys a newer flowstudy added keep their defaults."""
+    known = {f.name for f in dataclasses.fields(schema)}
+    return schema(**{k: v for k, v in values.items() if k in known})
+
+
+def _group_node(group: str, values: dict[str, Any]) -> Any:
+    """The schema of a saved group option is the narrowest one holding all its keys."""
+    fitting = [s for s in GROUP_SCHEMAS[group].values()
+               if set(values) <= {f.name for f in dataclasses.fields(s)}]
+    if not fitting:
+        raise ValueError(f"no {group} schema has the keys {sorted(values)}")
+    narrowest = min(fitting, key=lambda s: len(dataclasses.fields(s)))
+    return narrowest(**values)
+
+
+def config_from_dict(saved: dict[str, Any]) -> Config:
+    """The typed ``Config`` a checkpoint or result.json recorded (``to_dict``'s inverse)."""
+    top = {k: v for k, v in saved.items() if k not in (*GROUP_SCHEMAS, *SECTIONS)}
+    return Config(**{k: _group_node(k, saved[k]) for k in GROUP_SCHEMAS},
+                  **{k: _section(s, saved.get(k, {})) for k, s in SECTIONS.items()},
+                  **{k: v for k, v in top.items()
+                     if k in {f.name for f in dataclasses.fields(Config)}})
+
+
+@dataclass
+class TrainedRun:
+    """A checkpoint's EMA weights, ready to sample: ``run.sample(1000)`` returns data-space
+    points; ``run.model(x_t, t)`` is the velocity in normalised coordinates."""
+
+    config: Config
+    model: nn.Module  # the EMA weights, in eval mode
+    normalizer: Normalizer
+    source: Source  # the t=0 distribution, in normalised coordinates
+    epoch: int
+    step: int
+    path: Path
+
+    @property
+    def dim(self) -> int:
+        return self.normalizer.shift.shape[0]
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @torch.no_grad()
+    def sample_with_nfe(self, n: int, steps: int | None = None, solver: str | None = None,
+                        seed: int | None = None) -> tuple[torch.Tensor, int]:
+        """``n`` samples in data space (CPU) and the velocity evaluations the solver used;
+        solver, steps and seed default to the run's own ``sample`` settings and seed."""
+        s = self.config.sample
+        g = torch.Generator().manual_seed(self.config.seed if seed is None else seed)
+        x0 = self.source.sample(n, self.dim, g).to(self.device)
+        z, nfe = solve(self.model, x0, solver or s.solver, steps or s.steps, s.atol, s.rtol)
+        return self.normalizer.decode(z).cpu(), nfe
+
+    def sample(self, n: int, steps: int | None = None, solver: str | None = None,
+               seed: int | None = None) -> torch.Tensor:
+        return self.sample_with_nfe(n, steps, solver, seed)[0]
+
+
+def load(path: str | os.PathLike[str], device: str | torch.device = "cpu") -> TrainedRun:
+    """Load a flowstudy checkpoint (``best.pt``, ``last.pt``) for sampling or inspection."""
+    ckpt = load_checkpoint(path, device)
+    missing = [k for k in ("config", "ema", "normalizer") if k not in ckpt]
+    if missing:
+        raise CheckpointError(f"{path}: checkpoint lacks {', '.join(missing)}")
+    config = config_from_dict(ckpt["config"])
+    normalizer = Normalizer(**{k: v.cpu() for k, v in ckpt["normalizer"].items()})
+    model = build_model(config.arch, normalizer.shift.shape[0]).to(device)
+    model.load_state_dict(ckpt["ema"]["module"])
+    return TrainedRun(config=config, model=model.eval().requires_grad_(False),
+                      normalizer=normalizer, source=build_source(config.dataset),
+                      epoch=int(ckpt["epoch"]), step=int(ckpt["step"]), path=Path(path))

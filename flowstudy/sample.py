@@ -1,0 +1,110 @@
+"""Evaluate a checkpoint without retraining, e.g.
+``python -m flowstudy.sample resume=study/checkpoints/<run>/best.pt sample.steps=4``.
+
+Loads the checkpoint's EMA model and the run's data splits, samples, measures exactly as the end
+of training does, and writes the metrics (JSON) and the samples (.pt) to ``<checkpoint dir>/eval/``
+under a name made of the settings. The run's result.json is never touched. Under ``-m`` it sweeps
+sampling settings, e.g. ``sample.steps=1,2,4,8,16,32,100`` for an NFE-vs-quality table.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import hydra
+import torch
+from hydra.core.hydra_config import HydraConfig
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from omegaconf import DictConfig, OmegaConf
+
+from flowstudy.cli import exit_with_error, run_cli
+from flowstudy.config import CONF_DIR, EvalConfig, SampleConfig, _format_value, validate
+from flowstudy.data import build_data
+from flowstudy.errors import UserError
+from flowstudy.evaluate import evaluate
+from flowstudy.fileio import atomic_path, write_json
+from flowstudy.loading import TrainedRun, load
+
+log = logging.getLogger("flowstudy")
+
+
+def sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def eval_name(trained: TrainedRun, s: SampleConfig, n: int, seed: int) -> str:
+    """``best-e35-rk4-4-n1000-seed0``: the checkpoint (and its epoch, so a later best.pt gets
+    files of its own) and every setting that changes the numbers."""
+    solver = (f"dopri5-atol{_format_value(s.atol)}-rtol{_format_value(s.rtol)}"
+              if s.solver == "dopri5" else f"{s.solver}-{s.steps}")
+    return f"{trained.path.stem}-e{trained.epoch}-{solver}-n{n}-seed{seed}"
+
+
+def sample_settings(run_sample: SampleConfig, given: SampleConfig,
+                    overrides: list[str]) -> SampleConfig:
+    """The run's own sample settings, with the keys given on the command line replaced."""
+    keys = {o.key_or_group.removeprefix("sample.")
+            for o in OverridesParser.create().parse_overrides(overrides)
+            if o.key_or_group.startswith("sample.")}
+    return dataclasses.replace(run_sample, **{k: getattr(given, k) for k in keys})
+
+
+def evaluate_checkpoint(cfg: EvalConfig, overrides: list[str]) -> dict[str, Any]:
+    """Sample ``cfg.resume`` with the run's settings changed by ``overrides``; write and
+    return the record."""
+    started = time.perf_counter()
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    trained = load(cfg.resume, device)
+    run_cfg = trained.config
+    run_cfg.sample = sample_settings(run_cfg.sample, cfg.sample, overrides)
+    validate(run_cfg)
+    seed = run_cfg.seed if cfg.seed is None else cfg.seed
+    data = build_data(run_cfg.dataset, run_cfg.study_dir)
+    data.normalizer = trained.normalizer  # the statistics the model was trained with
+    evaluation = evaluate(trained.model, data, run_cfg.sample, seed=seed)
+    n = evaluation.samples.shape[0]
+    out = Path(cfg.resume).parent / "eval" / eval_name(trained, run_cfg.sample, n, seed)
+    record = {
+        "run": run_cfg.name, "checkpoint": str(cfg.resume),
+        "checkpoint_sha256": sha256(Path(cfg.resume)), "epoch": trained.epoch,
+        "step": trained.step, "seed": seed, "sample": dataclasses.asdict(run_cfg.sample),
+        "n": n, "nfe": evaluation.nfe, "metrics": evaluation.metrics,
+        "samples": str(out.with_suffix(".pt")) if cfg.save_samples else None,
+        "wall_time_s": round(time.perf_counter() - started, 3),
+    }
+    if cfg.save_samples:
+        with atomic_path(out.with_suffix(".pt")) as tmp:
+            torch.save(evaluation.samples, tmp)
+    write_json(out.with_suffix(".json"), record)
+    m = evaluation.metrics
+    headline = "w2" if trained.dim == 2 else "fd"
+    log.info("%s epoch %d, %s: NFE %d, %s %.4f (floor %.4f) -> %s", run_cfg.name,
+             trained.epoch, out.name, evaluation.nfe, headline.upper(), m[headline],
+             m[f"{headline}_floor"], out.with_suffix(".json"))
+    return record
+
+
+@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="sample")
+def _hydra_main(cfg: DictConfig) -> None:
+    config: EvalConfig = OmegaConf.to_object(cfg)  # type: ignore[assignment]
+    try:
+        evaluate_checkpoint(config, list(HydraConfig.get().overrides.task))
+    except UserError as e:  # Hydra would add its own "Error executing job" line
+        exit_with_error(str(e))
+
+
+def main() -> None:
+    run_cli(_hydra_main)
+
+
+if __name__ == "__main__":
+    main()
