@@ -161,11 +161,11 @@ def main() -> None:
     outputs = {s: args.out.with_suffix(s) for s in (".npy", ".tsv", ".json")}
     existing = [str(p) for p in outputs.values() if p.exists()]
     if existing and not args.force:
-        sys.exit(f"--out={args.out}: {', '.join(existing)} exist; give --force to replace them")
+        parser.error(f"--out={args.out}: {', '.join(existing)} exist; give --force to replace them")
     root = Path(sysconfig.get_paths()["stdlib"])
     found = corpus(root)
     if len(found) < args.n:
-        sys.exit(f"--n={args.n}: the corpus has only {len(found)} sentences")
+        parser.error(f"--n={args.n}: the corpus has only {len(found)} sentences")
     order = np.random.default_rng(args.seed).permutation(len(found))[: args.n]
     rows = [found[i] for i in order]
     print(f"{len(found)} distinct sentences in {root}; encoding {len(rows)}")
