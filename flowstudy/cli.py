@@ -58,8 +58,8 @@ def _sweep_job(cfg: DictConfig, hydra_cfg: DictConfig) -> float | None:
     record: dict[str, Any] = {"job": hydra_cfg.job.num,
                               "name": " ".join(hydra_cfg.overrides.task), "status": "failed"}
     try:
-        swept, naming = swept_values(cfg, hydra_cfg)
-        config = load_config(cfg, naming)
+        swept = swept_values(cfg, hydra_cfg)
+        config = load_config(cfg)
         record["name"] = config.name
         result = run(config, job_dir, swept=swept, job_num=hydra_cfg.job.num,
                      parallel=parallel_jobs(hydra_cfg))
