@@ -86,6 +86,11 @@ def _sweep_job(cfg: DictConfig, hydra_cfg: DictConfig) -> float | None:
 def main() -> None:
     """CLI entry: user errors become one line on stderr and exit status 2."""
     keep_traceback = os.environ.get("HYDRA_FULL_ERROR") == "1"
+    args = sys.argv[1:]
+    if {"-m", "--multirun"} & set(args) and (named := [a for a in args if a.startswith("name=")]):
+        _exit_with_error(f"{named[0]}: a sweep names each of its runs by its config "
+                         f"(<arch>-<flow>-<dataset>-<aug>-<overrides>); drop name=, or label the "
+                         f"sweep with group= or wandb.tags=")
     # Let exceptions reach this frame instead of Hydra's multi-line report.
     os.environ["HYDRA_FULL_ERROR"] = "1"
     try:
