@@ -43,7 +43,7 @@ def prior_run(cfg: Config, lineage: list[dict[str, Any]], result_path: Path,
     if diffs:
         raise UserError(f"{where} was trained with a different config "
                         f"({'; '.join(diffs[:3])}{'; ...' if len(diffs) > 3 else ''}): "
-                        f"give this run another name=, or replace it with force=true")
+                        f"replace it with force=true, or give this run another name= (single runs)")
     if prior.status == "completed" and continuing and cfg.resume != "auto":
         raise UserError(f"{where} already completed with this config ({prior.stop_reason} after "
                         f"{prior.epochs} epochs): resuming it unchanged would replay the same "

@@ -79,7 +79,9 @@ def run(cfg: Config, run_dir: Path, swept: dict[str, Any] | None = None, job_num
     lock = (run_lock(checkpoint_dir / ".lock", f"run '{cfg.name}'") if ranks.main
             else contextlib.nullcontext())
     with lock:
-        continuing = cfg.resume == "auto" or (resumed is not None and not start.branch)
+        last = checkpoint_dir / "last.pt"
+        auto = cfg.resume == "auto" and not cfg.force and last.exists()
+        continuing = auto or (resumed is not None and not start.branch)
         prior = prior_run(cfg, start.lineage, result_path, checkpoint_dir, continuing)
         ranks.barrier()  # every rank decided alike; now rank 0 may write
         if prior is not None and prior.status == "completed":
@@ -89,8 +91,7 @@ def run(cfg: Config, run_dir: Path, swept: dict[str, Any] | None = None, job_num
                 prior.groups.append(cfg.group)
                 prior.save(result_path)
             return dataclasses.replace(prior, skipped=True)
-        last = checkpoint_dir / "last.pt"
-        if cfg.resume == "auto" and prior is not None and last.exists():
+        if auto:
             log.info("resume=auto: continuing the unfinished run from %s", last)
             resumed = load_checkpoint(last, device)
             check_compatible(last, resumed["config"], to_dict(cfg))

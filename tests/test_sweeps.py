@@ -38,11 +38,13 @@ def test_swept_values_off_their_defaults_name_each_run(tmp_path: Path) -> None:
     code, out, results = _sweep(tmp_path, "study", "seed=0,1", "train.lr=2e-3,5e-4",
                                 "wandb.mode=disabled")
     assert code == 0, out
-    base = name_of([*TINY, "train.epochs=2"])  # every override names the run, swept or not
-    assert base.startswith("mlp-ot-moons-none-batch_size64-depth2-epochs2-")
-    assert set(results) == {base, f"{base}-seed1", f"{base}-lr5e-4", f"{base}-lr5e-4-seed1"}
-    assert results[f"{base}-lr5e-4-seed1"].swept == {"seed": 1, "train.lr": 5e-4}
-    assert results[f"{base}-lr5e-4-seed1"].config["train"]["lr"] == 5e-4
+    # Every override names the run, swept or not, in one sorted suffix.
+    base = "mlp-ot-moons-none-batch_size64-depth2-epochs2"
+    rest = "n_test128-n_val128-size768-steps8-warmup_steps10-width32"
+    assert set(results) == {f"{base}-{rest}", f"{base}-{rest}-seed1", f"{base}-lr5e-4-{rest}",
+                            f"{base}-lr5e-4-{rest}-seed1"}
+    assert results[f"{base}-lr5e-4-{rest}-seed1"].swept == {"seed": 1, "train.lr": 5e-4}
+    assert results[f"{base}-lr5e-4-{rest}-seed1"].config["train"]["lr"] == 5e-4
     assert "4 of 4 runs completed" in out
 
 
@@ -82,9 +84,10 @@ def test_a_failure_at_run_time_tags_the_wandb_run_failed(tmp_path: Path) -> None
                               "sample.atol=1e-5,1e-300", "sample.rtol=1e-300",
                               "wandb.mode=offline")
     assert code == 1
-    base = name_of([*TINY, "train.epochs=2", "sample.solver=dopri5", "sample.rtol=1e-300"])
-    assert results[base].status == "completed"
-    failed = results[f"{base}-atol1e-300"]
+    common = [*TINY, "train.epochs=2", "sample.solver=dopri5", "sample.rtol=1e-300"]
+    assert results[name_of(common)].status == "completed"
+    failed = results[name_of([*common, "sample.atol=1e-300"])]
+    assert "-atol1e-300-" in failed.name
     assert failed.status == "failed" and "underflow in dt" in failed.error
     runs = {r.name: r for r in (read_run(f) for f in find_run_files(tmp_path))}
     assert "failed" in runs[failed.name].tags and runs[failed.name].exit_code == 1
