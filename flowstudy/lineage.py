@@ -68,10 +68,13 @@ def resumed_start(cfg: Config, data: dict[str, Any], ckpt: dict[str, Any],
                         f"{path} (trained with seed={saved['seed']}), so it cannot take another "
                         f"seed; drop seed= to resume, or train a fresh run (no resume=) for "
                         f"seed {cfg.seed}")
-    if parent[-1]["data"] is not None and parent[-1]["data"] != data:
-        raise UserError(f"dataset.path={cfg.dataset.path}: its content changed since {path} was "
-                        f"trained on it (sha256 {short(parent[-1]['data']['sha256'])} -> "
-                        f"{short(data['sha256'])}); resume needs the data it was trained on")
+    before = parent[-1]["data"]
+    if before is not None and differences(before, data):
+        what = (f"dataset.path={cfg.dataset.path}: its content changed since {path} was trained "
+                f"on it (sha256 {short(before['sha256'])} -> {short(data['sha256'])})"
+                if "sha256" in before and "sha256" in data else
+                f"resume={path}: trained on other data ({'; '.join(differences(before, data))})")
+        raise UserError(f"{what}; resume needs the data it was trained on")
     current = identity(to_dict(cfg))
     changes = _changes(current, parent[-1]["config"])
     if not changes and cfg.name in (None, parent_name):
@@ -107,8 +110,8 @@ def lineage_differences(saved: list[dict[str, Any]], current: list[dict[str, Any
     out = []
     for before, now in zip(saved, current, strict=True):
         out += differences(before["config"], now["config"])
-        if None not in (before["data"], now["data"]) and before["data"] != now["data"]:
-            out.append(f"data={before['data']} (now: {now['data']})")
+        if None not in (before["data"], now["data"]):
+            out += differences(before["data"], now["data"], "data")
     return out
 
 
@@ -116,7 +119,8 @@ def changed_data(saved: list[dict[str, Any]],
                  current: list[dict[str, Any]]) -> tuple[str, str] | None:
     """(old, new) sha256 when two lineages differ only in their data file's content."""
     a, b = saved[-1]["data"], current[-1]["data"]
-    if (a and b and "sha256" in a and "sha256" in b and a != b and len(saved) == len(current)
+    if (a and b and "sha256" in a and "sha256" in b and a["sha256"] != b["sha256"]
+            and len(saved) == len(current)
             and [s["config"] for s in saved] == [s["config"] for s in current]):
         return a["sha256"], b["sha256"]
     return None

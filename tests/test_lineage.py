@@ -188,6 +188,13 @@ def test_a_changed_data_file_is_detected_and_another_of_the_same_stem_refused(
         f"dataset.path={data}: its content changed since run '{first.name}' in "
         f"{tmp_path / 'study' / 'runs' / first.name} was trained on it (sha256 {old[:12]} -> "
         f"{new[:12]}): retrain on the new content with force=true, or restore the file")
+    best = tmp_path / "study" / "checkpoints" / first.name / "best.pt"
+    with pytest.raises(UserError) as err:  # nor can its checkpoint go on with the new content
+        run(_config(tmp_path, *args, "train.epochs=2", f"resume={best}", base=NO_DATA),
+            tmp_path / "out")
+    assert str(err.value) == (
+        f"dataset.path={data}: its content changed since {best} was trained on it (sha256 "
+        f"{old[:12]} -> {new[:12]}); resume needs the data it was trained on")
     with pytest.raises(UserError) as err:  # retraining meets the split made for the old content
         run(_config(tmp_path, *args, "force=true", base=NO_DATA), tmp_path / "out")
     assert str(err.value) == (

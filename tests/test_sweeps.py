@@ -38,13 +38,14 @@ def test_swept_values_off_their_defaults_name_each_run(tmp_path: Path) -> None:
     code, out, results = _sweep(tmp_path, "study", "seed=0,1", "train.lr=2e-3,5e-4",
                                 "wandb.mode=disabled")
     assert code == 0, out
-    # Every override names the run, swept or not, in one sorted suffix.
-    base = "mlp-ot-moons-none-batch_size64-depth2-epochs2"
-    rest = "n_test128-n_val128-size768-steps8-warmup_steps10-width32"
-    assert set(results) == {f"{base}-{rest}", f"{base}-{rest}-seed1", f"{base}-lr5e-4-{rest}",
-                            f"{base}-lr5e-4-{rest}-seed1"}
-    assert results[f"{base}-lr5e-4-{rest}-seed1"].swept == {"seed": 1, "train.lr": 5e-4}
-    assert results[f"{base}-lr5e-4-{rest}-seed1"].config["train"]["lr"] == 5e-4
+    # Every override names the run, swept or not, in one suffix sorted by label.
+    name = "mlp-ot-moons-none-batch_size64-depth2-epochs2{}-n_test128-n_val128{}-size768-" \
+           "steps8-warmup_steps10-width32"
+    lr_seed = name.format("-lr5e-4", "-seed1")
+    assert set(results) == {name.format("", ""), name.format("", "-seed1"),
+                            name.format("-lr5e-4", ""), lr_seed}
+    assert results[lr_seed].swept == {"seed": 1, "train.lr": 5e-4}
+    assert results[lr_seed].config["train"]["lr"] == 5e-4
     assert "4 of 4 runs completed" in out
 
 
