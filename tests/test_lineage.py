@@ -110,7 +110,7 @@ def _interrupt_when(path: Path, text: str) -> None:
 
 def test_an_interrupted_run_is_continued_or_restarted_only_when_asked_and_w_and_b_follows(
         tmp_path: Path) -> None:
-    cfg = _config(tmp_path, "dataset.size=1500", "train.epochs=3", wandb_mode="offline")
+    cfg = _config(tmp_path, "dataset.size=1500", "train.epochs=2", wandb_mode="offline")
     metrics = tmp_path / "study" / "runs" / cfg.name / "metrics.jsonl"
     last = tmp_path / "study" / "checkpoints" / cfg.name / "last.pt"
     _interrupt_when(metrics, '"epoch": 1')
@@ -140,19 +140,19 @@ def test_an_interrupted_run_is_continued_or_restarted_only_when_asked_and_w_and_
     # Two branches off one checkpoint are two W&B runs, each forked off the parent.
     best = tmp_path / "study" / "checkpoints" / cfg.name / "best.pt"
     for i, lr in enumerate(("1e-3", "5e-4")):
-        branch = _config(tmp_path, "dataset.size=1500", "train.epochs=4", f"train.lr={lr}",
+        branch = _config(tmp_path, "dataset.size=1500", "train.epochs=3", f"train.lr={lr}",
                          f"resume={best}", wandb_mode="offline")
         assert run(branch, tmp_path / f"fork{i}").status == "completed"
         wandb.teardown()
     forks = [read_run(find_run_files(tmp_path / f"fork{i}")[0]) for i in range(2)]
     assert len({first.run_id, forks[0].run_id, forks[1].run_id}) == 3
     assert [f.config["_wandb"]["branch_point"]["run_id"] for f in forks] == [first.run_id] * 2
-    assert [f.name for f in forks] == [f"{cfg.name}+epochs4-lr1e-3", f"{cfg.name}+epochs4-lr5e-4"]
+    assert [f.name for f in forks] == [f"{cfg.name}+epochs3-lr1e-3", f"{cfg.name}+epochs3-lr5e-4"]
 
 
 def test_force_restarts_an_interrupted_run_without_its_stale_last_checkpoint(
         tmp_path: Path) -> None:
-    cfg = _config(tmp_path, "dataset.size=1500", "train.epochs=3")
+    cfg = _config(tmp_path, "dataset.size=1500", "train.epochs=2")
     metrics = tmp_path / "study" / "runs" / cfg.name / "metrics.jsonl"
     _interrupt_when(metrics, '"epoch": 1')
     with pytest.raises(Interrupted):
@@ -161,7 +161,7 @@ def test_force_restarts_an_interrupted_run_without_its_stale_last_checkpoint(
     assert last.exists()
     cfg.force = True
     result = run(cfg, tmp_path / "out")
-    assert result.status == "completed" and result.epochs == 3 and not last.exists()
+    assert result.status == "completed" and result.epochs == 2 and not last.exists()
 
 
 def _embeddings(path: Path, seed: int) -> None:
