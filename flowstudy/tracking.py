@@ -91,7 +91,22 @@ class Tracker:
             import wandb  # imported here: half a second that training need not wait for
 
             # flowstudy prints its own progress; W&B capturing stdout/stderr would only slow it.
-            self.run = wandb.init(**self._init, settings=wandb.Settings(console="off"))
+            settings = wandb.Settings(console="off")
+            try:
+                self.run = wandb.init(**self._init, settings=settings)
+            except Exception as e:
+                branch_point = self._init["resume_from"] or self._init["fork_from"]
+                if not branch_point:
+                    raise
+                # A W&B server without rewind/fork (preview features) refuses them: continue
+                # the run by id, or start the branch as a plain new run; the lineage in the
+                # config still names the parent.
+                log.warning("W&B refused the branch point %s (%s); starting without it",
+                            branch_point, e)
+                resume_id = self._init["resume_from"] and branch_point.split("?")[0]
+                self.run = wandb.init(**{**self._init, "resume_from": None, "fork_from": None,
+                                         "id": resume_id, "resume": resume_id and "allow"},
+                                      settings=settings)
             for key in MINIMISED:
                 self.run.define_metric(key, summary="min")
         except Exception as e:  # surfaced by run_id and finish()
