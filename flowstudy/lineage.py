@@ -52,10 +52,11 @@ class Start:
 
 
 def _changes(current: dict[str, Any], parent: dict[str, Any]) -> dict[str, Any]:
-    """Leaves of an identity config that differ from the parent's; a group option by its group."""
+    """Leaves of an identity config that differ from the parent's, a group option by its group;
+    keys the parent lacks were added to flowstudy after it was saved, and are no change."""
     before = leaves(parent)
     return {(k.removesuffix(".name") if k.removesuffix(".name") in GROUP_SCHEMAS else k): v
-            for k, v in leaves(current).items() if before.get(k, v) != v or k not in before}
+            for k, v in leaves(current).items() if k in before and before[k] != v}
 
 
 def resumed_start(cfg: Config, data: dict[str, Any], ckpt: dict[str, Any],
