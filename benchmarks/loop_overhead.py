@@ -33,7 +33,9 @@ from benchmarks.common import config, publish, seconds
 from flowstudy.build import build
 from flowstudy.checkpoint import save_checkpoint
 from flowstudy.config import Config
+from flowstudy.data.fingerprint import data_fingerprint
 from flowstudy.ema import EMA
+from flowstudy.lineage import segment
 from flowstudy.rng import seed_everything
 from flowstudy.schedule import WarmupCosine
 from flowstudy.tracking import Tracker
@@ -78,7 +80,8 @@ def bare_loop(cfg: Config, steps: int, fused: bool = False) -> float:
 def flowstudy_loop(cfg: Config, steps: int, workdir: Path) -> float:
     seed_everything(0)
     built = build(cfg, torch.device("cpu"))
-    with Tracker(cfg, workdir, workdir / "metrics.jsonl") as tracker:
+    lineage = [segment(cfg, data_fingerprint(cfg.dataset, workdir), None)]
+    with Tracker(cfg, workdir, workdir / "metrics.jsonl", lineage) as tracker:
         return seconds(lambda: fit(cfg.train, built.state, built.batches, built.val, tracker,
                                    workdir, save=save_checkpoint, engine=built.engine))
 

@@ -59,8 +59,8 @@ def _sweep_job(cfg: DictConfig, hydra_cfg: DictConfig) -> float | None:
     record: dict[str, Any] = {"job": hydra_cfg.job.num,
                               "name": " ".join(hydra_cfg.overrides.task), "status": "failed"}
     try:
-        swept, naming = swept_values(cfg, hydra_cfg)
-        config = load_config(cfg, naming)
+        swept = swept_values(cfg, hydra_cfg)
+        config = load_config(cfg)
         record["name"] = config.name
         result = run(config, job_dir, swept=swept, job_num=hydra_cfg.job.num,
                      parallel=parallel_jobs(hydra_cfg))
@@ -87,6 +87,11 @@ def _sweep_job(cfg: DictConfig, hydra_cfg: DictConfig) -> float | None:
 def run_cli(task: Callable[[], Any]) -> None:
     """Run a Hydra entry point: user errors become one line on stderr and exit status 2."""
     keep_traceback = os.environ.get("HYDRA_FULL_ERROR") == "1"
+    args = sys.argv[1:]
+    if {"-m", "--multirun"} & set(args) and (named := [a for a in args if a.startswith("name=")]):
+        _exit_with_error(f"{named[0]}: a sweep names each of its runs by its config "
+                         f"(<arch>-<flow>-<dataset>-<aug>-<overrides>); drop name=, or label the "
+                         f"sweep with group= or wandb.tags=")
     # Let exceptions reach this frame instead of Hydra's multi-line report.
     os.environ["HYDRA_FULL_ERROR"] = "1"
     try:

@@ -9,6 +9,7 @@ at composition, and the training code receives plain dataclass instances.
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -360,38 +361,83 @@ def validate(cfg: Config) -> None:
            "a non-empty run name without '/'")
 
 
-# Keys a suffix never names: they are already in the base name, or do not change what is trained.
-UNNAMED_KEYS = ("arch", "flow", "dataset", "aug", "ablation", "dataset.n_train", "dataset.source",
-                "dataset.path", "name", "group", "resume", "force", "study_dir", "checkpoint",
-                "wandb", "hydra", "train.device", "train.threads", "train.log_every",
-                "train.grad_stats_every", "train.compile")
 # Keys that do not change a run's results; two runs differing only here are the same run.
 NON_IDENTITY_KEYS = ("name", "group", "resume", "force", "study_dir", "checkpoint", "wandb",
                      "train.device", "train.threads", "train.log_every", "train.grad_stats_every",
                      "train.compile")
+# Keys a suffix never names: those the base name already shows, and those outside identity.
+UNNAMED_KEYS = ("arch.name", "flow.name", "dataset.name", "aug.name", "dataset.n_train",
+                "dataset.source", "dataset.path", *NON_IDENTITY_KEYS)
 
 
 def _format_value(value: Any) -> str:
     if isinstance(value, bool):
         return str(value).lower()
     if isinstance(value, float):
+        if not np.isfinite(value):
+            return repr(value)
         if value != 0 and not 1e-2 <= abs(value) < 1e4:  # shortest exact form: 3e-4, 1.25e-5
             mantissa, exponent = np.format_float_scientific(value, trim="-").split("e")
             return f"{mantissa}e{int(exponent)}"
         return repr(value).removesuffix(".0")
     if isinstance(value, list):
         return "x".join(_format_value(v) for v in value)
+    if value is None:
+        return "null"
     return str(value).replace("/", "_")
 
 
-def name_suffix(swept: dict[str, Any]) -> str:
-    """``-lr3e-4-seed1`` for swept keys {train.lr: 3e-4, seed: 1}: the last part of each key,
-    the whole key where two last parts would clash, sorted by label."""
-    last = [k.rsplit(".", 1)[-1] for k in swept]
+def leaves(tree: Any, prefix: str = "") -> dict[str, Any]:
+    """``{"train.lr": 2e-3, ...}``: the leaves of a nested config dict by dotted key (a list is
+    one leaf)."""
+    if not isinstance(tree, dict):
+        return {prefix: tree}
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        out.update(leaves(value, f"{prefix}.{key}" if prefix else str(key)))
+    return out
+
+
+def name_suffix(values: dict[str, Any], keys: Any = ()) -> str:
+    """``-lr3e-4-seed1`` for {train.lr: 3e-4, seed: 1}: the last part of each key, or the whole
+    key (dots as ``_``) where another of ``keys`` (every key of the config) ends alike, so
+    ``dataset.seed`` never reads as the run seed; sorted by label."""
+    last = [k.rsplit(".", 1)[-1] for k in {*values, *keys}]
     labels = {k: (k.rsplit(".", 1)[-1] if last.count(k.rsplit(".", 1)[-1]) == 1
-                  else k.replace(".", "_")) for k in swept}
-    parts = sorted(f"{labels[k]}{_format_value(v)}" for k, v in swept.items())
+                  else k.replace(".", "_")) for k in values}
+    parts = sorted(f"{labels[k]}{_format_value(v)}" for k, v in values.items())
     return "".join(f"-{p}" for p in parts)
+
+
+def named_changes(current: dict[str, Any], reference: dict[str, Any]) -> dict[str, Any]:
+    """The leaves of ``current`` that differ from ``reference`` and change results, minus those
+    the base name shows: what a run name must add (to the defaults, or to a resumed parent)."""
+    ref = leaves(reference)
+    return {k: v for k, v in leaves(current).items()
+            if not any(k == u or k.startswith(f"{u}.") for u in UNNAMED_KEYS)
+            and (k not in ref or ref[k] != v)}
+
+
+def option_defaults(group: str, option: str) -> dict[str, Any]:
+    """A group option as its YAML composes it: its schema's defaults, then the YAML's values."""
+    yaml = OmegaConf.to_container(OmegaConf.load(CONF_DIR / group / f"{option}.yaml"))
+    schema = GROUP_SCHEMAS[group][yaml.pop("defaults")[0]]
+    return {**dataclasses.asdict(schema()), **yaml}
+
+
+def overrides(cfg: DictConfig) -> dict[str, Any]:
+    """Every value of a composed config off the defaults of its chosen group options (on the
+    command line, in a sweep's grid or an ablation), resolved.
+
+    A default that is another key (``sample.n: ${dataset.n_test}``) is compared with that key's
+    value in this config, so the same config always gives the same overrides."""
+    current = leaves(OmegaConf.to_container(cfg, resolve=True))
+    reference = leaves({**dataclasses.asdict(Config()),
+                        **{g: option_defaults(g, cfg[g].name) for g in GROUP_SCHEMAS}})
+    for key, default in reference.items():
+        if isinstance(default, str) and (m := re.fullmatch(r"\$\{([\w.]+)\}", default)):
+            reference[key] = current.get(m.group(1), default)
+    return named_changes(current, reference)
 
 
 def differences(saved: Any, current: Any, prefix: str = "") -> list[str]:
@@ -426,17 +472,18 @@ def dataset_label(d: DatasetConfig) -> str:
     return label if d.n_train is None else f"{label}-n{d.n_train}"
 
 
-def derive_name(cfg: Config, swept: dict[str, Any] | None = None) -> str:
-    """``<arch>-<flow>-<dataset>-<aug>``, then a suffix for each swept value off its default."""
+def derive_name(cfg: Config, changed: dict[str, Any] | None = None) -> str:
+    """``<arch>-<flow>-<dataset>-<aug>``, then a suffix for each value off its default."""
     base = f"{cfg.arch.name}-{cfg.flow.name}-{dataset_label(cfg.dataset)}-{cfg.aug.name}"
-    return base + name_suffix(swept or {})
+    return base + name_suffix(changed or {}, leaves(to_dict(cfg)))
 
 
-def load_config(cfg: DictConfig, swept: dict[str, Any] | None = None) -> Config:
+def load_config(cfg: DictConfig) -> Config:
     """Hydra's composed DictConfig -> a validated, fully resolved dataclass tree.
 
-    ``swept`` (key -> value of the swept keys that differ from their defaults) extends the
-    derived run name."""
+    Without ``name=``, the run is named by its config: the base name plus every override
+    (``overrides``). A run resumed from a checkpoint is named by ``flowstudy.lineage`` once the
+    checkpoint is read."""
     config: Config = OmegaConf.to_object(cfg)  # type: ignore[assignment]
     for group, schemas in GROUP_SCHEMAS.items():
         node = getattr(config, group)
@@ -444,8 +491,8 @@ def load_config(cfg: DictConfig, swept: dict[str, Any] | None = None) -> Config:
                f"a config built on a schema (conf/{group}/<option>.yaml must list one of "
                f"{', '.join(schemas)} in its defaults)")
     validate(config)
-    if config.name is None:
-        config.name = derive_name(config, swept)
+    if config.name is None and config.resume in (None, "auto"):
+        config.name = derive_name(config, overrides(cfg))
     return config
 
 

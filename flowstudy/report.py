@@ -17,7 +17,6 @@ import re
 import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from flowstudy.config import identity
 from flowstudy.fileio import atomic_path
@@ -57,15 +56,19 @@ def load_runs(study: Path) -> list[RunResult]:
     return [RunResult.load(p) for p in sorted((study / "runs").glob("*/result.json"))]
 
 
-def _seedless(config: dict[str, Any]) -> str:
-    return json.dumps({k: v for k, v in identity(config).items() if k != "seed"}, sort_keys=True)
+def _seedless(run: RunResult) -> str:
+    """A run's identity less its seed: its config, and the checkpoints its lineage started from
+    (a branch is never a seed of a fresh run with the same settings)."""
+    config = {k: v for k, v in identity(run.config).items() if k != "seed"}
+    parents = [s["parent"] for s in run.lineage if s.get("parent")]
+    return json.dumps([config, parents], sort_keys=True)
 
 
 def rows_for(runs: list[RunResult]) -> list[Row]:
     """Fold runs whose configs differ only by seed into one row."""
     rows: dict[str, Row] = {}
     for r in runs:
-        key = _seedless(r.config)
+        key = _seedless(r)
         if key not in rows:
             rows[key] = Row(name=re.sub(r"-seed-?\d+", "", r.name))
         rows[key].runs.append(r)

@@ -47,6 +47,8 @@ class RunResult:
     checkpoint: str | None = None
     samples_png: str | None = None
     config: dict[str, Any] = field(default_factory=dict)
+    # Its identity: the segments that trained it (config, data hashes, checkpoint started from).
+    lineage: list[dict[str, Any]] = field(default_factory=list)
     # True only on the result handed back for a completed run that was not retrained.
     skipped: bool = False
 

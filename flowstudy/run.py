@@ -1,5 +1,5 @@
-"""One run: decide what an earlier run of the name left, then build -> fit -> evaluate, with its
-status recorded in ``result.json`` from start to end."""
+"""One run: decide who it is (its lineage) and what an earlier run of its name left, then
+build -> fit -> evaluate, with its status recorded in ``result.json`` from start to end."""
 
 from __future__ import annotations
 
@@ -14,14 +14,28 @@ from typing import Any
 import torch
 
 from flowstudy.build import build
-from flowstudy.checkpoint import check_compatible, load_checkpoint, save_checkpoint
+from flowstudy.checkpoint import (
+    CheckpointError,
+    check_compatible,
+    load_checkpoint,
+    save_checkpoint,
+)
 from flowstudy.config import Config, to_dict
 from flowstudy.cost import record_cost
+from flowstudy.data.fingerprint import data_fingerprint
 from flowstudy.devices import resolve_device, set_threads, use_deterministic
 from flowstudy.distributed import Dist, from_environment
 from flowstudy.evaluate import evaluate_best
 from flowstudy.fileio import ensure_writable_dir, run_lock
 from flowstudy.interrupt import StopRequest
+from flowstudy.lineage import (
+    Start,
+    lineage_differences,
+    lineage_of,
+    parent_metrics,
+    resumed_start,
+    segment,
+)
 from flowstudy.models import count_parameters
 from flowstudy.prior_run import prior_run
 from flowstudy.results import RunResult, log_summary, status_for
@@ -48,21 +62,28 @@ def run(cfg: Config, run_dir: Path, swept: dict[str, Any] | None = None, job_num
     set_threads(cfg.train.threads, parallel * (ranks.world if device.type == "cpu" else 1))
     if cfg.train.deterministic:
         use_deterministic(device)
-    checkpoint_dir = Path(cfg.checkpoint.dir) / cfg.name
-    out_dir = Path(cfg.study_dir) / "runs" / cfg.name
-    result_path = out_dir / "result.json"
     explicit = cfg.resume not in (None, "auto")
     resumed = load_checkpoint(cfg.resume, device) if explicit else None
     if resumed is not None:
         check_compatible(cfg.resume, resumed["config"], to_dict(cfg))
+    data = data_fingerprint(cfg.dataset, cfg.study_dir)
+    start = (resumed_start(cfg, data, resumed, cfg.resume) if resumed is not None
+             else Start(cfg.name, [segment(cfg, data, None)]))
+    cfg = dataclasses.replace(cfg, name=start.name)
+    checkpoint_dir = Path(cfg.checkpoint.dir) / cfg.name
+    out_dir = Path(cfg.study_dir) / "runs" / cfg.name
+    result_path = out_dir / "result.json"
     if ranks.main:
         ensure_writable_dir(checkpoint_dir, "checkpoint.dir")
         ensure_writable_dir(out_dir, "study_dir")
     lock = (run_lock(checkpoint_dir / ".lock", f"run '{cfg.name}'") if ranks.main
             else contextlib.nullcontext())
     with lock:
-        prior = prior_run(cfg, result_path, checkpoint_dir)  # every rank decides alike
-        ranks.barrier()  # before rank 0 writes anything
+        last = checkpoint_dir / "last.pt"
+        auto = cfg.resume == "auto" and not cfg.force and last.exists()
+        continuing = auto or (resumed is not None and not start.branch)
+        prior = prior_run(cfg, start.lineage, result_path, checkpoint_dir, continuing)
+        ranks.barrier()  # every rank decided alike; now rank 0 may write
         if prior is not None and prior.status == "completed":
             log.info("skipping %s: completed with this config (%s); force=true retrains",
                      cfg.name, result_path)
@@ -70,20 +91,28 @@ def run(cfg: Config, run_dir: Path, swept: dict[str, Any] | None = None, job_num
                 prior.groups.append(cfg.group)
                 prior.save(result_path)
             return dataclasses.replace(prior, skipped=True)
-        last = checkpoint_dir / "last.pt"
-        if cfg.resume == "auto" and prior is not None and last.exists():
+        if auto:
             log.info("resume=auto: continuing the unfinished run from %s", last)
             resumed = load_checkpoint(last, device)
             check_compatible(last, resumed["config"], to_dict(cfg))
-        return _train_and_evaluate(cfg, run_dir, device, ranks, resumed, checkpoint_dir,
+            diffs = lineage_differences(lineage_of(resumed), start.lineage)
+            if diffs:
+                raise CheckpointError(f"resume=auto: {last} belongs to another run "
+                                      f"({'; '.join(diffs[:3])}); resume it with resume={last} "
+                                      f"and its own settings, or start over with force=true")
+            start = Start(cfg.name, lineage_of(resumed))
+        if resumed is None and ranks.main:
+            last.unlink(missing_ok=True)  # a fresh start (force=true) leaves no stale last.pt
+        return _train_and_evaluate(cfg, run_dir, device, ranks, resumed, start, checkpoint_dir,
                                    result_path, started, swept or {})
 
 
 def _train_and_evaluate(cfg: Config, run_dir: Path, device: torch.device, ranks: Dist,
-                        resumed: dict | None, checkpoint_dir: Path, result_path: Path,
-                        started: float, swept: dict[str, Any]) -> RunResult:
+                        resumed: dict | None, start: Start, checkpoint_dir: Path,
+                        result_path: Path, started: float, swept: dict[str, Any]) -> RunResult:
     result = RunResult(name=cfg.name, group=cfg.group, groups=[cfg.group], swept=swept,
-                       checkpoint=str(checkpoint_dir / "best.pt"), config=to_dict(cfg))
+                       checkpoint=str(checkpoint_dir / "best.pt"), config=to_dict(cfg),
+                       lineage=start.lineage)
     record = partial(_record_end, result, result_path, started=started, write=ranks.main)
     record(None, status="running")
     try:
@@ -107,13 +136,18 @@ def _train_and_evaluate(cfg: Config, run_dir: Path, device: torch.device, ranks:
                  device, f" x {ranks.world} ranks" if ranks.active else "")
     # W&B starts in the tracker's own thread, overlapping the first training steps (whose
     # torch kernels release the GIL; building, mostly imports, would not).
-    tracker = (Tracker(cfg, run_dir, result_path.parent / "metrics.jsonl", swept=swept,
-                       resume_run_id=resumed["wandb_run_id"] if resumed else None,
-                       resume_step=state.step if resumed else None)
+    parent_id = resumed.get("wandb_run_id") if resumed else None
+    tracker = (Tracker(cfg, run_dir, result_path.parent / "metrics.jsonl", start.lineage,
+                       swept=swept, resume_step=state.step if resumed else None,
+                       resume_run_id=None if start.branch else parent_id,
+                       fork_run_id=parent_id if start.branch else None,
+                       history=parent_metrics(cfg.study_dir, start.lineage) if start.branch
+                       else None)
                if ranks.main else NullTracker())
     try:
         with tracker:
-            extra = {"config": to_dict(cfg), "normalizer": data.normalizer.state_dict()}
+            extra = {"config": to_dict(cfg), "lineage": start.lineage,
+                     "normalizer": data.normalizer.state_dict()}
             tracker.summary({"params": result.params})
             with StopRequest() as stop:
                 fitted = fit(cfg.train, state, batches, val, tracker, checkpoint_dir,

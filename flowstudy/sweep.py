@@ -1,6 +1,6 @@
 """What a run knows of the sweep it is part of, and the sweep's end-of-run summary.
 
-A run learns which keys its sweep varies (for its name and W&B tags), how many jobs share the
+A run learns which keys its sweep varies (for its W&B tags and report), how many jobs share the
 machine (for its thread count) and which GPU is its own; each job leaves a ``job.json`` in its
 Hydra job directory, and the ``SweepSummary`` callback prints one line per job when the sweep
 ends. Nothing else in a run knows it is in a sweep.
@@ -13,13 +13,11 @@ import os
 from pathlib import Path
 from typing import Any
 
-from hydra import compose
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from flowstudy.config import GROUP_SCHEMAS, UNNAMED_KEYS
 from flowstudy.fileio import write_json
 
 # Set by SweepSummary when a sweep ends: (jobs, jobs that did not complete).
@@ -38,24 +36,16 @@ def swept_keys(hydra_cfg: DictConfig) -> list[str]:
     return sorted({o.key_or_group for o in overrides if o.is_sweep_override()})
 
 
-def swept_values(cfg: DictConfig, hydra_cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(every swept key -> this job's value, the ones off their default that name the run)."""
-    keys = swept_keys(hydra_cfg)
-    if not keys:
-        return {}, {}
+def swept_values(cfg: DictConfig, hydra_cfg: DictConfig) -> dict[str, Any]:
+    """Every swept key -> this job's value (a group's value is the option chosen, not the whole
+    node it composes). The run's name comes from all its overrides, swept or not."""
     choices = hydra_cfg.runtime.choices
-    defaults = compose("config", overrides=[f"{g}={choices[g]}" for g in GROUP_SCHEMAS])
 
-    def value(node: DictConfig, key: str) -> Any:
-        v = OmegaConf.select(node, key)
+    def value(key: str) -> Any:
+        v = OmegaConf.select(cfg, key)
         return OmegaConf.to_container(v, resolve=True) if OmegaConf.is_config(v) else v
 
-    # A group's value is the option chosen, not the whole node it composes.
-    values = {key: choices[key] if key in choices else value(cfg, key) for key in keys}
-    naming = {key: v for key, v in values.items()
-              if not any(key == k or key.startswith(f"{k}.") for k in UNNAMED_KEYS)
-              and v != value(defaults, key)}
-    return values, naming
+    return {key: choices[key] if key in choices else value(key) for key in swept_keys(hydra_cfg)}
 
 
 def parallel_jobs(hydra_cfg: DictConfig) -> int:

@@ -27,11 +27,13 @@ log = logging.getLogger(__name__)
 MINIMISED = ("val/raw_loss", "val/ema_loss")
 
 
-def _truncate_jsonl(path: Path, last_step: int) -> None:
-    """Drop records logged after ``last_step``: a resumed run replays those steps itself."""
-    if not path.exists():
+def _truncate_jsonl(source: Path, last_step: int, path: Path) -> None:
+    """``source``'s records up to ``last_step`` into ``path``: a resumed run replays the later
+    steps itself, and a branch starts from its parent's history up to where it branched off."""
+    if not source.exists():
+        path.unlink(missing_ok=True)
         return
-    kept = [line for line in path.read_text().splitlines()
+    kept = [line for line in source.read_text().splitlines()
             if line.strip() and json.loads(line)["step"] <= last_step]
     with atomic_path(path) as tmp:
         tmp.write_text("".join(line + "\n" for line in kept))
@@ -39,13 +41,19 @@ def _truncate_jsonl(path: Path, last_step: int) -> None:
 
 class Tracker:
     def __init__(self, cfg: Config, run_dir: str | os.PathLike[str], metrics_path: Path,
-                 swept: dict[str, Any] | None = None, resume_run_id: str | None = None,
-                 resume_step: int | None = None) -> None:
+                 lineage: list[dict[str, Any]], swept: dict[str, Any] | None = None,
+                 resume_step: int | None = None, resume_run_id: str | None = None,
+                 fork_run_id: str | None = None, history: Path | None = None) -> None:
+        """``resume_run_id``: continue that W&B run, rewound to ``resume_step``; ``fork_run_id``:
+        a new W&B run forked off that one at ``resume_step``, with the history of ``history``
+        (the parent's metrics.jsonl) up to it."""
         metrics_path.parent.mkdir(parents=True, exist_ok=True)
         if resume_step is None:
             metrics_path.unlink(missing_ok=True)
         else:
-            _truncate_jsonl(metrics_path, resume_step)
+            _truncate_jsonl(history or metrics_path, resume_step, metrics_path)
+        at = f"?_step={resume_step}"
+        parent = lineage[-1]["parent"]
         self._jsonl = open(metrics_path, "a")  # noqa: SIM115 - closed in finish()
         self.run: Any = None  # the W&B run, once the sender thread has started it
         self._ready = threading.Event()
@@ -57,11 +65,16 @@ class Tracker:
             # A sweep's runs carry its varied keys, to filter them in the W&B UI.
             job_type="sweep" if swept else "train",
             tags=[*cfg.wandb.tags, *(f"{k}={v}"[:64] for k, v in (swept or {}).items())],
-            config=to_dict(cfg),
+            config={**to_dict(cfg), "lineage": lineage},
+            notes=(f"branched off {parent['name']} (W&B run {parent['wandb_run_id']}) at step "
+                   f"{parent['step']} from {parent['checkpoint']}" if parent else None),
             dir=str(run_dir),
             mode=cfg.wandb.mode,
-            id=resume_run_id,
-            resume="allow" if resume_run_id else None,
+            # W&B's rewind and fork (W&B calls both preview features): a continued run's history
+            # is cut back to the checkpoint's step, so the replayed steps are logged once; a
+            # branch is a run of its own that shows its parent's history up to the branch point.
+            resume_from=resume_run_id and f"{resume_run_id}{at}",
+            fork_from=fork_run_id and f"{fork_run_id}{at}",
             # A worker process that runs several jobs must never continue the previous W&B run.
             reinit="finish_previous",
         )
@@ -78,7 +91,22 @@ class Tracker:
             import wandb  # imported here: half a second that training need not wait for
 
             # flowstudy prints its own progress; W&B capturing stdout/stderr would only slow it.
-            self.run = wandb.init(**self._init, settings=wandb.Settings(console="off"))
+            settings = wandb.Settings(console="off")
+            try:
+                self.run = wandb.init(**self._init, settings=settings)
+            except Exception as e:
+                branch_point = self._init["resume_from"] or self._init["fork_from"]
+                if not branch_point:
+                    raise
+                # A W&B server without rewind/fork (preview features) refuses them: continue
+                # the run by id, or start the branch as a plain new run; the lineage in the
+                # config still names the parent.
+                log.warning("W&B refused the branch point %s (%s); starting without it",
+                            branch_point, e)
+                resume_id = self._init["resume_from"] and branch_point.split("?")[0]
+                self.run = wandb.init(**{**self._init, "resume_from": None, "fork_from": None,
+                                         "id": resume_id, "resume": resume_id and "allow"},
+                                      settings=settings)
             for key in MINIMISED:
                 self.run.define_metric(key, summary="min")
         except Exception as e:  # surfaced by run_id and finish()

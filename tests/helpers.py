@@ -31,6 +31,11 @@ def compose_config(overrides: list[str]) -> Config:
         return load_config(compose("config", overrides=overrides))
 
 
+def name_of(overrides: list[str]) -> str:
+    """The run name the command line ``overrides`` derive (Hydra's own keys left out)."""
+    return compose_config([o for o in overrides if not o.startswith(("hydra.", "-"))]).name
+
+
 def cli(args: list[str], cwd: Path, timeout: float = 300,
         module: str = "flowstudy.train") -> subprocess.CompletedProcess[str]:
     """``python -m flowstudy.train ARGS`` (or another ``module``) in ``cwd`` with one torch

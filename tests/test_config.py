@@ -63,7 +63,27 @@ def test_every_arch_option_has_a_model() -> None:
 
 
 def test_names_are_derived_and_overridable() -> None:
-    assert compose_config(["arch.width=64"]).name == "mlp-ot-moons-none"
+    assert compose_config([]).name == "mlp-ot-moons-none"
+    # Every override that changes results is in the name, so no two configs share one.
+    assert compose_config(["train.epochs=20", "seed=1", "arch.width=128"]).name == \
+        "mlp-ot-moons-none-epochs20-seed1-width128"
+    assert compose_config(["arch.width=64", "train.lr=3e-4"]).name == \
+        "mlp-ot-moons-none-lr3e-4-width64"
+    # Settings that do not change results, and values equal to their default, are not.
+    assert compose_config(["train.threads=1", "train.log_every=5", "wandb.mode=disabled",
+                           "arch.width=256", "sample.n=1000", "study_dir=/tmp/x"]
+                          ).name == "mlp-ot-moons-none"
+    # A default that follows another key is compared as it resolves: sample.n = n_test.
+    assert compose_config(["dataset.n_test=500"]).name == "mlp-ot-moons-none-n_test500"
+    assert compose_config(["dataset.n_test=500", "sample.n=500"]).name == \
+        "mlp-ot-moons-none-n_test500"
+    assert compose_config(["sample.n=500"]).name == "mlp-ot-moons-none-n500"
+    # A last part shared by two keys of the config is spelled out in full.
+    assert compose_config(["dataset.seed=1"]).name == "mlp-ot-moons-none-dataset_seed1"
+    assert compose_config(["arch=dit", "dataset=sphere", "arch.dim=32", "dataset.dim=64"]
+                          ).name == "dit-ot-sphere-none-arch_dim32-dataset_dim64"
+    assert compose_config(["arch=unet", "arch.mults=[1,2]", "train.ema_power=null"]
+                          ).name == "unet-ot-moons-none-ema_powernull-mults1x2"
     cfg = compose_config(["arch=dit", "flow=sb", "dataset=circles", "aug=mixup"])
     assert cfg.name == derive_name(cfg) == "dit-sb-circles-mixup"
     assert compose_config(["dataset.n_train=1000"]).name == "mlp-ot-moons-n1000-none"

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from flowstudy.config import DigitsConfig, EmbeddingsConfig, SphereConfig, Toy2DConfig
-from flowstudy.data import build_data
+from flowstudy.data import build_data, fingerprint
 from flowstudy.data.augment import gaussian_noise, mixup
 from flowstudy.data.files import DataError
 from flowstudy.data.normalize import Normalizer
@@ -115,8 +115,17 @@ def test_embedding_files_get_a_stored_split_reused_by_later_runs(tmp_path: Path,
     torch.testing.assert_close(build_data(cfg, tmp_path / "study").test,
                                torch.from_numpy(rows[split["test"]]))
     _write(path, rows[:400])
+    with pytest.raises(DataError, match=r"its content changed since .*split-seed0-val50-test50"
+                                        r"\.json was made \(sha256 [0-9a-f]{12} -> [0-9a-f]{12}\)"):
+        build_data(cfg, tmp_path / "study")
+    # A split stored before fingerprints is adopted by the file, if its row count fits.
+    del split["sha256"]
+    split_file.write_text(json.dumps(split))
     with pytest.raises(DataError, match="has 400 rows but its stored split"):
         build_data(cfg, tmp_path / "study")
+    _write(path, rows)
+    build_data(cfg, tmp_path / "study")
+    assert json.loads(split_file.read_text())["sha256"] == fingerprint.file_sha256(path)
 
 
 @pytest.mark.parametrize(

@@ -28,7 +28,7 @@ from flowstudy.rng import seed_everything, set_rng_state
 from flowstudy.run import run
 from flowstudy.trainer import fit
 
-from .helpers import TINY, cli, compose_config
+from .helpers import TINY, cli, compose_config, name_of
 
 
 def _config(tmp_path: Path, *overrides: str) -> Config:
@@ -98,6 +98,8 @@ def _wait_for(path: Path, text: str, timeout: float = 120) -> None:
 
 LONG = [*TINY, "dataset.size=3000", "train.epochs=12", "checkpoint.save_last=true",
         "wandb.mode=disabled"]
+LONG_NAME, LONG50_NAME = name_of(LONG), name_of([*LONG, "train.epochs=50"])
+TINY_NAME = name_of(TINY)
 
 
 @pytest.mark.slow
@@ -109,13 +111,13 @@ def test_sigterm_saves_last_marks_interrupted_and_the_printed_command_resumes_ex
 
     study = tmp_path / "b"
     proc = _start([*LONG, f"study_dir={study}", f"hydra.run.dir={tmp_path / 'ob'}"], tmp_path)
-    metrics = study / "runs" / "mlp-ot-moons-none" / "metrics.jsonl"
+    metrics = study / "runs" / LONG_NAME / "metrics.jsonl"
     _wait_for(metrics, '"epoch": 2')
     proc.send_signal(signal.SIGTERM)
     _, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 128 + signal.SIGTERM, stderr
     assert "stopped by SIGTERM; state saved to" in stderr
-    result = RunResult.load(study / "runs" / "mlp-ot-moons-none" / "result.json")
+    result = RunResult.load(study / "runs" / LONG_NAME / "result.json")
     assert result.status == "interrupted" and 0 < result.epochs < 12
 
     command = stderr.strip().splitlines()[-1].strip()
@@ -123,16 +125,16 @@ def test_sigterm_saves_last_marks_interrupted_and_the_printed_command_resumes_ex
     args = shlex.split(command)[3:]
     resumed = cli(args, cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stderr
-    assert RunResult.load(study / "runs" / "mlp-ot-moons-none" / "result.json").status == \
+    assert RunResult.load(study / "runs" / LONG_NAME / "result.json").status == \
         "completed"
 
-    a = load_checkpoint(tmp_path / "a" / "checkpoints" / "mlp-ot-moons-none" / "last.pt", "cpu")
-    b = load_checkpoint(study / "checkpoints" / "mlp-ot-moons-none" / "last.pt", "cpu")
+    a = load_checkpoint(tmp_path / "a" / "checkpoints" / LONG_NAME / "last.pt", "cpu")
+    b = load_checkpoint(study / "checkpoints" / LONG_NAME / "last.pt", "cpu")
     for key in ("model", "ema"):
         flat_a = a[key] if key == "model" else a[key]["module"]
         flat_b = b[key] if key == "model" else b[key]["module"]
         assert all(torch.equal(flat_a[k], flat_b[k]) for k in flat_a)
-    assert (tmp_path / "a" / "runs" / "mlp-ot-moons-none" / "metrics.jsonl").read_text() == \
+    assert (tmp_path / "a" / "runs" / LONG_NAME / "metrics.jsonl").read_text() == \
         metrics.read_text()
 
 
@@ -141,15 +143,15 @@ def test_a_second_signal_aborts_at_once_and_corrupts_nothing(tmp_path: Path) -> 
     study = tmp_path / "study"
     proc = _start([*LONG, "train.epochs=50", f"study_dir={study}",
                    f"hydra.run.dir={tmp_path / 'o'}"], tmp_path)
-    _wait_for(study / "runs" / "mlp-ot-moons-none" / "metrics.jsonl", '"epoch": 2')
+    _wait_for(study / "runs" / LONG50_NAME / "metrics.jsonl", '"epoch": 2')
     proc.send_signal(signal.SIGINT)
     proc.send_signal(signal.SIGINT)
     proc.communicate(timeout=120)
     assert proc.returncode != 0
-    ckpt_dir = study / "checkpoints" / "mlp-ot-moons-none"
+    ckpt_dir = study / "checkpoints" / LONG50_NAME
     assert load_checkpoint(ckpt_dir / "best.pt", "cpu")["epoch"] >= 1
     assert not [p for p in ckpt_dir.iterdir() if p.suffix == ".tmp"]
-    assert RunResult.load(study / "runs" / "mlp-ot-moons-none" / "result.json").status == \
+    assert RunResult.load(study / "runs" / LONG50_NAME / "result.json").status == \
         "interrupted"
 
 
@@ -159,11 +161,11 @@ def test_two_runs_of_the_same_name_at_once_the_second_refuses(tmp_path: Path) ->
     first = _start([*LONG, "train.epochs=50", f"study_dir={study}",
                     f"hydra.run.dir={tmp_path / 'o1'}"], tmp_path)
     try:
-        _wait_for(study / "runs" / "mlp-ot-moons-none" / "metrics.jsonl", '"step"')
-        second = cli([*LONG, f"study_dir={study}", f"hydra.run.dir={tmp_path / 'o2'}",
-                      "force=true"], cwd=tmp_path)
+        _wait_for(study / "runs" / LONG50_NAME / "metrics.jsonl", '"step"')
+        second = cli([*LONG, "train.epochs=50", f"study_dir={study}",
+                      f"hydra.run.dir={tmp_path / 'o2'}", "force=true"], cwd=tmp_path)
         assert second.returncode == 2
-        assert "run 'mlp-ot-moons-none' is already running (pid" in second.stderr
+        assert f"run '{LONG50_NAME}' is already running (pid" in second.stderr
     finally:
         first.send_signal(signal.SIGTERM)
         first.communicate(timeout=120)
@@ -176,7 +178,7 @@ def test_an_unwritable_checkpoint_dir_is_refused_before_any_work(tmp_path: Path)
                 f"hydra.run.dir={tmp_path / 'out'}"], cwd=tmp_path)
     assert proc.returncode == 2
     assert proc.stderr.strip() == (f"flowstudy: error: checkpoint.dir: {blocker}/ckpts/"
-                                   f"mlp-ot-moons-none is not a writable directory "
+                                   f"{TINY_NAME} is not a writable directory "
                                    f"(Not a directory)")
     assert not (tmp_path / "study").exists()
 
@@ -213,15 +215,15 @@ def test_a_model_with_the_wrong_output_shape_is_refused(tmp_path: Path,
     monkeypatch.setitem(MODELS, "mlp", lambda cfg, dim: WrongShape(dim))
     with pytest.raises(UserError, match=r"maps x_t of shape \[2, 2\] to \[2, 3\]"):
         run(_config(tmp_path), tmp_path / "out")
-    result = RunResult.load(tmp_path / "study" / "runs" / "mlp-ot-moons-none" / "result.json")
+    result = RunResult.load(tmp_path / "study" / "runs" / TINY_NAME / "result.json")
     assert result.status == "failed" and "a velocity must have the shape of x_t" in result.error
 
 
 def test_gradient_statistics_are_logged_when_asked_and_absent_by_default(tmp_path: Path) -> None:
     run(_config(tmp_path / "on", "train.grad_stats_every=4"), tmp_path / "out")
     run(_config(tmp_path / "off"), tmp_path / "out")
-    on = (tmp_path / "on" / "study" / "runs" / "mlp-ot-moons-none" / "metrics.jsonl").read_text()
-    off = (tmp_path / "off" / "study" / "runs" / "mlp-ot-moons-none" / "metrics.jsonl").read_text()
+    on = (tmp_path / "on" / "study" / "runs" / TINY_NAME / "metrics.jsonl").read_text()
+    off = (tmp_path / "off" / "study" / "runs" / TINY_NAME / "metrics.jsonl").read_text()
     records = [json.loads(line) for line in on.splitlines()]
     stats = [r for r in records if "grad/inp.weight/l2" in r]
     assert [r["step"] for r in stats] == [0, 4, 8, 12, 16, 20]

@@ -20,7 +20,7 @@ from flowstudy.rng import seed_everything
 from flowstudy.run import run
 from flowstudy.trainer import fit
 
-from .helpers import TINY, cli, compose_config
+from .helpers import TINY, cli, compose_config, name_of
 from .wandb_files import find_run_files, read_run
 
 
@@ -103,8 +103,8 @@ def _torchrun(args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
                           env=env, capture_output=True, text=True, timeout=600)
 
 
-def _records(study: Path) -> list[dict]:
-    path = study / "runs" / "mlp-ot-moons-none" / "metrics.jsonl"
+def _records(study: Path, name: str) -> list[dict]:
+    path = study / "runs" / name / "metrics.jsonl"
     return [json.loads(line) for line in path.read_text().splitlines()]
 
 
@@ -118,27 +118,30 @@ def test_torchrun_two_ranks_train_like_one_process_and_resume(tmp_path: Path) ->
                      f"hydra.run.dir={tmp_path / 'o2'}"], tmp_path)
     assert ddp.returncode == 0, ddp.stderr[-3000:]
 
-    study = tmp_path / "two"
-    assert [p.name for p in (study / "runs").iterdir()] == ["mlp-ot-moons-none"]
-    ckpts = sorted(p.name for p in (study / "checkpoints" / "mlp-ot-moons-none").iterdir())
+    study, name = tmp_path / "two", name_of(common)
+    assert [p.name for p in (study / "runs").iterdir()] == [name]
+    ckpts = sorted(p.name for p in (study / "checkpoints" / name).iterdir())
     assert ckpts == ["best.pt", "last.pt", "samples.png"]
     assert len(find_run_files(tmp_path / "o2")) == 1
     assert read_run(find_run_files(tmp_path / "o2")[0]).exit_code == 0
-    result = RunResult.load(study / "runs" / "mlp-ot-moons-none" / "result.json")
+    result = RunResult.load(study / "runs" / name / "result.json")
     assert result.status == "completed" and result.steps == 24
 
     # Same global batch and seed: the same loss curve, up to float reduction order.
-    one, two = _records(tmp_path / "one"), _records(study)
+    one, two = _records(tmp_path / "one", name), _records(study, name)
     assert [r["step"] for r in one] == [r["step"] for r in two]
     for a, b in zip(one, two, strict=True):
         for key in ("train/loss", "val/ema_loss"):
             if key in a:
                 assert b[key] == pytest.approx(a[key], rel=1e-4, abs=1e-5), (a["step"], key)
 
-    last = study / "checkpoints" / "mlp-ot-moons-none" / "last.pt"
+    last = study / "checkpoints" / name / "last.pt"
     again = _torchrun([*common, "train.epochs=5", f"study_dir={study}",
                        f"hydra.run.dir={tmp_path / 'o3'}", f"resume={last}"], tmp_path)
     assert again.returncode == 0, again.stderr[-3000:]
-    resumed = RunResult.load(study / "runs" / "mlp-ot-moons-none" / "result.json")
+    # More epochs make a branch of its own; the 3-epoch run stays as it was.
+    resumed = RunResult.load(study / "runs" / f"{name}+epochs5" / "result.json")
     assert (resumed.status, resumed.epochs, resumed.steps) == ("completed", 5, 40)
-    assert [r["epoch"] for r in _records(study) if "val/ema_loss" in r] == [1, 2, 3, 4, 5]
+    assert [r["epoch"] for r in _records(study, f"{name}+epochs5") if "val/ema_loss" in r] == \
+        [1, 2, 3, 4, 5]
+    assert RunResult.load(study / "runs" / name / "result.json").epochs == 3

@@ -19,7 +19,7 @@ from flowstudy.interrupt import Interrupted
 from flowstudy.results import RunResult
 from flowstudy.run import run
 
-from .helpers import TINY, TINY_MOONS, TINY_TRAIN, cli, compose_config
+from .helpers import TINY, TINY_MOONS, TINY_TRAIN, cli, compose_config, name_of
 from .wandb_files import find_run_files, read_run
 
 
@@ -38,10 +38,14 @@ def test_swept_values_off_their_defaults_name_each_run(tmp_path: Path) -> None:
     code, out, results = _sweep(tmp_path, "study", "seed=0,1", "train.lr=2e-3,5e-4",
                                 "wandb.mode=disabled")
     assert code == 0, out
-    assert set(results) == {"mlp-ot-moons-none", "mlp-ot-moons-none-seed1",
-                            "mlp-ot-moons-none-lr5e-4", "mlp-ot-moons-none-lr5e-4-seed1"}
-    assert results["mlp-ot-moons-none-lr5e-4-seed1"].swept == {"seed": 1, "train.lr": 5e-4}
-    assert results["mlp-ot-moons-none-lr5e-4-seed1"].config["train"]["lr"] == 5e-4
+    # Every override names the run, swept or not, in one suffix sorted by label.
+    name = "mlp-ot-moons-none-batch_size64-depth2-epochs2{}-n_test128-n_val128{}-size768-" \
+           "steps8-warmup_steps10-width32"
+    lr_seed = name.format("-lr5e-4", "-seed1")
+    assert set(results) == {name.format("", ""), name.format("", "-seed1"),
+                            name.format("-lr5e-4", ""), lr_seed}
+    assert results[lr_seed].swept == {"seed": 1, "train.lr": 5e-4}
+    assert results[lr_seed].config["train"]["lr"] == 5e-4
     assert "4 of 4 runs completed" in out
 
 
@@ -55,18 +59,21 @@ def test_a_failed_job_is_recorded_the_rest_finish_and_a_rerun_retries_only_it(
     no_size = tuple(a for a in TINY if not a.startswith("dataset."))
     code, out, results = _sweep(tmp_path, "study", *args, base=no_size)
     assert code == 1
-    assert results["mlp-ot-a-none"].status == "completed"
-    assert results["mlp-ot-b-none"].status == "failed"
-    assert "dataset.path=b.npy: no such file" in results["mlp-ot-b-none"].error
-    assert "mlp-ot-b-none" in out and "failed" in out and "1 of 2 runs did not complete" in out
-    best_a = (tmp_path / "study" / "checkpoints" / "mlp-ot-a-none" / "best.pt").read_bytes()
+    name = name_of([*no_size, "train.epochs=2", "dataset=embeddings", "dataset.path=a.npy",
+                    "dataset.n_val=64", "dataset.n_test=64"])
+    a, b = name, name.replace("-ot-a-", "-ot-b-", 1)
+    assert results[a].status == "completed"
+    assert b not in results  # refused before any work: no file to fingerprint
+    assert "dataset.path=b.npy: no such file" in out
+    assert b in out and "failed" in out and "1 of 2 runs did not complete" in out
+    best_a = (tmp_path / "study" / "checkpoints" / a / "best.pt").read_bytes()
 
     np.save(tmp_path / "b.npy", rows[::-1].copy())  # the fix
     code, out, results = _sweep(tmp_path, "study", *args, base=no_size)
     assert code == 0, out
-    assert "skipping mlp-ot-a-none: completed with this config" in out
-    assert results["mlp-ot-b-none"].status == "completed"
-    assert (tmp_path / "study" / "checkpoints" / "mlp-ot-a-none" / "best.pt").read_bytes() == \
+    assert f"skipping {a}: completed with this config" in out
+    assert results[b].status == "completed"
+    assert (tmp_path / "study" / "checkpoints" / a / "best.pt").read_bytes() == \
         best_a  # not retrained
     assert "2 of 2 runs completed or skipped" in out
 
@@ -78,8 +85,10 @@ def test_a_failure_at_run_time_tags_the_wandb_run_failed(tmp_path: Path) -> None
                               "sample.atol=1e-5,1e-300", "sample.rtol=1e-300",
                               "wandb.mode=offline")
     assert code == 1
-    assert results["mlp-ot-moons-none"].status == "completed"
-    failed = results["mlp-ot-moons-none-atol1e-300"]
+    common = [*TINY, "train.epochs=2", "sample.solver=dopri5", "sample.rtol=1e-300"]
+    assert results[name_of(common)].status == "completed"
+    failed = results[name_of([*common, "sample.atol=1e-300"])]
+    assert "-atol1e-300-" in failed.name
     assert failed.status == "failed" and "underflow in dt" in failed.error
     runs = {r.name: r for r in (read_run(f) for f in find_run_files(tmp_path))}
     assert "failed" in runs[failed.name].tags and runs[failed.name].exit_code == 1
@@ -94,7 +103,8 @@ def test_joblib_runs_two_jobs_at_once_with_the_same_results_as_serial(tmp_path: 
     code, out, parallel = _sweep(tmp_path, "parallel", *common, "hydra/launcher=joblib",
                                  "hydra.launcher.n_jobs=2")
     assert code == 0, out
-    assert set(serial) == set(parallel) == {"mlp-ot-moons-none", "mlp-ot-moons-none-seed1"}
+    base = name_of([*TINY, "train.epochs=2", "train.threads=1"])
+    assert set(serial) == set(parallel) == {base, f"{base}-seed1"}
     for name in serial:
         assert serial[name].best_val_loss == parallel[name].best_val_loss
         assert serial[name].metrics == parallel[name].metrics
@@ -128,8 +138,9 @@ def test_the_report_tabulates_the_group_from_the_files(tmp_path: Path) -> None:
     assert report.returncode == 0, report.stderr
     out_dir = tmp_path / "study" / "reports" / "architectures"
     rows = list(csv.DictReader((out_dir / "report.csv").open()))
-    assert [r["name"] for r in rows] == ["dit-ot-moons-none", "mlp-ot-moons-none",
-                                         "unet-ot-moons-none"]
+    assert [r["name"] for r in rows] == [
+        name_of([*TINY_MOONS, *TINY_TRAIN, "train.epochs=2", f"arch={a}"])
+        for a in ("dit", "mlp", "unet")]
     for row in rows:
         runs = [r for r in results.values()
                 if r.config["arch"]["name"] == row["name"].split("-")[0]]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 from pathlib import Path
 
@@ -23,7 +24,7 @@ from flowstudy.run import run
 from flowstudy.schedule import WarmupCosine
 from flowstudy.trainer import TrainState, fit
 
-from .helpers import TINY, cli, compose_config
+from .helpers import TINY, cli, compose_config, name_of
 from .wandb_files import find_run_files, read_run
 
 
@@ -41,7 +42,7 @@ def test_cli_run_writes_checkpoint_metrics_result_picture_and_wandb_run(
         tmp_path: Path, study: list[str]) -> None:
     proc = cli([*TINY, *study, "wandb.tags=[smoke]"], cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
-    name = "mlp-ot-moons-none"
+    name = name_of(TINY)
     ckpt_dir = tmp_path / "study" / "checkpoints" / name
     run_dir = tmp_path / "study" / "runs" / name
 
@@ -179,13 +180,14 @@ def test_early_stopping_after_patience_epochs_past_warmup(tmp_path: Path) -> Non
     assert (warm.stop_reason, warm.epochs) == ("early_stopping", 4)
 
 
-def test_cli_resume_continues_from_the_stored_epoch_and_state(tmp_path: Path,
-                                                              study: list[str]) -> None:
+def test_cli_resume_with_more_epochs_branches_into_a_new_run_and_w_and_b_fork(
+        tmp_path: Path, study: list[str]) -> None:
     first = cli([*TINY, *study, "train.log_every=8"], cwd=tmp_path)
     assert first.returncode == 0, first.stderr
-    name = "mlp-ot-moons-none"
+    name = name_of(TINY)
     best = tmp_path / "study" / "checkpoints" / name / "best.pt"
-    stored = load_checkpoint(best, "cpu")
+    stored, stored_bytes = load_checkpoint(best, "cpu"), best.read_bytes()
+    first_result = (tmp_path / "study" / "runs" / name / "result.json").read_text()
     first_run = read_run(find_run_files(tmp_path / "out")[0])
 
     # Relative resume path: resolved against the directory the command starts in.
@@ -193,33 +195,49 @@ def test_cli_resume_continues_from_the_stored_epoch_and_state(tmp_path: Path,
                  f"hydra.run.dir={tmp_path / 'out2'}",
                  f"resume=study/checkpoints/{name}/best.pt"], cwd=tmp_path)
     assert again.returncode == 0, again.stderr
-    result = RunResult.load(tmp_path / "study" / "runs" / name / "result.json")
+    branch = f"{name}+epochs5"
+    result = RunResult.load(tmp_path / "study" / "runs" / branch / "result.json")
     assert (result.status, result.epochs, result.steps) == ("completed", 5, 40)
+    # The 3-epoch run is untouched: its checkpoint and result stay as they were.
+    assert best.read_bytes() == stored_bytes
+    assert (tmp_path / "study" / "runs" / name / "result.json").read_text() == first_result
+    parent = result.lineage[-1]["parent"]
+    assert [s["parent"] for s in result.lineage[:1]] == [None] and len(result.lineage) == 2
+    assert parent == {"name": name, "checkpoint": f"study/checkpoints/{name}/best.pt",
+                      "sha256": hashlib.sha256(stored_bytes).hexdigest(), "epoch": 3,
+                      "step": 24, "wandb_run_id": first_run.run_id}
+    assert result.lineage[1]["config"]["train"]["epochs"] == 5
+    assert result.lineage[0]["config"]["train"]["epochs"] == 3
 
-    records = _metrics(tmp_path / "study" / "runs" / name / "metrics.jsonl")
+    records = _metrics(tmp_path / "study" / "runs" / branch / "metrics.jsonl")
     val_epochs = [r["epoch"] for r in records if "val/ema_loss" in r]
-    assert val_epochs == list(range(1, 6))  # history kept up to the checkpoint, then continued
+    assert val_epochs == list(range(1, 6))  # the parent's history up to the branch, then its own
     after = [r for r in records if "train/lr" in r and r["step"] > stored["step"]]
     schedule = WarmupCosine(1e-3 * 2, 10, 5 * 8, 0.05)  # TINY: lr 2e-3, warmup 10, 8 steps/ep
     assert after[0]["train/lr"] == pytest.approx(schedule(after[0]["step"] - 1))
 
-    resumed_run = read_run(find_run_files(tmp_path / "out2")[0])
-    assert resumed_run.run_id == first_run.run_id == stored["wandb_run_id"]
-    final = load_checkpoint(best, "cpu")
+    forked = read_run(find_run_files(tmp_path / "out2")[0])
+    assert forked.run_id != first_run.run_id and forked.name == branch
+    assert forked.config["_wandb"]["branch_point"] == {"run_id": first_run.run_id, "step": 24}
+    assert min(h["_step"] for h in forked.history) > 24
+    assert f"branched off {name}" in forked.notes
+    assert len(forked.config["lineage"]) == 2
+    final = load_checkpoint(tmp_path / "study" / "checkpoints" / branch / "best.pt", "cpu")
     assert final["ema"]["updates"] == final["step"] and final["step"] > stored["step"]
+    assert final["lineage"] == result.lineage
 
 
 def test_a_second_run_of_the_same_name_is_refused_unless_forced(tmp_path: Path) -> None:
-    run(_config(tmp_path, "train.epochs=1"), tmp_path / "out")
-    best = tmp_path / "study" / "checkpoints" / "mlp-ot-moons-none" / "best.pt"
+    run(_config(tmp_path, "train.epochs=1", "name=r"), tmp_path / "out")
+    best = tmp_path / "study" / "checkpoints" / "r" / "best.pt"
     before = best.read_bytes()
-    same = run(_config(tmp_path, "train.epochs=1"), tmp_path / "out")  # done already: skipped
+    same = run(_config(tmp_path, "train.epochs=1", "name=r"), tmp_path / "out")  # done: skipped
     assert same.skipped and same.status == "completed" and best.read_bytes() == before
     different = r"was trained with a different config \(seed=0 \(now: 3\)\)"
     with pytest.raises(UserError, match=different):
-        run(_config(tmp_path, "train.epochs=1", "seed=3"), tmp_path / "out")
+        run(_config(tmp_path, "train.epochs=1", "seed=3", "name=r"), tmp_path / "out")
     assert best.read_bytes() == before
-    assert run(_config(tmp_path, "train.epochs=1", "seed=3", "force=true"),
+    assert run(_config(tmp_path, "train.epochs=1", "seed=3", "name=r", "force=true"),
                tmp_path / "out").status == "completed"
 
 
@@ -242,8 +260,9 @@ def test_cli_broken_resume_path_is_one_clear_error(tmp_path: Path, study: list[s
 
 
 def test_resume_with_another_arch_is_refused(tmp_path: Path) -> None:
-    run(_config(tmp_path, "train.epochs=1"), tmp_path / "out")
-    best = tmp_path / "study" / "checkpoints" / "mlp-ot-moons-none" / "best.pt"
+    cfg = _config(tmp_path, "train.epochs=1")
+    run(cfg, tmp_path / "out")
+    best = tmp_path / "study" / "checkpoints" / cfg.name / "best.pt"
     with pytest.raises(UserError, match=r"arch\.width=32 \(now: 16\)"):
         run(_config(tmp_path, "arch.width=16", f"resume={best}"), tmp_path / "out")
 

@@ -24,6 +24,7 @@ from flowstudy.config import (
     dataset_label,
 )
 from flowstudy.data.files import DataError, load_vectors
+from flowstudy.data.fingerprint import file_sha256, short
 from flowstudy.data.normalize import Normalizer
 from flowstudy.data.toy2d import toy2d
 from flowstudy.errors import ConfigError
@@ -66,16 +67,33 @@ def _split(n: int, n_val: int, n_test: int, seed: int) -> dict[str, list[int]]:
 
 
 def _file_split(cfg: EmbeddingsConfig, n: int, study_dir: Path) -> dict[str, list[int]]:
-    """The split of a user's file, written on first use and reused by every later run."""
+    """The split of a user's file, written on first use and reused by every later run of the
+    same content; a changed file, or another file of the same stem, is refused."""
     path = (study_dir / "datasets" / Path(cfg.path).stem /
             f"split-seed{cfg.seed}-val{cfg.n_val}-test{cfg.n_test}.json")
+    source = str(Path(cfg.path).resolve())
+    digest = file_sha256(cfg.path, study_dir / "datasets")
     if path.exists():
         stored = json.loads(path.read_text())
-        if stored["rows"] != n:
-            raise DataError(f"dataset.path={cfg.path}: has {n} rows but its stored split {path} "
-                            f"was made for {stored['rows']}; move that split away to re-split")
+        made_for = stored.get("sha256")
+        if made_for is None:  # a split from before fingerprints: adopt it for this content
+            if stored["rows"] != n:
+                raise DataError(f"dataset.path={cfg.path}: has {n} rows but its stored split "
+                                f"{path} was made for {stored['rows']}; move that split away "
+                                f"to re-split")
+            stored["sha256"] = digest
+            write_json(path, stored)
+        elif made_for != digest and stored.get("source") == source:
+            raise DataError(f"dataset.path={cfg.path}: its content changed since {path} was made "
+                            f"(sha256 {short(made_for)} -> {short(digest)}); restore the file, "
+                            f"or move that split away to re-split it (runs on the old content "
+                            f"stay as they were)")
+        elif made_for != digest:
+            raise DataError(f"dataset.path={cfg.path}: another file with the same stem "
+                            f"({stored.get('source')}, sha256 {short(made_for)}) made {path}; "
+                            f"rename this file (splits and run names go by the file stem)")
         return stored
-    split = {"rows": n, "source": str(Path(cfg.path).resolve()),
+    split = {"rows": n, "source": source, "sha256": digest,
              **_split(n, cfg.n_val, cfg.n_test, cfg.seed)}
     write_json(path, split)
     return split

@@ -14,11 +14,17 @@ class DataError(UserError):
     pass
 
 
-def load_vectors(path: str) -> torch.Tensor:
+def require_file(path: str) -> Path:
     p = Path(path)
-    where = f"dataset.path={path}"
     if not p.is_file():
+        where = f"dataset.path={path}"
         raise DataError(f"{where}: no such file" if not p.exists() else f"{where}: not a file")
+    return p
+
+
+def load_vectors(path: str) -> torch.Tensor:
+    p = require_file(path)
+    where = f"dataset.path={path}"
     try:
         if p.suffix == ".pt":
             data = torch.load(p, map_location="cpu", weights_only=True)

@@ -1,0 +1,62 @@
+"""What a run's data is, by content: the sha256 of a user's file, or the generator parameters of
+built-in data. A file is hashed once per (path, size, mtime): the hash is cached in
+``<study_dir>/datasets/sha256.json``, so a multi-GB embeddings file costs one read."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+from flowstudy.config import DatasetConfig, EmbeddingsConfig
+from flowstudy.data.files import require_file
+from flowstudy.fileio import write_json
+
+CHUNK = 1 << 20
+_memo: dict[tuple[str, int, int], str] = {}
+
+
+def file_sha256(path: str | Path, cache_dir: Path | None = None) -> str:
+    """The sha256 of a file's content, streamed; cached by its resolved path, size and mtime."""
+    p = Path(path).resolve()
+    st = p.stat()
+    key = (str(p), st.st_size, st.st_mtime_ns)
+    if key in _memo:
+        return _memo[key]
+    cache_path = cache_dir / "sha256.json" if cache_dir is not None else None
+    cache: dict[str, Any] = {}
+    if cache_path is not None and cache_path.exists():
+        try:
+            cache = json.loads(cache_path.read_text())
+        except (OSError, ValueError):  # a damaged cache only costs a rehash
+            cache = {}
+    hit = cache.get(key[0])
+    if hit is not None and [hit.get("bytes"), hit.get("mtime_ns")] == [st.st_size, st.st_mtime_ns]:
+        digest = hit["sha256"]
+    else:
+        h = hashlib.sha256()
+        with open(p, "rb") as f:
+            while chunk := f.read(CHUNK):
+                h.update(chunk)
+        digest = h.hexdigest()
+        if cache_path is not None:
+            cache[key[0]] = {"bytes": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": digest}
+            with contextlib.suppress(OSError):  # the cache saves time only
+                write_json(cache_path, cache)
+    _memo[key] = digest
+    return digest
+
+
+def data_fingerprint(cfg: DatasetConfig, study_dir: str | Path) -> dict[str, Any]:
+    """``{"sha256": ...}`` for a file, ``{"generator": <dataset settings>}`` for built-in data."""
+    if isinstance(cfg, EmbeddingsConfig):
+        path = require_file(cfg.path)
+        return {"sha256": file_sha256(path, Path(study_dir) / "datasets")}
+    return {"generator": dataclasses.asdict(cfg)}
+
+
+def short(digest: str) -> str:
+    return digest[:12]
