@@ -87,11 +87,6 @@ def _sweep_job(cfg: DictConfig, hydra_cfg: DictConfig) -> float | None:
 def run_cli(task: Callable[[], Any]) -> None:
     """Run a Hydra entry point: user errors become one line on stderr and exit status 2."""
     keep_traceback = os.environ.get("HYDRA_FULL_ERROR") == "1"
-    args = sys.argv[1:]
-    if {"-m", "--multirun"} & set(args) and (named := [a for a in args if a.startswith("name=")]):
-        _exit_with_error(f"{named[0]}: a sweep names each of its runs by its config "
-                         f"(<arch>-<flow>-<dataset>-<aug>-<overrides>); drop name=, or label the "
-                         f"sweep with group= or wandb.tags=")
     # Let exceptions reach this frame instead of Hydra's multi-line report.
     os.environ["HYDRA_FULL_ERROR"] = "1"
     try:
@@ -117,4 +112,9 @@ def run_cli(task: Callable[[], Any]) -> None:
 
 def main() -> None:
     """``python -m flowstudy.train``."""
+    args = sys.argv[1:]
+    if {"-m", "--multirun"} & set(args) and (named := [a for a in args if a.startswith("name=")]):
+        exit_with_error(f"{named[0]}: a sweep names each of its runs by its config "
+                        f"(<arch>-<flow>-<dataset>-<aug>-<overrides>); drop name=, or label the "
+                        f"sweep with group= or wandb.tags=")
     run_cli(_hydra_main)

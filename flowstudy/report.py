@@ -17,6 +17,7 @@ import re
 import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from flowstudy.config import identity
 from flowstudy.fileio import atomic_path

@@ -13,7 +13,9 @@ import flowstudy
 from flowstudy.loading import config_from_dict
 from flowstudy.run import run
 
-from .helpers import TINY, cli, compose_config
+from .helpers import TINY, cli, compose_config, name_of
+
+NAME = name_of(TINY)
 
 
 @pytest.fixture(scope="module")
@@ -26,9 +28,9 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_load_gives_the_runs_config_and_a_sampler(trained: Path) -> None:
-    best = trained / "study/checkpoints/mlp-ot-moons-none/best.pt"
+    best = trained / f"study/checkpoints/{NAME}/best.pt"
     loaded = flowstudy.load(best)
-    saved = json.loads((trained / "study/runs/mlp-ot-moons-none/result.json").read_text())
+    saved = json.loads((trained / f"study/runs/{NAME}/result.json").read_text())
     assert loaded.config == config_from_dict(saved["config"])
     assert loaded.dim == 2 and loaded.epoch == saved["best_epoch"]
     first, nfe = loaded.sample_with_nfe(64, steps=3, solver="midpoint", seed=5)
@@ -39,9 +41,9 @@ def test_load_gives_the_runs_config_and_a_sampler(trained: Path) -> None:
 
 @pytest.mark.slow
 def test_sample_sweeps_steps_without_retraining_or_touching_the_result(trained: Path) -> None:
-    result = trained / "study/runs/mlp-ot-moons-none/result.json"
+    result = trained / f"study/runs/{NAME}/result.json"
     before = result.read_bytes()
-    best = trained / "study/checkpoints/mlp-ot-moons-none/best.pt"
+    best = trained / f"study/checkpoints/{NAME}/best.pt"
     done = cli(["-m", f"resume={best}", "sample.steps=1,4", "sample.n=100",
                 f"hydra.sweep.dir={trained / 'multi'}"], cwd=trained, module="flowstudy.sample")
     assert done.returncode == 0, done.stderr
@@ -62,14 +64,14 @@ def test_sample_sweeps_steps_without_retraining_or_touching_the_result(trained: 
     assert report.returncode == 0, report.stderr
     text = (trained / "study/reports/default/report.md").read_text()
     assert "## Sampling cost vs quality" in text
-    assert "| mlp-ot-moons-none | " in text.split("## Sampling cost vs quality")[1]
+    assert f"| {NAME} | " in text.split("## Sampling cost vs quality")[1]
 
 
 def test_sample_rejects_bad_input_in_one_line(tmp_path: Path, trained: Path) -> None:
     missing = cli(["resume=nope.pt"], cwd=tmp_path, module="flowstudy.sample")
     assert missing.returncode == 2
     assert missing.stderr.strip() == "flowstudy: error: resume=nope.pt: no such file"
-    best = trained / "study/checkpoints/mlp-ot-moons-none/best.pt"
+    best = trained / f"study/checkpoints/{NAME}/best.pt"
     bad = cli([f"resume={best}", "sample.solver=heun"], cwd=tmp_path, module="flowstudy.sample")
     assert bad.returncode == 2
     assert bad.stderr.strip() == ("flowstudy: error: sample.solver='heun' is not allowed: one of "
