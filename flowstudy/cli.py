@@ -17,13 +17,14 @@ from omegaconf import DictConfig
 
 from flowstudy import distributed, sweep
 from flowstudy.config import CONF_DIR, load_config
-from flowstudy.errors import UserError, describe
+from flowstudy.errors import Refused, UserError, describe
 from flowstudy.interrupt import Interrupted
 from flowstudy.results import status_for
 from flowstudy.run import run
 from flowstudy.sweep import parallel_jobs, swept_values, write_job_record
 
 log = logging.getLogger("flowstudy")
+_task_started = False  # set once Hydra has set up the job (its output dir) and calls the task
 
 
 def _exit_with_error(message: str) -> NoReturn:
@@ -33,6 +34,8 @@ def _exit_with_error(message: str) -> NoReturn:
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
 def _hydra_main(cfg: DictConfig) -> float | None:
+    global _task_started
+    _task_started = True
     hydra_cfg = HydraConfig.get()
     if hydra_cfg.mode != RunMode.MULTIRUN:
         try:
@@ -102,6 +105,14 @@ def main() -> None:
     except KeyboardInterrupt:
         print("flowstudy: aborted", file=sys.stderr)
         sys.exit(130)
+    except Refused as e:
+        _exit_with_error(str(e))
+    except OSError as e:
+        # Before the task starts, an OSError can only be Hydra creating its output directory.
+        if keep_traceback or _task_started or not e.filename:
+            raise
+        _exit_with_error(f"{e.filename}: {e.strerror}; hydra.run.dir (hydra.sweep.dir with -m) "
+                         f"must be a directory that can be created and written")
     except Exception as e:
         message = None if keep_traceback else describe(e)
         if message is None:

@@ -9,7 +9,11 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from hydra.errors import ConfigCompositionException, MissingConfigException
+from hydra.errors import (
+    ConfigCompositionException,
+    MissingConfigException,
+    OverrideParseException,
+)
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
 
 
@@ -23,6 +27,11 @@ class ConfigError(UserError, ValueError):
     def __init__(self, key: str, value: Any, allowed: str) -> None:
         super().__init__(f"{key}={value!r} is not allowed: {allowed}")
         self.key, self.value, self.allowed = key, value, allowed
+
+
+class Refused(BaseException):
+    """A user error, described in one line, raised where Hydra would swallow an Exception (its
+    callbacks) so that it still stops the command."""
 
 
 class Diverged(UserError):
@@ -47,6 +56,14 @@ def describe(ex: BaseException) -> str | None:
     """One line for a user error, or None for an exception that should keep its traceback."""
     if isinstance(ex, UserError):
         return str(ex)
+    if isinstance(ex, OverrideParseException):
+        hint = "quote a value holding spaces, brackets or commas, e.g. 'name=\"a b\"'"
+        if "=" not in ex.override and not ex.override.startswith(("~", "+")):
+            return f"{ex.override!r} is not an override (key=value); {hint}"
+        # "Error parsing override 'x=(1'\nextraneous input '(' expecting {<EOF>, ...}"
+        lines = str(ex).strip().splitlines()
+        detail = lines[1].split(" expecting ")[0] if len(lines) > 1 else "syntax error"
+        return f"{ex.override!r} is not a valid override ({detail}); {hint}"
     if isinstance(ex, MissingConfigException) and ex.missing_cfg_file and ex.options is not None:
         group, _, option = ex.missing_cfg_file.rpartition("/")
         options = ", ".join(o for o in ex.options if not o.endswith("_schema"))

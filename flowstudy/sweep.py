@@ -14,12 +14,14 @@ from pathlib import Path
 from typing import Any
 
 from hydra import compose
+from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from flowstudy.config import GROUP_SCHEMAS, UNNAMED_KEYS
+from flowstudy.config import GROUP_SCHEMAS, UNNAMED_KEYS, validate
+from flowstudy.errors import Refused, describe
 from flowstudy.fileio import write_json
 
 # Set by SweepSummary when a sweep ends: (jobs, jobs that did not complete).
@@ -72,8 +74,30 @@ def write_job_record(job_dir: Path, record: dict[str, Any]) -> None:
     write_json(job_dir / "job.json", record)
 
 
+def check_jobs(config: DictConfig) -> None:
+    """Validate every job of a sweep before the first starts, so a bad value in a grid is one
+    line (exit 2) and not a failed job after hours of others."""
+    params = config.hydra.sweeper.get("params") or {}
+    lines = [f"{key}={value}" for key, value in params.items()] + list(config.hydra.overrides.task)
+    overrides = OverridesParser.create().parse_overrides(lines)
+    for batch in BasicSweeper.split_arguments(overrides, None):
+        for job in batch:
+            job = [o for o in job if not o.startswith(("hydra.", "hydra/"))]
+            validate(OmegaConf.to_object(compose("config", overrides=job)))
+
+
 class SweepSummary(Callback):
-    """At the end of a sweep: one line per job, and the count of jobs that did not complete."""
+    """Before a sweep: every job's config is checked. At its end: one line per job, and the
+    count of jobs that did not complete."""
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        try:
+            check_jobs(config)
+        except Exception as e:  # Hydra turns a callback's Exception into a warning and goes on
+            message = describe(e)
+            if message is None:
+                raise
+            raise Refused(message) from e
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         global last_sweep
