@@ -36,9 +36,7 @@ class Rule:
 
 
 def checked(default: Any, rule: Rule) -> Any:
-    """A dataclass field with its rule; a callable default is a factory (lists)."""
-    if callable(default):
-        return field(default_factory=default, metadata={"rule": rule})
+    """A dataclass field with its rule (a list field: ``field(..., metadata={"rule": rule})``)."""
     return field(default=default, metadata={"rule": rule})
 
 
@@ -120,8 +118,8 @@ class DiTConfig(ArchConfig):
 class UNetConfig(ArchConfig):
     channels: int = checked(16, POSITIVE)
     # channel multiplier per level
-    mults: list[int] = checked(lambda: [1, 2, 2], Rule("a non-empty list of integers >= 1",
-                                                       lambda v: len(v) > 0 and min(v) >= 1))
+    mults: list[int] = field(default_factory=lambda: [1, 2, 2], metadata={"rule": Rule(
+        "a non-empty list of integers >= 1", lambda v: len(v) > 0 and min(v) >= 1)})
     blocks: int = checked(1, POSITIVE)  # residual blocks per level
 
 
@@ -259,7 +257,7 @@ class WandbConfig:
     project: str = checked("flow-matching-study", WANDB_PROJECT)
     entity: str | None = checked(None, WANDB_PROJECT.or_null("for your default entity"))
     mode: str = checked("offline", one_of("offline", "online", "disabled"))
-    tags: list[str] = checked(list, WANDB_TAGS)
+    tags: list[str] = field(default_factory=list, metadata={"rule": WANDB_TAGS})
 
 
 @dataclass

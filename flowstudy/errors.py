@@ -29,6 +29,10 @@ class ConfigError(UserError, ValueError):
         self.key, self.value, self.allowed = key, value, allowed
 
 
+class Busy(UserError):
+    """The run is being trained by another process right now (its lock is held)."""
+
+
 class Refused(BaseException):
     """A user error, described in one line, raised where Hydra would swallow an Exception (its
     callbacks) so that it still stops the command."""

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from flowstudy.errors import Diverged
-from flowstudy.fileio import write_json
+from flowstudy.errors import Busy, Diverged, UserError
+from flowstudy.fileio import read_json, write_json
 from flowstudy.interrupt import Interrupted
 
 log = logging.getLogger("flowstudy")
@@ -55,7 +54,12 @@ class RunResult:
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> RunResult:
-        return cls(**json.loads(Path(path).read_text()))
+        fix = "move it away, or replace the run with force=true"
+        data = read_json(path, "result.json", fix)
+        try:
+            return cls(**data)
+        except TypeError as e:  # not a dict, or keys this flowstudy does not know
+            raise UserError(f"{path}: not a flowstudy result ({e}); {fix}") from e
 
 
 COST_KEYS = ("flops_per_step", "flops", "flops_6nd", "steps_per_s", "samples_per_s",
@@ -68,6 +72,8 @@ def status_for(error: BaseException | None) -> str:
         return "completed"
     if isinstance(error, (Interrupted, KeyboardInterrupt)):
         return "interrupted"
+    if isinstance(error, Busy):
+        return "running elsewhere"
     return "diverged" if isinstance(error, Diverged) else "failed"
 
 

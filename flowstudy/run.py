@@ -13,15 +13,15 @@ from typing import Any
 
 import torch
 
-from flowstudy.build import build
-from flowstudy.checkpoint import check_compatible, load_checkpoint, save_checkpoint
+from flowstudy.build import Built, build
+from flowstudy.checkpoint import RESUMABLE, check_compatible, load_checkpoint, save_checkpoint
 from flowstudy.config import Config, to_dict
 from flowstudy.cost import record_cost
 from flowstudy.devices import resolve_device, set_threads, use_deterministic
 from flowstudy.distributed import Dist, from_environment
 from flowstudy.evaluate import evaluate_best
 from flowstudy.fileio import ensure_writable_dir, run_lock
-from flowstudy.interrupt import StopRequest
+from flowstudy.interrupt import Interrupted, StopRequest
 from flowstudy.models import count_parameters
 from flowstudy.prior_run import prior_run
 from flowstudy.results import RunResult, log_summary, status_for
@@ -52,15 +52,16 @@ def run(cfg: Config, run_dir: Path, swept: dict[str, Any] | None = None, job_num
     out_dir = Path(cfg.study_dir) / "runs" / cfg.name
     result_path = out_dir / "result.json"
     explicit = cfg.resume not in (None, "auto")
-    resumed = load_checkpoint(cfg.resume, device) if explicit else None
+    resumed = load_checkpoint(cfg.resume, device, RESUMABLE) if explicit else None
     if resumed is not None:
         check_compatible(cfg.resume, resumed["config"], to_dict(cfg))
     if ranks.main:
         ensure_writable_dir(checkpoint_dir, "checkpoint.dir")
         ensure_writable_dir(out_dir, "study_dir")
-    lock = (run_lock(checkpoint_dir / ".lock", f"run '{cfg.name}'") if ranks.main
-            else contextlib.nullcontext())
-    with lock:
+    with contextlib.ExitStack() as locks:
+        if ranks.main:  # both directories: runs of one name may differ in checkpoint.dir
+            for where in (checkpoint_dir, out_dir):
+                locks.enter_context(run_lock(where / ".lock", f"run '{cfg.name}'"))
         prior = prior_run(cfg, result_path, checkpoint_dir)  # every rank decides alike
         ranks.barrier()  # before rank 0 writes anything
         if prior is not None and prior.status == "completed":
@@ -70,73 +71,101 @@ def run(cfg: Config, run_dir: Path, swept: dict[str, Any] | None = None, job_num
                 prior.groups.append(cfg.group)
                 prior.save(result_path)
             return dataclasses.replace(prior, skipped=True)
-        last = checkpoint_dir / "last.pt"
-        if cfg.resume == "auto" and prior is not None and last.exists():
+        best, last = checkpoint_dir / "best.pt", checkpoint_dir / "last.pt"
+        trained = prior if prior is not None and prior.status == "trained" and best.exists() \
+            else None
+        if trained is not None:
+            log.info("%s: training finished earlier; evaluating %s only", cfg.name, best)
+            resumed = load_checkpoint(best, device, RESUMABLE)
+        elif cfg.resume == "auto" and prior is not None and last.exists():
             log.info("resume=auto: continuing the unfinished run from %s", last)
-            resumed = load_checkpoint(last, device)
+            resumed = load_checkpoint(last, device, RESUMABLE)
             check_compatible(last, resumed["config"], to_dict(cfg))
-        return _train_and_evaluate(cfg, run_dir, device, ranks, resumed, checkpoint_dir,
-                                   result_path, started, swept or {})
+        with StopRequest() as stop:
+            return _train_and_evaluate(cfg, run_dir, device, ranks, resumed, checkpoint_dir,
+                                       result_path, started, swept or {}, stop, trained)
 
 
 def _train_and_evaluate(cfg: Config, run_dir: Path, device: torch.device, ranks: Dist,
                         resumed: dict | None, checkpoint_dir: Path, result_path: Path,
-                        started: float, swept: dict[str, Any]) -> RunResult:
-    result = RunResult(name=cfg.name, group=cfg.group, groups=[cfg.group], swept=swept,
-                       checkpoint=str(checkpoint_dir / "best.pt"), config=to_dict(cfg))
+                        started: float, swept: dict[str, Any], stop: StopRequest,
+                        trained: RunResult | None) -> RunResult:
+    """Build, fit (unless ``trained``: a run whose training finished and whose evaluation did
+    not) and evaluate. result.json says ``running``, then ``trained`` once training has finished,
+    then ``completed``; an error or a signal after training leaves it ``trained``, so the rerun
+    only evaluates."""
+    result = trained or RunResult(name=cfg.name, group=cfg.group, groups=[cfg.group],
+                                  swept=swept, checkpoint=str(checkpoint_dir / "best.pt"),
+                                  config=to_dict(cfg))
+    result.error = None
     record = partial(_record_end, result, result_path, started=started, write=ranks.main)
-    record(None, status="running")
+    record(None, status="trained" if trained else "running")
     try:
+        stop.phase = "building the data and model"
         seed_everything(cfg.seed)
         built = build(cfg, device, ranks)
-    except BaseException as e:
-        record(e)
-        raise
-    data, batches, val, state = built.data, built.batches, built.val, built.state
-    if resumed is not None:
-        state.load_state_dict(resumed)
-        set_rng_state(resumed["rng"])
-        log.info("resumed %s at epoch %d (step %d, best %.4f)", cfg.resume, state.epoch,
-                 state.step, state.stopper.best)
-
-    result.params, result.dim = count_parameters(state.model), data.dim
-    result.threads = torch.get_num_threads()
-    if ranks.main:
-        log.info("run %s (group %s): %s parameters, %d-d data, %d train points, on %s%s",
-                 cfg.name, cfg.group, f"{result.params:,}", data.dim, data.train.shape[0],
-                 device, f" x {ranks.world} ranks" if ranks.active else "")
-    # W&B starts in the tracker's own thread, overlapping the first training steps (whose
-    # torch kernels release the GIL; building, mostly imports, would not).
-    tracker = (Tracker(cfg, run_dir, result_path.parent / "metrics.jsonl", swept=swept,
-                       resume_run_id=resumed["wandb_run_id"] if resumed else None,
-                       resume_step=state.step if resumed else None)
-               if ranks.main else NullTracker())
-    try:
+        data, state = built.data, built.state
+        if resumed is not None:
+            state.load_state_dict(resumed)
+            set_rng_state(resumed["rng"])
+            if trained is None:
+                log.info("resumed %s at epoch %d (step %d, best %.4f)", cfg.resume, state.epoch,
+                         state.step, state.stopper.best)
+        result.params, result.dim = count_parameters(state.model), data.dim
+        result.threads = torch.get_num_threads()
+        if ranks.main:
+            log.info("run %s (group %s): %s parameters, %d-d data, %d train points, on %s%s",
+                     cfg.name, cfg.group, f"{result.params:,}", data.dim, data.train.shape[0],
+                     device, f" x {ranks.world} ranks" if ranks.active else "")
+        # W&B starts in the tracker's own thread, overlapping the first training steps (whose
+        # torch kernels release the GIL; building, mostly imports, would not).
+        stop.phase = "starting W&B"
+        tracker = (Tracker(cfg, run_dir, result_path.parent / "metrics.jsonl", swept=swept,
+                           resume_run_id=resumed.get("wandb_run_id") if resumed else None,
+                           resume_step=(result.steps if trained else state.step)
+                           if resumed else None)
+                   if ranks.main else NullTracker())
         with tracker:
-            extra = {"config": to_dict(cfg), "normalizer": data.normalizer.state_dict()}
-            tracker.summary({"params": result.params})
-            with StopRequest() as stop:
-                fitted = fit(cfg.train, state, batches, val, tracker, checkpoint_dir,
-                             save=lambda path, s: save_checkpoint(
-                                 path, {**s, **extra, "wandb_run_id": tracker.run_id}),
-                             save_last=cfg.checkpoint.save_last, stop=stop, engine=built.engine)
-            result.stop_reason = fitted.stop_reason
-            result.best_val_loss = state.stopper.best
-            result.best_epoch = state.stopper.best_epoch
-            record_cost(result, fitted, cfg.train.batch_size, built)
+            if trained is None:
+                _fit(cfg, result, built, tracker, checkpoint_dir, stop)
+                if ranks.main and (checkpoint_dir / "best.pt").exists():
+                    record(None, status="trained")
+            stop.phase = "evaluating best.pt (training had finished; rerun the same command to " \
+                         "evaluate it without retraining)"
             if ranks.main:
                 evaluate_best(cfg, result, data, state, tracker, checkpoint_dir, device,
-                              fitted.steps)
+                              result.steps)
+            stop.phase = "finishing W&B (training and evaluation had finished; rerun the same " \
+                         "command to record it)"
     except BaseException as e:
-        result.epochs, result.steps = state.epoch, state.step
-        record(e)
+        if isinstance(e, Interrupted):
+            e.trained = result.status == "trained"
+        record(e, status="trained" if result.status == "trained" else None)
         raise
-    result.epochs, result.steps = state.epoch, state.step
     record(None)
     ranks.barrier()
     if ranks.main:
         log_summary(result, result_path)
     return result
+
+
+def _fit(cfg: Config, result: RunResult, built: Built, tracker: Tracker | NullTracker,
+         checkpoint_dir: Path, stop: StopRequest) -> None:
+    state = built.state
+    extra = {"config": to_dict(cfg), "normalizer": built.data.normalizer.state_dict()}
+    tracker.summary({"params": result.params})
+    stop.phase = "training"
+    try:
+        fitted = fit(cfg.train, state, built.batches, built.val, tracker, checkpoint_dir,
+                     save=lambda path, s: save_checkpoint(
+                         path, {**s, **extra, "wandb_run_id": tracker.run_id}),
+                     save_last=cfg.checkpoint.save_last, stop=stop, engine=built.engine)
+    finally:
+        result.epochs, result.steps = state.epoch, state.step
+    result.stop_reason = fitted.stop_reason
+    result.best_val_loss = state.stopper.best
+    result.best_epoch = state.stopper.best_epoch
+    record_cost(result, fitted, cfg.train.batch_size, built)
 
 
 def _record_end(result: RunResult, path: Path, error: BaseException | None, *, started: float,

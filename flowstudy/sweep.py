@@ -24,8 +24,9 @@ from flowstudy.config import GROUP_SCHEMAS, UNNAMED_KEYS, validate
 from flowstudy.errors import Refused, describe
 from flowstudy.fileio import write_json
 
-# Set by SweepSummary when a sweep ends: (jobs, jobs that did not complete).
-last_sweep: tuple[int, int] | None = None
+# Set by SweepSummary when a sweep ends: (jobs, jobs that failed or were interrupted, jobs that
+# another process is training).
+last_sweep: tuple[int, int, int] | None = None
 
 
 def swept_keys(hydra_cfg: DictConfig) -> list[str]:
@@ -111,6 +112,10 @@ class SweepSummary(Callback):
             quality = "  ".join(f"{k} {v:.4f}" for k, v in metric.items())
             print(f"  [{r['job']}] {r['name']:<40} {r['status']:<12} val {best:<8} {quality}"
                   + (f"  ({r['error']})" if r.get("error") else ""))
-        bad = sum(r["status"] not in ("completed", "skipped") for r in records)
-        print(f"{len(records) - bad} of {len(records)} runs completed or skipped as done")
-        last_sweep = (len(records), bad)
+        busy = sum(r["status"] == "running elsewhere" for r in records)
+        bad = sum(r["status"] not in ("completed", "skipped", "running elsewhere")
+                  for r in records)
+        print(f"{len(records) - bad - busy} of {len(records)} runs completed or skipped as done"
+              + (f"; {busy} being trained by another process (rerun this sweep once it has "
+                 f"finished to count them)" if busy else ""))
+        last_sweep = (len(records), bad, busy)

@@ -7,6 +7,7 @@ notes before the exception propagates.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -15,7 +16,7 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, TextIO
 
 from flowstudy.config import Config, to_dict
 from flowstudy.fileio import atomic_path
@@ -46,7 +47,7 @@ class Tracker:
             metrics_path.unlink(missing_ok=True)
         else:
             _truncate_jsonl(metrics_path, resume_step)
-        self._jsonl = open(metrics_path, "a")  # noqa: SIM115 - closed in finish()
+        self._jsonl: TextIO | None = open(metrics_path, "a")  # noqa: SIM115 - closed in finish()
         self.run: Any = None  # the W&B run, once the sender thread has started it
         self._ready = threading.Event()
         self._init = dict(
@@ -93,16 +94,26 @@ class Tracker:
                     self._send_error = e
 
     @property
-    def run_id(self) -> str:
+    def run_id(self) -> str | None:
+        """The W&B run's id; None when W&B could not start (the run goes on without it)."""
         self._ready.wait()
-        if self.run is None:
-            raise RuntimeError(f"W&B could not start a run: {self._send_error}")
-        return self.run.id
+        return None if self.run is None else self.run.id
 
     def log(self, metrics: dict[str, float], step: int) -> None:
-        self._jsonl.write(json.dumps({"step": step, **metrics}) + "\n")
-        self._jsonl.flush()
+        if self._jsonl is not None:
+            try:
+                self._jsonl.write(json.dumps({"step": step, **metrics}) + "\n")
+                self._jsonl.flush()
+            except OSError as e:  # a full disk must not stop training: say so once
+                log.warning("could not write %s (%s); metrics go to W&B only from step %d",
+                            self._jsonl.name, e.strerror or e, step)
+                self._close_jsonl()
         self._outbox.put(lambda: self.run.log(metrics, step=step))
+
+    def _close_jsonl(self) -> None:
+        jsonl, self._jsonl = self._jsonl, None
+        with contextlib.suppress(OSError):  # closing flushes what the full disk refused
+            jsonl.close()
 
     def summary(self, values: dict[str, Any]) -> None:
         self._outbox.put(lambda: self.run.summary.update(values))
@@ -116,12 +127,13 @@ class Tracker:
         self._outbox.put(send)
 
     def finish(self, error: BaseException | None = None) -> None:
-        self._jsonl.close()
+        if self._jsonl is not None:
+            self._close_jsonl()
         self._outbox.put(None)
         self._sender.join()
-        if self.run is None:  # W&B never started: say so, unless the run failed anyway
-            if error is None:
-                raise RuntimeError(f"W&B could not start a run: {self._send_error}")
+        if self.run is None:  # the results are in result.json and metrics.jsonl all the same
+            log.warning("W&B could not start a run (%s); nothing was logged to W&B",
+                        self._send_error)
             return
         if self._send_error is not None:
             log.warning("some W&B logging failed: %s", self._send_error)
