@@ -136,14 +136,17 @@ def main() -> None:
         sys.exit(130)
     except Refused as e:
         _exit_with_error(str(e))
-    except OSError as e:
-        # Before the task starts, an OSError can only be Hydra creating its output directory.
-        if keep_traceback or _task_started or not e.filename:
-            raise
-        _exit_with_error(f"{e.filename}: {e.strerror}; hydra.run.dir (hydra.sweep.dir with -m) "
-                         f"must be a directory that can be created and written")
     except Exception as e:
-        message = None if keep_traceback else describe(e)
+        message = None if keep_traceback else describe(e) or _output_dir_error(e)
         if message is None:
             raise
         _exit_with_error(message)
+
+
+def _output_dir_error(e: Exception) -> str | None:
+    """Before the task starts, an OSError naming a file can only be Hydra creating its output
+    directory (a file there, no permission, a full disk)."""
+    if _task_started or not isinstance(e, OSError) or not e.filename:
+        return None
+    return (f"{e.filename}: {e.strerror}; hydra.run.dir (hydra.sweep.dir with -m) must be a "
+            f"directory that can be created and written")

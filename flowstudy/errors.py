@@ -14,7 +14,12 @@ from hydra.errors import (
     MissingConfigException,
     OverrideParseException,
 )
-from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
+from omegaconf.errors import (
+    ConfigAttributeError,
+    ConfigKeyError,
+    MissingMandatoryValue,
+    OmegaConfBaseException,
+)
 
 
 class UserError(Exception):
@@ -48,6 +53,8 @@ def _first_line(text: object) -> str:
 
 def _omegaconf_line(err: OmegaConfBaseException) -> str:
     key = err.full_key or err.key
+    if isinstance(err, MissingMandatoryValue) and key:
+        return f"{key} has no default and must be set: add {key}=..."
     if isinstance(err, (ConfigAttributeError, ConfigKeyError)) and dataclasses.is_dataclass(
         err.object_type
     ):
@@ -75,6 +82,10 @@ def describe(ex: BaseException) -> str | None:
     if isinstance(ex, ConfigCompositionException):
         if isinstance(ex.__cause__, OmegaConfBaseException):
             return _omegaconf_line(ex.__cause__)
+        if str(ex).startswith("Ambiguous value for argument"):
+            override = _first_line(ex).removeprefix("Ambiguous value for argument ").strip("'")
+            return (f"{override}: a comma means a sweep; add -m to run one job per value, "
+                    f"or write a list as key=[a,b]")
         return _first_line(ex)
     if isinstance(ex, OmegaConfBaseException):
         return _omegaconf_line(ex)

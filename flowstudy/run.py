@@ -26,7 +26,7 @@ from flowstudy.models import count_parameters
 from flowstudy.prior_run import prior_run
 from flowstudy.results import RunResult, log_summary, status_for
 from flowstudy.rng import seed_everything, set_rng_state
-from flowstudy.tracking import NullTracker, Tracker
+from flowstudy.tracking import NullTracker, Tracker, check_online
 from flowstudy.trainer import fit
 
 log = logging.getLogger("flowstudy")
@@ -41,6 +41,7 @@ def run(cfg: Config, run_dir: Path, swept: dict[str, Any] | None = None, job_num
     Under torchrun every rank calls this; only rank 0 writes files and logs.
     """
     started = time.perf_counter()
+    check_online(cfg.wandb)
     ranks = from_environment(cuda=cfg.train.device != "cpu" and torch.cuda.is_available())
     device = (torch.device(f"cuda:{ranks.local_rank}") if ranks.active and
               torch.cuda.is_available() and cfg.train.device != "cpu"
@@ -56,8 +57,8 @@ def run(cfg: Config, run_dir: Path, swept: dict[str, Any] | None = None, job_num
     if resumed is not None:
         check_compatible(cfg.resume, resumed["config"], to_dict(cfg))
     if ranks.main:
-        ensure_writable_dir(checkpoint_dir, "checkpoint.dir")
         ensure_writable_dir(out_dir, "study_dir")
+        ensure_writable_dir(checkpoint_dir, "checkpoint.dir")
     with contextlib.ExitStack() as locks:
         if ranks.main:  # both directories: runs of one name may differ in checkpoint.dir
             for where in (checkpoint_dir, out_dir):
@@ -81,6 +82,9 @@ def run(cfg: Config, run_dir: Path, swept: dict[str, Any] | None = None, job_num
             log.info("resume=auto: continuing the unfinished run from %s", last)
             resumed = load_checkpoint(last, device, RESUMABLE)
             check_compatible(last, resumed["config"], to_dict(cfg))
+        elif cfg.resume == "auto":
+            log.info("resume=auto: %s left no unfinished run (%s); training from scratch",
+                     cfg.name, last)
         with StopRequest() as stop:
             return _train_and_evaluate(cfg, run_dir, device, ranks, resumed, checkpoint_dir,
                                        result_path, started, swept or {}, stop, trained)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import netrc
 import os
 import queue
 import threading
@@ -17,8 +18,10 @@ from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 from typing import Any, TextIO
+from urllib.parse import urlparse
 
-from flowstudy.config import Config, to_dict
+from flowstudy.config import Config, WandbConfig, to_dict
+from flowstudy.errors import ConfigError
 from flowstudy.fileio import atomic_path
 from flowstudy.results import status_for
 
@@ -36,6 +39,21 @@ def _truncate_jsonl(path: Path, last_step: int) -> None:
             if line.strip() and json.loads(line)["step"] <= last_step]
     with atomic_path(path) as tmp:
         tmp.write_text("".join(line + "\n" for line in kept))
+
+
+def check_online(cfg: WandbConfig) -> None:
+    """``wandb.mode=online`` needs an API key: without one W&B fails (or prompts) only once the
+    run has started, so refuse before any work."""
+    if cfg.mode != "online" or os.environ.get("WANDB_API_KEY"):
+        return
+    host = urlparse(os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai")).hostname
+    try:
+        if netrc.netrc(os.environ.get("NETRC")).authenticators(host or ""):
+            return
+    except (OSError, netrc.NetrcParseError):  # no ~/.netrc, or one W&B could not read either
+        pass
+    raise ConfigError("wandb.mode", cfg.mode, f"offline or disabled here: no W&B API key for "
+                      f"{host} (run `wandb login` or set WANDB_API_KEY)")
 
 
 class Tracker:
