@@ -27,13 +27,17 @@ RESUMABLE = ("config", "model", "ema", "optimizer", "early_stopping", "generator
 
 def save_checkpoint(path: str | os.PathLike[str], state: dict[str, Any]) -> None:
     try:
-        # Through a Python file, so a full disk is an OSError (ENOSPC): torch's own file writer
-        # reports it as a RuntimeError about stream positions.
+        # Through a Python file, so a full disk is an OSError (ENOSPC) that torch's zip writer
+        # at most wraps: its own file writer reports only a RuntimeError about stream positions.
         with atomic_path(path) as tmp, open(tmp, "wb") as f:
             torch.save({"format_version": FORMAT_VERSION, **state}, f)
-    except OSError as e:  # disk full, quota, vanished directory: say so, keep the old file
-        raise CheckpointError(f"could not write {path} ({e.strerror or e}); the previous "
-                              f"{Path(path).name}, if any, is intact") from e
+    except (OSError, RuntimeError) as e:  # disk full, quota, vanished directory: say so
+        os_error = next((c for c in (e, e.__cause__, e.__context__) if isinstance(c, OSError)),
+                        None)
+        if os_error is None:  # torch's own failure, not the file's
+            raise
+        raise CheckpointError(f"could not write {path} ({os_error.strerror or os_error}); the "
+                              f"previous {Path(path).name}, if any, is intact") from e
 
 
 def load_checkpoint(path: str | os.PathLike[str], map_location: str | torch.device,

@@ -73,7 +73,8 @@ def describe(ex: BaseException) -> str | None:
             return f"{ex.override!r} is not an override (key=value); {hint}"
         # "Error parsing override 'x=(1'\nextraneous input '(' expecting {<EOF>, ...}"
         lines = str(ex).strip().splitlines()
-        detail = lines[1].split(" expecting ")[0] if len(lines) > 1 else "syntax error"
+        detail = (lines[1].split(" expecting ")[0] if lines[0].startswith("Error parsing")
+                  and len(lines) > 1 else "syntax error")
         return f"{ex.override!r} is not a valid override ({detail}); {hint}"
     if isinstance(ex, MissingConfigException) and ex.missing_cfg_file and ex.options is not None:
         group, _, option = ex.missing_cfg_file.rpartition("/")

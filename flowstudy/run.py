@@ -132,10 +132,10 @@ def _train_and_evaluate(cfg: Config, run_dir: Path, device: torch.device, ranks:
         with tracker:
             if trained is None:
                 _fit(cfg, result, built, tracker, checkpoint_dir, stop)
-                if ranks.main and (checkpoint_dir / "best.pt").exists():
-                    record(None, status="trained")
             stop.phase = "evaluating best.pt (training had finished; rerun the same command to " \
                          "evaluate it without retraining)"
+            if trained is None and ranks.main and (checkpoint_dir / "best.pt").exists():
+                record(None, status="trained")
             if ranks.main:
                 evaluate_best(cfg, result, data, state, tracker, checkpoint_dir, device,
                               result.steps)
