@@ -62,7 +62,8 @@ def _drop_failing_log_files() -> None:
 
 
 def _drop_log_file(handler: logging.FileHandler, record: logging.LogRecord) -> None:
-    logging.getLogger().removeHandler(handler)
+    # Made inert rather than removed: tqdm's logging redirect restores the handler list.
+    handler.emit = lambda record: None  # type: ignore[method-assign]
     print(f"flowstudy: warning: could not write the log file {handler.baseFilename} "
           f"({sys.exc_info()[1]}); logging to the console only", file=sys.stderr)
 

@@ -339,11 +339,12 @@ def tmpfs(path: Path, size: str) -> Iterator[Path]:
         subprocess.run(["umount", "-l", str(path)], check=False)
 
 
-def _fill(directory: Path) -> None:
-    with contextlib.suppress(OSError), open(directory / "filler", "wb") as f:
-        while True:
-            f.write(b"\0" * 65536)
-            f.flush()
+def _fill(directory: Path, *growing: str) -> None:
+    """Fill the filesystem of ``directory``, and the last page of each ``growing`` file."""
+    for name, chunk in [("filler", 65536), *((g, 1) for g in growing)]:
+        with contextlib.suppress(OSError), open(directory / name, "ab", buffering=0) as f:
+            while True:
+                f.write(b" " * chunk)
 
 
 def test_disk_full_on_a_real_filesystem_keeps_the_previous_checkpoint(tmp_path: Path) -> None:
@@ -481,7 +482,7 @@ def test_a_full_log_directory_warns_once_and_the_run_completes(tmp_path: Path) -
         proc = _start([*TINY, "train.epochs=6", f"study_dir={tmp_path / 'study'}",
                        f"hydra.run.dir={logs}", "wandb.mode=disabled"], tmp_path)
         _wait_for(logs / "train.log", "epoch 1/6", proc)
-        _fill(logs)
+        _fill(logs, "train.log")
         _, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 0, stderr
     assert "Logging error" not in stderr and "Traceback" not in stderr
