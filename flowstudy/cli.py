@@ -104,7 +104,7 @@ def _sweep_job(cfg: DictConfig, hydra_cfg: DictConfig) -> float | None:
         if message is None:
             log.exception("job %d failed", hydra_cfg.job.num)
         else:
-            log.error("job %d failed: %s", hydra_cfg.job.num, message)
+            log.error("job %d %s: %s", hydra_cfg.job.num, status_for(e), message)
         record.update(status=status_for(e), error=message or f"{type(e).__name__}: {e}")
         return None
     finally:

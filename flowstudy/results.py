@@ -21,7 +21,9 @@ class RunResult:
     group: str  # the W&B group it was trained in
     groups: list[str] = field(default_factory=list)  # every study group that counts this run
     swept: dict[str, Any] = field(default_factory=dict)  # the keys its sweep varied
-    status: str = "running"  # running | completed | failed | interrupted | diverged
+    # running | trained (training finished, evaluation not: rerunning evaluates) | completed |
+    # failed | interrupted | diverged
+    status: str = "running"
     stop_reason: str | None = None  # max_epochs | early_stopping
     error: str | None = None
     epochs: int = 0

@@ -57,8 +57,10 @@ def run(cfg: Config, run_dir: Path, swept: dict[str, Any] | None = None, job_num
     if resumed is not None:
         check_compatible(cfg.resume, resumed["config"], to_dict(cfg))
     if ranks.main:
+        # checkpoint.dir defaults to a directory of study_dir: name the key the user set
+        inside = Path(cfg.checkpoint.dir).is_relative_to(cfg.study_dir)
+        ensure_writable_dir(checkpoint_dir, "study_dir" if inside else "checkpoint.dir")
         ensure_writable_dir(out_dir, "study_dir")
-        ensure_writable_dir(checkpoint_dir, "checkpoint.dir")
     with contextlib.ExitStack() as locks:
         if ranks.main:  # both directories: runs of one name may differ in checkpoint.dir
             for where in (checkpoint_dir, out_dir):

@@ -31,7 +31,7 @@ from flowstudy.fileio import _HOST, run_lock
 from flowstudy.report import load_runs
 from flowstudy.results import RunResult
 from flowstudy.run import run
-from flowstudy.tracking import check_online
+from flowstudy.tracking import Tracker, check_online
 
 from .helpers import TINY, cli, compose_config
 
@@ -284,6 +284,15 @@ def test_a_killed_saves_temporary_file_is_removed_by_the_next_save(tmp_path: Pat
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["best.pt", mine.name])
 
 
+def test_a_study_dir_under_a_file_is_refused_before_any_work(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("")
+    cfg = compose_config([*TINY, f"study_dir={tmp_path / 'file' / 'study'}"])
+    with pytest.raises(UserError) as info:
+        run(cfg, tmp_path / "out")
+    assert str(info.value) == (f"study_dir: {tmp_path}/file/study/checkpoints/{NAME} is not a "
+                               f"writable directory (Not a directory)")
+
+
 def test_same_name_runs_with_different_checkpoint_dirs_do_not_run_at_once(tmp_path: Path) -> None:
     cfg = compose_config([*TINY, f"study_dir={tmp_path / 'study'}", "wandb.mode=disabled",
                           f"checkpoint.dir={tmp_path / 'other'}"])
@@ -371,6 +380,24 @@ def test_a_run_whose_checkpoints_do_not_fit_fails_in_one_line(tmp_path: Path) ->
         result = RunResult.load(tmp_path / "study" / "runs" / NAME / "result.json")
         assert result.status == "failed" and "No space left on device" in result.error
         assert not [p for p in (small / NAME).iterdir() if p.suffix == ".tmp"]
+
+
+def test_a_full_metrics_directory_warns_once_and_training_goes_on(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    cfg = compose_config([*TINY, "wandb.mode=disabled"])
+    with tmpfs(tmp_path / "small", "64k") as small:
+        tracker = Tracker(cfg, tmp_path / "out", small / "metrics.jsonl")
+        with tracker:
+            tracker.log({"train/loss": 1.0}, 1)
+            _fill(small, "metrics.jsonl")
+            for step in range(2, 200):
+                tracker.log({"train/loss": 1.0, "pad": "x" * 200}, step)
+        lines = (small / "metrics.jsonl").read_text().splitlines()
+    assert json.loads(lines[0]) == {"step": 1, "train/loss": 1.0}
+    warnings = [r.getMessage() for r in caplog.records if "could not write" in r.getMessage()]
+    assert len(warnings) == 1
+    assert warnings[0].startswith(f"could not write {small / 'metrics.jsonl'} (No space left on "
+                                  f"device); metrics go to W&B only from step ")
 
 
 # --- the command line, in real processes ----------------------------------------------------------
