@@ -20,16 +20,30 @@ class CheckpointError(UserError):
     pass
 
 
+# What a run's checkpoints hold and resuming reads; a file without them is damaged or foreign.
+RESUMABLE = ("config", "model", "ema", "optimizer", "early_stopping", "generators", "epoch",
+                 "step", "batch", "window", "nonfinite", "rng")
+
+
 def save_checkpoint(path: str | os.PathLike[str], state: dict[str, Any]) -> None:
     try:
-        with atomic_path(path) as tmp:
-            torch.save({"format_version": FORMAT_VERSION, **state}, tmp)
-    except OSError as e:  # disk full, quota, vanished directory: say so, keep the old file
-        raise CheckpointError(f"could not write {path} ({e.strerror or e}); the previous "
-                              f"{Path(path).name}, if any, is intact") from e
+        # Through a Python file, so a full disk is an OSError (ENOSPC) that torch's zip writer
+        # at most wraps: its own file writer reports only a RuntimeError about stream positions.
+        with atomic_path(path) as tmp, open(tmp, "wb") as f:
+            torch.save({"format_version": FORMAT_VERSION, **state}, f)
+    except (OSError, RuntimeError) as e:  # disk full, quota, vanished directory: say so
+        os_error = next((c for c in (e, e.__cause__, e.__context__) if isinstance(c, OSError)),
+                        None)
+        if os_error is None:  # torch's own failure, not the file's
+            raise
+        raise CheckpointError(f"could not write {path} ({os_error.strerror or os_error}); the "
+                              f"previous {Path(path).name}, if any, is intact") from e
 
 
-def load_checkpoint(path: str | os.PathLike[str], map_location: str | torch.device) -> dict:
+def load_checkpoint(path: str | os.PathLike[str], map_location: str | torch.device,
+                    require: tuple[str, ...] = ()) -> dict:
+    """The checkpoint at ``path``, with the ``require``d keys (e.g. ``RESUMABLE``), or one line
+    saying what is wrong with it."""
     p = Path(path)
     if not p.exists():
         raise CheckpointError(f"resume={path}: no such file")
@@ -48,6 +62,9 @@ def load_checkpoint(path: str | os.PathLike[str], map_location: str | torch.devi
             f"resume={path}: checkpoint format {ckpt['format_version']} is newer than this "
             f"flowstudy reads (up to {FORMAT_VERSION}); upgrade flowstudy"
         )
+    missing = [k for k in require if k not in ckpt]
+    if missing:
+        raise CheckpointError(f"resume={path}: damaged checkpoint, it lacks {', '.join(missing)}")
     return ckpt
 
 

@@ -8,6 +8,7 @@ import os
 import shlex
 import sys
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -18,13 +19,15 @@ from omegaconf import DictConfig
 
 from flowstudy import distributed, sweep
 from flowstudy.config import CONF_DIR, load_config
-from flowstudy.errors import UserError, describe
+from flowstudy.errors import Refused, UserError, describe
 from flowstudy.interrupt import Interrupted
 from flowstudy.results import status_for
 from flowstudy.run import run
 from flowstudy.sweep import parallel_jobs, swept_values, write_job_record
 
 log = logging.getLogger("flowstudy")
+EXIT_BUSY = 75  # EX_TEMPFAIL: nothing failed, but the sweep is not done; try again later
+_task_started = False  # set once Hydra has set up the job (its output dir) and calls the task
 
 
 def exit_with_error(message: str) -> NoReturn:
@@ -34,22 +37,47 @@ def exit_with_error(message: str) -> NoReturn:
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
 def _hydra_main(cfg: DictConfig) -> float | None:
+    global _task_started
+    _task_started = True
+    _drop_failing_log_files()
     hydra_cfg = HydraConfig.get()
     if hydra_cfg.mode != RunMode.MULTIRUN:
         try:
             config = load_config(cfg)
             return run(config, Path(hydra_cfg.runtime.output_dir)).best_val_loss
         except Interrupted as e:
-            e.command = _resume_command(hydra_cfg.overrides.task, e.checkpoint)
+            e.command = _resume_command(hydra_cfg.overrides.task, e)
             raise
         except UserError as e:  # Hydra would add its own "Error executing job" line
             exit_with_error(str(e))
     return _sweep_job(cfg, hydra_cfg)
 
 
-def _resume_command(overrides: list[str], checkpoint: str) -> str:
+def _drop_failing_log_files() -> None:
+    """A log file that cannot be written (its disk is full) is dropped with one warning, instead
+    of logging printing a traceback for every later line; the console keeps the log."""
+    root = logging.getLogger()
+    for handler in root.handlers:
+        if isinstance(handler, logging.FileHandler):
+            handler.handleError = partial(_drop_log_file, handler)  # type: ignore[method-assign]
+
+
+def _drop_log_file(handler: logging.FileHandler, record: logging.LogRecord) -> None:
+    # Made inert rather than removed: tqdm's logging redirect restores the handler list.
+    handler.emit = lambda record: None  # type: ignore[method-assign]
+    print(f"flowstudy: warning: could not write the log file {handler.baseFilename} "
+          f"({sys.exc_info()[1]}); logging to the console only", file=sys.stderr)
+
+
+def _resume_command(overrides: list[str], e: Interrupted) -> str:
+    """The command that continues the run: from the checkpoint the loop saved; else the same
+    command again (without an explicit resume= once training had finished: it evaluates)."""
+    kept = [o for o in overrides if not (e.trained and o.startswith("resume=")
+                                         and o != "resume=auto")]
+    if e.checkpoint is None:
+        return shlex.join(["python", "-m", "flowstudy.train", *kept])
     kept = [o for o in overrides if not o.startswith("resume=")]
-    return shlex.join(["python", "-m", "flowstudy.train", *kept, f"resume={checkpoint}"])
+    return shlex.join(["python", "-m", "flowstudy.train", *kept, f"resume={e.checkpoint}"])
 
 
 def _sweep_job(cfg: DictConfig, hydra_cfg: DictConfig) -> float | None:
@@ -69,7 +97,7 @@ def _sweep_job(cfg: DictConfig, hydra_cfg: DictConfig) -> float | None:
                       metric={k: v for k, v in result.metrics.items() if k in ("w2", "fd")})
         return result.best_val_loss
     except Interrupted as e:
-        e.command = _resume_command(hydra_cfg.overrides.task, e.checkpoint) + " -m"
+        e.command = _resume_command(hydra_cfg.overrides.task, e) + " -m"
         record["status"] = "interrupted"
         raise
     except Exception as e:
@@ -77,7 +105,7 @@ def _sweep_job(cfg: DictConfig, hydra_cfg: DictConfig) -> float | None:
         if message is None:
             log.exception("job %d failed", hydra_cfg.job.num)
         else:
-            log.error("job %d failed: %s", hydra_cfg.job.num, message)
+            log.error("job %d %s: %s", hydra_cfg.job.num, status_for(e), message)
         record.update(status=status_for(e), error=message or f"{type(e).__name__}: {e}")
         return None
     finally:
@@ -93,21 +121,37 @@ def run_cli(task: Callable[[], Any]) -> None:
         task()
         distributed.shutdown()
         if sweep.last_sweep is not None and sweep.last_sweep[1]:
-            jobs, bad = sweep.last_sweep
+            jobs, bad, _ = sweep.last_sweep
             print(f"flowstudy: {bad} of {jobs} runs did not complete (see the summary above)",
                   file=sys.stderr)
             sys.exit(1)
+        if sweep.last_sweep is not None and sweep.last_sweep[2]:
+            print(f"flowstudy: {sweep.last_sweep[2]} runs are being trained by another process; "
+                  f"rerun this sweep once it has finished", file=sys.stderr)
+            sys.exit(EXIT_BUSY)
     except Interrupted as e:
-        print(f"flowstudy: {e}\nresume with:\n  {e.command}", file=sys.stderr)
+        print(f"flowstudy: {e}\n{'resume' if e.checkpoint else 'continue'} with:\n"
+              f"  {e.command}", file=sys.stderr)
         sys.exit(128 + e.signum)
     except KeyboardInterrupt:
         print("flowstudy: aborted", file=sys.stderr)
         sys.exit(130)
+    except Refused as e:
+        exit_with_error(str(e))
     except Exception as e:
-        message = None if keep_traceback else describe(e)
+        message = None if keep_traceback else describe(e) or _output_dir_error(e)
         if message is None:
             raise
         exit_with_error(message)
+
+
+def _output_dir_error(e: Exception) -> str | None:
+    """Before the task starts, an OSError naming a file can only be Hydra creating its output
+    directory (a file there, no permission, a full disk)."""
+    if _task_started or not isinstance(e, OSError) or not e.filename:
+        return None
+    return (f"{e.filename}: {e.strerror}; hydra.run.dir (hydra.sweep.dir with -m) must be a "
+            f"directory that can be created and written")
 
 
 def main() -> None:

@@ -1,5 +1,6 @@
-"""Typed configuration: the dataclass schemas Hydra validates every YAML against, the range checks
-its type system cannot express, and the derived run name.
+"""Typed configuration: the dataclass schemas Hydra validates every YAML against, the rule each
+field must meet (declared beside the field; validation and ``--help`` both read it), and the
+derived run name.
 
 Each config group option (``conf/<group>/<option>.yaml``) starts from its schema through its
 defaults list (``- mlp_schema``), so a typo or a wrong type in a YAML or on the command line fails
@@ -9,7 +10,9 @@ at composition, and the training code receives plain dataclass instances.
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,6 +22,72 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import II, MISSING, DictConfig, OmegaConf
 
 from flowstudy.errors import ConfigError
+
+# --- rules: what a field allows, said once for the error message and --help ---------------------
+
+
+@dataclass(frozen=True)
+class Rule:
+    text: str  # as the error and --help say it: "a float > 0"
+    ok: Callable[[Any], bool]
+
+    def or_null(self, meaning: str) -> Rule:
+        return Rule(f"{self.text}, or null {meaning}", lambda v: v is None or self.ok(v))
+
+
+def checked(default: Any, rule: Rule) -> Any:
+    """A dataclass field with its rule (a list field: ``field(..., metadata={"rule": rule})``)."""
+    return field(default=default, metadata={"rule": rule})
+
+
+def ints(low: int, high: int | None = None, why: str = "") -> Rule:
+    text = f"an integer >= {low}" if high is None else f"an integer from {low} to {high}"
+    return Rule(text + (f" ({why})" if why else ""),
+                lambda v: v >= low and (high is None or v <= high))
+
+
+# Every float rule also requires a finite value: inf passes "> 0" but trains nothing sensible.
+def floats(low: float, high: float | None = None, *, open_low: bool = False,
+           open_high: bool = False) -> Rule:
+    if high is None:
+        text = f"a float {'>' if open_low else '>='} {low:g}"
+    else:
+        text = f"a float in {'(' if open_low else '['}{low:g}, {high:g}{')' if open_high else ']'}"
+
+    def ok(v: float) -> bool:
+        return (math.isfinite(v) and (v > low if open_low else v >= low)
+                and (high is None or (v < high if open_high else v <= high)))
+
+    return Rule(text, ok)
+
+
+def one_of(*choices: str) -> Rule:
+    return Rule(f"one of {', '.join(choices)}", lambda v: v in choices)
+
+
+POSITIVE = ints(1)
+POSITIVE_FLOAT = floats(0, open_low=True)
+NON_NEGATIVE_FLOAT = floats(0)
+# numpy seeds are 32-bit; a run also seeds a generator with seed + 1.
+SEED = ints(0, 2**32 - 2, "numpy's seed range")
+# Evaluation sizes: W2 solves an exact n x n assignment and the Frechet distance eigendecomposes
+# D x D matrices, both in float64; beyond these they take tens of GB or hours.
+MAX_EVAL_POINTS = 10_000
+MAX_EVAL_DIM = 8_192
+# k-NN precision/recall needs k + 1 = 4 points in each set it scores.
+MIN_EVAL_POINTS = 4
+# A path component on every filesystem, and never "." or "..".
+RUN_NAME = Rule("a run name of letters, digits and . _ - + = , starting with a letter or digit "
+                "(at most 128 characters)",
+                lambda v: re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._+=,-]{0,127}", v) is not None)
+# W&B refuses these after training has started; say so before.
+WANDB_PROJECT = Rule("at most 128 characters, none of / \\ # ? % :",
+                     lambda v: 0 < len(v) <= 128 and not set(v) & set("/\\#?%:"))
+WANDB_TAGS = Rule("a list of tags of 1 to 64 characters each",
+                  lambda v: all(0 < len(t) <= 64 for t in v))
+
+SOLVERS = ("euler", "midpoint", "rk4", "dopri5")  # = flowstudy.flows.solvers (a test checks)
+SOURCES_2D = ("8gaussians", "checkerboard", "circles", "moons", "swissroll")
 
 # --- group schemas: one base per group; options with different fields get their own subclass ----
 # Options sharing a schema (e.g. the 2-d datasets) differ only by values set in their YAML.
@@ -31,24 +100,27 @@ class ArchConfig:
 
 @dataclass
 class MLPConfig(ArchConfig):
-    width: int = 256
-    depth: int = 3  # residual blocks
+    width: int = checked(256, POSITIVE)
+    depth: int = checked(3, POSITIVE)  # residual blocks
 
 
 @dataclass
 class DiTConfig(ArchConfig):
-    dim: int = 64  # token width
-    depth: int = 2  # transformer blocks
-    heads: int = 4
-    patch: int | None = None  # vector dims per token; null: ceil(D / 8), i.e. at most 8 tokens
-    mlp_ratio: float = 2.0
+    dim: int = checked(64, POSITIVE)  # token width
+    depth: int = checked(2, POSITIVE)  # transformer blocks
+    heads: int = checked(4, POSITIVE)
+    # vector dims per token; null: ceil(D / 8), i.e. at most 8 tokens
+    patch: int | None = checked(None, POSITIVE.or_null("for ceil(D / 8)"))
+    mlp_ratio: float = checked(2.0, POSITIVE_FLOAT)
 
 
 @dataclass
 class UNetConfig(ArchConfig):
-    channels: int = 16
-    mults: list[int] = field(default_factory=lambda: [1, 2, 2])  # channel multiplier per level
-    blocks: int = 1  # residual blocks per level
+    channels: int = checked(16, POSITIVE)
+    # channel multiplier per level
+    mults: list[int] = field(default_factory=lambda: [1, 2, 2], metadata={"rule": Rule(
+        "a non-empty list of integers >= 1", lambda v: len(v) > 0 and min(v) >= 1)})
+    blocks: int = checked(1, POSITIVE)  # residual blocks per level
 
 
 @dataclass
@@ -58,48 +130,52 @@ class FlowConfig:
 
 @dataclass
 class OTFlowConfig(FlowConfig):
-    sigma_min: float = 0.0
+    sigma_min: float = checked(0.0, floats(0, 1, open_high=True))
 
 
 @dataclass
 class CFMFlowConfig(FlowConfig):
-    sigma: float = 0.1
+    sigma: float = checked(0.1, NON_NEGATIVE_FLOAT)
 
 
 @dataclass
 class CoupledFlowConfig(FlowConfig):
     """Flows whose (x0, x1) pairing is solved per minibatch (minibatch_ot, sb)."""
 
-    sigma: float = 0.1
+    sigma: float = checked(0.1, NON_NEGATIVE_FLOAT)
     # Batches paired ahead of the training step in a background thread (0: pair inline).
-    prefetch: int = 4
-    sinkhorn_iters: int = 1000  # sb only: most iterations of the entropic OT solver
+    prefetch: int = checked(4, ints(0))
+    sinkhorn_iters: int = checked(1000, POSITIVE)  # sb only: most iterations of the solver
 
 
 @dataclass
 class DatasetConfig:
     name: str = MISSING
-    n_train: int | None = None  # a seeded subset of the train split (null: all of it)
-    n_val: int = 1_000
-    n_test: int = 1_000
+    # a seeded subset of the train split (null: all of it)
+    n_train: int | None = checked(None, POSITIVE.or_null("for the whole train split"))
+    n_val: int = checked(1_000, POSITIVE)
+    n_test: int = checked(1_000, ints(MIN_EVAL_POINTS, why="k-NN precision/recall"))
     # Seeds the data and its split, apart from the run seed, so every run of a study sees the
     # same train/val/test points whatever its own seed.
-    seed: int = 0
+    seed: int = checked(0, SEED)
     # From the train split: standard (per-dim mean/std) | robust (per-dim median/IQR) | global
-    normalize: str = "standard"
+    normalize: str = checked("standard", one_of("standard", "robust", "global"))
 
 
 @dataclass
 class Toy2DConfig(DatasetConfig):
-    size: int = 22_000  # points generated; the train split is what val and test leave
-    noise: float | None = None  # Gaussian noise added to the points; null: the dataset's own
-    source: str = "gaussian"  # N(0, I), or another 2-d dataset (8gaussians -> moons)
+    # points generated; the train split is what val and test leave
+    size: int = checked(22_000, POSITIVE)
+    # Gaussian noise added to the points; null: the dataset's own
+    noise: float | None = checked(None, NON_NEGATIVE_FLOAT.or_null("for the dataset's default"))
+    # N(0, I), or another 2-d dataset (8gaussians -> moons)
+    source: str = checked("gaussian", one_of("gaussian", *SOURCES_2D))
 
 
 @dataclass
 class DigitsConfig(DatasetConfig):
-    n_val: int = 200
-    n_test: int = 200
+    n_val: int = checked(200, POSITIVE)
+    n_test: int = checked(200, ints(MIN_EVAL_POINTS, why="k-NN precision/recall"))
 
 
 @dataclass
@@ -109,10 +185,11 @@ class EmbeddingsConfig(DatasetConfig):
 
 @dataclass
 class SphereConfig(DatasetConfig):
-    size: int = 22_000
-    dim: int = 1024
-    clusters: int = 16
-    spread: float = 0.5  # norm of the Gaussian offset from a cluster centre, before projection
+    size: int = checked(22_000, POSITIVE)
+    dim: int = checked(1024, ints(1, MAX_EVAL_DIM, "the Frechet distance's D x D matrices"))
+    clusters: int = checked(16, POSITIVE)
+    # norm of the Gaussian offset from a cluster centre, before projection
+    spread: float = checked(0.5, NON_NEGATIVE_FLOAT)
 
 
 @dataclass
@@ -122,12 +199,12 @@ class AugConfig:
 
 @dataclass
 class NoiseAugConfig(AugConfig):
-    std: float = 0.05  # in normalised units
+    std: float = checked(0.05, NON_NEGATIVE_FLOAT)  # in normalised units
 
 
 @dataclass
 class MixupAugConfig(AugConfig):
-    alpha: float = 0.2  # mixing weights ~ Beta(alpha, alpha)
+    alpha: float = checked(0.2, POSITIVE_FLOAT)  # mixing weights ~ Beta(alpha, alpha)
 
 
 # --- top-level sections -------------------------------------------------------------------------
@@ -135,34 +212,38 @@ class MixupAugConfig(AugConfig):
 
 @dataclass
 class TrainConfig:
-    epochs: int = 100
-    batch_size: int = 256  # drop_last: every step sees a full batch
-    lr: float = 2e-3
-    weight_decay: float = 0.0
-    warmup_steps: int = 1000
-    min_lr_ratio: float = 0.05
-    grad_clip: float = 1.0
-    ema_decay: float = 0.9999
+    epochs: int = checked(100, POSITIVE)
+    batch_size: int = checked(256, POSITIVE)  # drop_last: every step sees a full batch
+    lr: float = checked(2e-3, POSITIVE_FLOAT)
+    weight_decay: float = checked(0.0, NON_NEGATIVE_FLOAT)
+    warmup_steps: int = checked(1000, ints(0))
+    min_lr_ratio: float = checked(0.05, floats(0, 1))
+    grad_clip: float = checked(1.0, POSITIVE_FLOAT)
+    ema_decay: float = checked(0.9999, floats(0, 1, open_low=True, open_high=True))
     # EMA warmup: decay_k = min(ema_decay, 1 - (1 + k) ** -ema_power) after k updates, so early
     # on the average spans ~(1 + k) ** ema_power recent steps instead of the initial weights;
     # null switches it off.
-    ema_power: float | None = 2 / 3
-    monitor: str = "ema"  # which val loss drives early stopping and the best checkpoint: ema|raw
-    patience: int = 20  # epochs without improvement, counted once warmup has ended
-    min_delta: float = 0.0
-    log_every: int = 10
-    device: str = "auto"  # auto (cuda if available, else cpu) | cpu | cuda | cuda:N
+    ema_power: float | None = checked(2 / 3, POSITIVE_FLOAT.or_null("for no EMA warmup"))
+    # which val loss drives early stopping and the best checkpoint
+    monitor: str = checked("ema", one_of("ema", "raw"))
+    patience: int = checked(20, POSITIVE)  # epochs without improvement, counted after warmup
+    min_delta: float = checked(0.0, NON_NEGATIVE_FLOAT)
+    log_every: int = checked(10, POSITIVE)
+    device: str = checked("auto", Rule("auto, cpu, cuda or cuda:N", lambda v: v in (
+        "auto", "cpu", "cuda") or re.fullmatch(r"cuda:\d+", v) is not None))
     # torch intra-op threads; null: the cores this process may use, shared among parallel jobs
-    threads: int | None = None
-    precision: str = "fp32"  # fp32 | bf16 (autocast, CPU or CUDA) | fp16 (autocast + scaler, CUDA)
+    threads: int | None = checked(None, POSITIVE.or_null("for this process's cores"))
+    # fp32 | bf16 (autocast, CPU or CUDA) | fp16 (autocast + scaler, CUDA)
+    precision: str = checked("fp32", one_of("fp32", "bf16", "fp16"))
     # batch_size is the global batch of one optimizer step; each of accum_steps micro-batches
     # takes batch_size / (accum_steps * ranks) of it.
-    accum_steps: int = 1
+    accum_steps: int = checked(1, POSITIVE)
     compile: bool = False  # torch.compile the model (eager, with a warning, where unavailable)
     deterministic: bool = False  # deterministic algorithms only (and cuBLAS workspace on CUDA)
     # A step whose gradient norm is NaN/Inf is skipped; this many in a row stop the run (diverged).
-    nan_patience: int = 10
-    grad_stats_every: int = 0  # log per-tensor gradient statistics every N steps (0: never)
+    nan_patience: int = checked(10, POSITIVE)
+    # log per-tensor gradient statistics every N steps (0: never)
+    grad_stats_every: int = checked(0, ints(0, why="0: off"))
 
 
 @dataclass
@@ -173,19 +254,22 @@ class CheckpointConfig:
 
 @dataclass
 class WandbConfig:
-    project: str = "flow-matching-study"
-    entity: str | None = None
-    mode: str = "offline"
-    tags: list[str] = field(default_factory=list)
+    project: str = checked("flow-matching-study", WANDB_PROJECT)
+    entity: str | None = checked(None, WANDB_PROJECT.or_null("for your default entity"))
+    mode: str = checked("offline", one_of("offline", "online", "disabled"))
+    tags: list[str] = field(default_factory=list, metadata={"rule": WANDB_TAGS})
 
 
 @dataclass
 class SampleConfig:
-    n: int | None = None  # null: the size of the test split, so W2 is exact
-    steps: int = 100  # fixed-step solvers; dopri5 adapts its own steps to atol/rtol
-    solver: str = "euler"  # euler | midpoint | rk4 | dopri5
-    atol: float = 1e-5
-    rtol: float = 1e-5
+    # null: the size of the test split, so W2 is exact
+    n: int | None = checked(None, ints(
+        MIN_EVAL_POINTS, MAX_EVAL_POINTS, "W2 is an exact n x n assignment").or_null(
+        "for the test split's size"))
+    steps: int = checked(100, POSITIVE)  # fixed-step solvers; dopri5 adapts its own steps
+    solver: str = checked("euler", one_of(*SOLVERS))
+    atol: float = checked(1e-5, POSITIVE_FLOAT)
+    rtol: float = checked(1e-5, POSITIVE_FLOAT)
 
 
 @dataclass
@@ -205,9 +289,10 @@ class Config:
     flow: Any = MISSING
     dataset: Any = MISSING
     aug: Any = MISSING
-    seed: int = 0
-    name: str | None = None  # run name; None derives <arch>-<flow>-<dataset>-<aug>
-    group: str = "default"  # W&B group; set by the chosen ablation
+    seed: int = checked(0, SEED)
+    # run name; None derives <arch>-<flow>-<dataset>-<aug>
+    name: str | None = checked(None, RUN_NAME.or_null("to derive it"))
+    group: str = checked("default", RUN_NAME)  # W&B group; set by the chosen ablation
     # A checkpoint to continue from; auto: this run's last.pt if an unfinished run left one
     resume: str | None = None
     force: bool = False  # replace an existing run of the same name instead of refusing
@@ -232,6 +317,10 @@ GROUP_SCHEMAS: dict[str, dict[str, type]] = {
 }
 
 
+SECTIONS: dict[str, type] = {c.__name__: c for c in (TrainConfig, CheckpointConfig,
+                                                      WandbConfig, SampleConfig)}
+
+
 def register_configs() -> None:
     cs = ConfigStore.instance()
     cs.store(name="base_config", node=Config)
@@ -241,6 +330,7 @@ def register_configs() -> None:
             cs.store(group=group, name=schema_name, node=schema)
     # --help lists the options users pick from (the YAML files), not the schemas behind them.
     OmegaConf.register_new_resolver("flowstudy_groups", group_options_text, replace=True)
+    OmegaConf.register_new_resolver("flowstudy_rules", rules_text, replace=True)
 
 
 def group_options(group: str) -> tuple[str, ...]:
@@ -253,14 +343,7 @@ def group_options_text() -> str:
     return "\n".join(f"{g}: {', '.join(group_options(g))}" for g in groups)
 
 
-# --- checks Hydra cannot express ----------------------------------------------------------------
-
-WANDB_MODES = ("offline", "online", "disabled")
-SOLVERS = ("euler", "midpoint", "rk4", "dopri5")  # = flowstudy.flows.solvers (a test checks)
-MONITORS = ("ema", "raw")
-PRECISIONS = ("fp32", "bf16", "fp16")
-NORMALIZERS = ("standard", "robust", "global")
-SOURCES_2D = ("8gaussians", "checkerboard", "circles", "moons", "swissroll")
+# --- validation: each field's rule, then the rules that relate fields --------------------------
 
 
 def _check(ok: bool, key: str, value: Any, allowed: str) -> None:
@@ -268,97 +351,52 @@ def _check(ok: bool, key: str, value: Any, allowed: str) -> None:
         raise ConfigError(key, value, allowed)
 
 
-def _one_of(key: str, value: Any, allowed: tuple[str, ...]) -> None:
-    _check(value in allowed, key, value, f"one of {', '.join(allowed)}")
-
-
-def _positive_ints(section: str, node: Any) -> None:
-    for key, value in dataclasses.asdict(node).items():
-        values = value if isinstance(value, list) else [value]
-        for v in values:
-            if isinstance(v, int) and not isinstance(v, bool):
-                _check(v >= 1, f"{section}.{key}", value, "integers >= 1")
+def _check_fields(node: Any, prefix: str) -> None:
+    for f in dataclasses.fields(node):
+        value = getattr(node, f.name)
+        if dataclasses.is_dataclass(value):
+            _check_fields(value, f"{prefix}{f.name}.")
+        elif "rule" in f.metadata:
+            _check(f.metadata["rule"].ok(value), f"{prefix}{f.name}", value,
+                   f.metadata["rule"].text)
 
 
 def validate(cfg: Config) -> None:
-    """Range and choice checks, run before any work starts."""
+    """Every field's rule, then the rules between fields; run before any work starts."""
+    for group in GROUP_SCHEMAS:
+        options = group_options(group)
+        _check(getattr(cfg, group).name in options, f"{group}.name", getattr(cfg, group).name,
+               f"one of {', '.join(options)}")
+    _check_fields(cfg, "")
     t, d, a, f = cfg.train, cfg.dataset, cfg.arch, cfg.flow
-    for group in ("arch", "flow", "dataset", "aug"):
-        _one_of(f"{group}.name", getattr(cfg, group).name, group_options(group))
-    _check(t.epochs >= 1, "train.epochs", t.epochs, "an integer >= 1")
-    _check(t.batch_size >= 1, "train.batch_size", t.batch_size, "an integer >= 1")
-    _check(t.lr > 0, "train.lr", t.lr, "a float > 0")
-    _check(t.weight_decay >= 0, "train.weight_decay", t.weight_decay, "a float >= 0")
-    _check(t.warmup_steps >= 0, "train.warmup_steps", t.warmup_steps, "an integer >= 0")
-    _check(0 <= t.min_lr_ratio <= 1, "train.min_lr_ratio", t.min_lr_ratio, "a float in [0, 1]")
-    _check(t.grad_clip > 0, "train.grad_clip", t.grad_clip, "a float > 0")
-    _check(0 < t.ema_decay < 1, "train.ema_decay", t.ema_decay, "a float in (0, 1)")
-    _check(t.ema_power is None or t.ema_power > 0, "train.ema_power", t.ema_power,
-           "a float > 0, or null for no EMA warmup")
-    _one_of("train.monitor", t.monitor, MONITORS)
-    _check(t.patience >= 1, "train.patience", t.patience, "an integer >= 1")
-    _check(t.min_delta >= 0, "train.min_delta", t.min_delta, "a float >= 0")
-    _check(t.log_every >= 1, "train.log_every", t.log_every, "an integer >= 1")
-    _check(t.threads is None or t.threads >= 1, "train.threads", t.threads,
-           "an integer >= 1, or null for this process's cores")
-    _one_of("train.precision", t.precision, PRECISIONS)
-    _check(t.accum_steps >= 1, "train.accum_steps", t.accum_steps, "an integer >= 1")
     _check(t.batch_size % t.accum_steps == 0, "train.batch_size", t.batch_size,
            f"a multiple of train.accum_steps={t.accum_steps}")
-    _check(t.nan_patience >= 1, "train.nan_patience", t.nan_patience, "an integer >= 1")
-    _check(t.grad_stats_every >= 0, "train.grad_stats_every", t.grad_stats_every,
-           "an integer >= 0 (0: off)")
-    _check(t.device in ("auto", "cpu", "cuda") or t.device.startswith("cuda:"), "train.device",
-           t.device, "auto, cpu, cuda or cuda:N")
-
-    _positive_ints("arch", a)
     if isinstance(a, DiTConfig):
         _check(a.dim % a.heads == 0, "arch.dim", a.dim, f"a multiple of arch.heads={a.heads}")
-        _check(a.mlp_ratio > 0, "arch.mlp_ratio", a.mlp_ratio, "a float > 0")
-
-    if isinstance(f, OTFlowConfig):
-        _check(0 <= f.sigma_min < 1, "flow.sigma_min", f.sigma_min, "a float in [0, 1)")
-    if isinstance(f, (CFMFlowConfig, CoupledFlowConfig)):
-        _check(f.sigma >= 0, "flow.sigma", f.sigma, "a float >= 0")
-    if isinstance(f, CoupledFlowConfig):
-        _check(f.prefetch >= 0, "flow.prefetch", f.prefetch, "an integer >= 0")
-        _check(f.sinkhorn_iters >= 1, "flow.sinkhorn_iters", f.sinkhorn_iters, "an integer >= 1")
-        if f.name == "sb":
-            _check(f.sigma > 0, "flow.sigma", f.sigma,
-                   "a float > 0 (sb's entropic reg is 2 sigma^2)")
-
-    _check(d.n_train is None or d.n_train >= 1, "dataset.n_train", d.n_train,
-           "an integer >= 1, or null for the whole train split")
-    _check(d.n_val >= 1, "dataset.n_val", d.n_val, "an integer >= 1")
-    _check(d.n_test >= 1, "dataset.n_test", d.n_test, "an integer >= 1")
-    _one_of("dataset.normalize", d.normalize, NORMALIZERS)
+    if isinstance(f, CoupledFlowConfig) and f.name == "sb":
+        _check(f.sigma > 0, "flow.sigma", f.sigma, "a float > 0 (sb's entropic reg is 2 sigma^2)")
     if isinstance(d, (Toy2DConfig, SphereConfig)):
         _check(d.size > d.n_val + d.n_test, "dataset.size", d.size,
                f"more than n_val + n_test = {d.n_val + d.n_test}")
-    if isinstance(d, Toy2DConfig):
-        _check(d.noise is None or d.noise >= 0, "dataset.noise", d.noise,
-               "a float >= 0, or null for the dataset's default")
-        _one_of("dataset.source", d.source, ("gaussian", *SOURCES_2D))
-    if isinstance(d, SphereConfig):
-        for key in ("dim", "clusters"):
-            _check(getattr(d, key) >= 1, f"dataset.{key}", getattr(d, key), "an integer >= 1")
-        _check(d.spread >= 0, "dataset.spread", d.spread, "a float >= 0")
 
-    if isinstance(cfg.aug, NoiseAugConfig):
-        _check(cfg.aug.std >= 0, "aug.std", cfg.aug.std, "a float >= 0")
-    if isinstance(cfg.aug, MixupAugConfig):
-        _check(cfg.aug.alpha > 0, "aug.alpha", cfg.aug.alpha, "a float > 0")
 
-    s = cfg.sample
-    _check(s.n is None or s.n >= 1, "sample.n", s.n,
-           "an integer >= 1, or null for the test split's size")
-    _check(s.steps >= 1, "sample.steps", s.steps, "an integer >= 1")
-    _one_of("sample.solver", s.solver, SOLVERS)
-    _check(s.atol > 0, "sample.atol", s.atol, "a float > 0")
-    _check(s.rtol > 0, "sample.rtol", s.rtol, "a float > 0")
-    _one_of("wandb.mode", cfg.wandb.mode, WANDB_MODES)
-    _check(cfg.name is None or (cfg.name.strip() != "" and "/" not in cfg.name), "name", cfg.name,
-           "a non-empty run name without '/'")
+def rules_text() -> str:
+    """Every key with a rule and what it allows, for --help."""
+    lines: dict[str, str] = {}
+
+    def walk(schema: type, prefix: str) -> None:
+        for f in dataclasses.fields(schema):
+            if "rule" in f.metadata:
+                lines.setdefault(f"{prefix}{f.name}", f.metadata["rule"].text)
+            elif isinstance(f.type, str) and f.type in SECTIONS:
+                walk(SECTIONS[f.type], f"{prefix}{f.name}.")
+
+    walk(Config, "")
+    for group, schemas in GROUP_SCHEMAS.items():
+        for schema in schemas.values():
+            walk(schema, f"{group}.")
+    width = max(map(len, lines))
+    return "\n".join(f"{key:<{width}}  {text}" for key, text in sorted(lines.items()))
 
 
 # Keys that do not change a run's results; two runs differing only here are the same run.

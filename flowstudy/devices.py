@@ -22,7 +22,11 @@ def resolve_device(name: str, job_num: int = 0, parallel: int = 1) -> torch.devi
         return torch.device(auto_device(gpus, job_num, parallel))
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise ConfigError("train.device", name, "cpu or auto (this machine has no CUDA device)")
-    return torch.device(name)
+    device = torch.device(name)
+    if device.index is not None and device.index >= torch.cuda.device_count():
+        raise ConfigError("train.device", name, f"cuda:0 to cuda:{torch.cuda.device_count() - 1} "
+                          f"(this machine's CUDA devices), cuda, cpu or auto")
+    return device
 
 
 def set_threads(threads: int | None, sharing: int) -> None:

@@ -9,8 +9,17 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from hydra.errors import ConfigCompositionException, MissingConfigException
-from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
+from hydra.errors import (
+    ConfigCompositionException,
+    MissingConfigException,
+    OverrideParseException,
+)
+from omegaconf.errors import (
+    ConfigAttributeError,
+    ConfigKeyError,
+    MissingMandatoryValue,
+    OmegaConfBaseException,
+)
 
 
 class UserError(Exception):
@@ -25,6 +34,15 @@ class ConfigError(UserError, ValueError):
         self.key, self.value, self.allowed = key, value, allowed
 
 
+class Busy(UserError):
+    """The run is being trained by another process right now (its lock is held)."""
+
+
+class Refused(BaseException):
+    """A user error, described in one line, raised where Hydra would swallow an Exception (its
+    callbacks) so that it still stops the command."""
+
+
 class Diverged(UserError):
     """Training produced non-finite gradients ``train.nan_patience`` steps in a row."""
 
@@ -35,6 +53,8 @@ def _first_line(text: object) -> str:
 
 def _omegaconf_line(err: OmegaConfBaseException) -> str:
     key = err.full_key or err.key
+    if isinstance(err, MissingMandatoryValue) and key:
+        return f"{key} has no default and must be set: add {key}=..."
     if isinstance(err, (ConfigAttributeError, ConfigKeyError)) and dataclasses.is_dataclass(
         err.object_type
     ):
@@ -47,6 +67,15 @@ def describe(ex: BaseException) -> str | None:
     """One line for a user error, or None for an exception that should keep its traceback."""
     if isinstance(ex, UserError):
         return str(ex)
+    if isinstance(ex, OverrideParseException):
+        hint = "quote a value holding spaces, brackets or commas, e.g. 'name=\"a b\"'"
+        if "=" not in ex.override and not ex.override.startswith(("~", "+")):
+            return f"{ex.override!r} is not an override (key=value); {hint}"
+        # "Error parsing override 'x=(1'\nextraneous input '(' expecting {<EOF>, ...}"
+        lines = str(ex).strip().splitlines()
+        detail = (lines[1].split(" expecting ")[0] if lines[0].startswith("Error parsing")
+                  and len(lines) > 1 else "syntax error")
+        return f"{ex.override!r} is not a valid override ({detail}); {hint}"
     if isinstance(ex, MissingConfigException) and ex.missing_cfg_file and ex.options is not None:
         group, _, option = ex.missing_cfg_file.rpartition("/")
         options = ", ".join(o for o in ex.options if not o.endswith("_schema"))
@@ -54,6 +83,10 @@ def describe(ex: BaseException) -> str | None:
     if isinstance(ex, ConfigCompositionException):
         if isinstance(ex.__cause__, OmegaConfBaseException):
             return _omegaconf_line(ex.__cause__)
+        if str(ex).startswith("Ambiguous value for argument"):
+            override = _first_line(ex).removeprefix("Ambiguous value for argument ").strip("'")
+            return (f"{override}: a comma means a sweep; add -m to run one job per value, "
+                    f"or write a list as key=[a,b]")
         return _first_line(ex)
     if isinstance(ex, OmegaConfBaseException):
         return _omegaconf_line(ex)

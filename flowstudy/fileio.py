@@ -3,18 +3,40 @@
 from __future__ import annotations
 
 import fcntl
+import glob
 import json
 import os
+import socket
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from flowstudy.errors import UserError
+from flowstudy.errors import Busy, UserError
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)
+_HOST = socket.gethostname().replace(".", "_")
+
+
+def _remove_orphans(path: Path) -> None:
+    """Delete temporaries of ``path`` left by writers on this host that have died (a killed
+    save): ``.<name>.<host>.<pid>.<random>.tmp``."""
+    for tmp in path.parent.glob(f".{glob.escape(path.name)}.{_HOST}.*.tmp"):
+        pid = tmp.name[len(f".{path.name}.{_HOST}."):].split(".")[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            tmp.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
 
 
 @contextmanager
@@ -22,11 +44,13 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; once the body has written it, move it into place.
 
     If the body raises (disk full, a signal) the temporary file is removed and ``path`` keeps
-    its previous content.
+    its previous content; one left by a process killed mid-write is removed by the next write.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    _remove_orphans(path)
+    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{_HOST}.{os.getpid()}.",
+                                    suffix=".tmp")
     os.close(fd)
     tmp = Path(tmp_name)
     try:
@@ -51,6 +75,15 @@ def write_json(path: str | os.PathLike[str], obj: Any) -> None:
         tmp.write_text(json.dumps(obj, indent=2, allow_nan=True) + "\n")
 
 
+def read_json(path: str | os.PathLike[str], what: str, fix: str) -> Any:
+    """A JSON file's content, or one line naming the file, what it should be and ``fix``."""
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, ValueError) as e:  # unreadable, not UTF-8, not JSON
+        reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e).splitlines()[0]
+        raise UserError(f"{path}: not a readable {what} ({reason}); {fix}") from e
+
+
 def ensure_writable_dir(path: Path, key: str) -> None:
     """Create ``path`` if needed and prove a file can be written there, before any work starts."""
     try:
@@ -70,7 +103,7 @@ def run_lock(path: Path, what: str) -> Iterator[None]:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             holder = os.pread(fd, 100, 0).decode(errors="replace").strip() or "another process"
-            raise UserError(f"{what} is already running ({holder}; lock {path}); wait for it or "
+            raise Busy(f"{what} is already running ({holder}; lock {path}); wait for it or "
                             f"give this run another name=") from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"pid {os.getpid()}".encode(), 0)

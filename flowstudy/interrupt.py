@@ -1,45 +1,67 @@
-"""Graceful stop on SIGINT/SIGTERM (Ctrl-C, a cluster's pre-emption notice).
+"""Stopping on SIGINT/SIGTERM/SIGHUP (Ctrl-C, a cluster's pre-emption notice, a closed terminal)
+at any point of a run, with a truthful status.
 
-The first signal asks the training loop to stop after its current step (it then writes
-``last.pt``); a second one aborts at once. Files are written atomically, so an abort mid-write
-leaves the previous file in place.
+Inside the training loop the first signal asks the loop to stop after its current step (it then
+writes ``last.pt``); anywhere else (building the data, evaluating, finishing W&B) it stops the run
+at once. A second signal always aborts at once. Files are written atomically, so an abort
+mid-write leaves the previous file in place.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import signal
 import threading
+from collections.abc import Iterator
 from types import FrameType, TracebackType
 
 log = logging.getLogger(__name__)
 
-SIGNALS = (signal.SIGINT, signal.SIGTERM)
+SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
 class Interrupted(BaseException):
-    """Training stopped on request after saving its state; carries the signal and checkpoint."""
+    """The run stopped on a signal: after saving its state to ``checkpoint`` (training), or at
+    once while ``during`` something else."""
 
-    def __init__(self, signum: int, checkpoint: str) -> None:
-        super().__init__(f"stopped by {signal.Signals(signum).name}; state saved to {checkpoint}")
-        self.signum, self.checkpoint = signum, checkpoint
-        self.command = ""  # the CLI fills in the command that resumes the run
+    def __init__(self, signum: int, checkpoint: str | None, during: str = "training") -> None:
+        name = signal.Signals(signum).name
+        super().__init__(f"stopped by {name}; state saved to {checkpoint}" if checkpoint
+                         else f"stopped by {name} while {during}")
+        self.signum, self.checkpoint, self.during = signum, checkpoint, during
+        self.trained = False  # training had finished: rerunning only evaluates
+        self.command = ""  # the CLI fills in the command that continues the run
 
 
 class StopRequest:
-    """While active, the first SIGINT/SIGTERM sets ``signum``; a second raises KeyboardInterrupt.
+    """While active, a signal stops the run: in a ``deferring()`` block (the training loop) the
+    first one only sets ``signum``, elsewhere it raises ``Interrupted`` at once; a second one
+    raises KeyboardInterrupt. ``phase`` says what the run is doing, for the message.
 
     Signal handlers can only be installed from the main thread; elsewhere this is inert.
     """
 
     def __init__(self) -> None:
         self.signum: int | None = None
+        self.phase = "starting"
+        self._deferring = False
         self._previous: dict[int, object] = {}
+
+    @contextlib.contextmanager
+    def deferring(self) -> Iterator[None]:
+        self._deferring = True
+        try:
+            yield
+        finally:
+            self._deferring = False
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
         if self.signum is not None:
             raise KeyboardInterrupt  # second signal: abort now
         self.signum = signum
+        if not self._deferring:
+            raise Interrupted(signum, None, self.phase)
         log.warning("%s received: finishing the current step, then saving last.pt "
                     "(send it again to abort at once)", signal.Signals(signum).name)
 

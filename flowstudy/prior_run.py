@@ -51,7 +51,7 @@ def prior_run(cfg: Config, lineage: list[dict[str, Any]], result_path: Path,
                         f"train.patience (a new run {cfg.name}+epochs<N>), or retrain it with "
                         f"force=true")
     last = checkpoint_dir / "last.pt"
-    if prior.status != "completed" and not continuing and last.exists():
+    if prior.status not in ("completed", "trained") and not continuing and last.exists():
         raise UserError(f"{where} is {prior.status} at epoch {prior.epochs} and left {last}: "
                         f"continue it with resume=auto, or start it over with force=true")
     return prior

@@ -15,11 +15,13 @@ import json
 import math
 import re
 import statistics
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from flowstudy.config import identity
+from flowstudy.errors import UserError
 from flowstudy.fileio import atomic_path
 from flowstudy.plots import pyplot, save_figure
 from flowstudy.results import RunResult
@@ -54,7 +56,14 @@ class Row:
 
 
 def load_runs(study: Path) -> list[RunResult]:
-    return [RunResult.load(p) for p in sorted((study / "runs").glob("*/result.json"))]
+    """Every readable result; a damaged one is skipped with a warning, not the whole report."""
+    runs = []
+    for path in sorted((study / "runs").glob("*/result.json")):
+        try:
+            runs.append(RunResult.load(path))
+        except UserError as e:
+            print(f"flowstudy.report: warning: skipping {e}", file=sys.stderr)
+    return runs
 
 
 def _seedless(run: RunResult) -> str:

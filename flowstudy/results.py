@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from flowstudy.errors import Diverged
-from flowstudy.fileio import write_json
+from flowstudy.errors import Busy, Diverged, UserError
+from flowstudy.fileio import read_json, write_json
 from flowstudy.interrupt import Interrupted
 
 log = logging.getLogger("flowstudy")
@@ -22,7 +21,9 @@ class RunResult:
     group: str  # the W&B group it was trained in
     groups: list[str] = field(default_factory=list)  # every study group that counts this run
     swept: dict[str, Any] = field(default_factory=dict)  # the keys its sweep varied
-    status: str = "running"  # running | completed | failed | interrupted | diverged
+    # running | trained (training finished, evaluation not: rerunning evaluates) | completed |
+    # failed | interrupted | diverged
+    status: str = "running"
     stop_reason: str | None = None  # max_epochs | early_stopping
     error: str | None = None
     epochs: int = 0
@@ -57,7 +58,12 @@ class RunResult:
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> RunResult:
-        return cls(**json.loads(Path(path).read_text()))
+        fix = "move it away, or replace the run with force=true"
+        data = read_json(path, "result.json", fix)
+        try:
+            return cls(**data)
+        except TypeError as e:  # not a dict, or keys this flowstudy does not know
+            raise UserError(f"{path}: not a flowstudy result ({e}); {fix}") from e
 
 
 COST_KEYS = ("flops_per_step", "flops", "flops_6nd", "steps_per_s", "samples_per_s",
@@ -70,6 +76,8 @@ def status_for(error: BaseException | None) -> str:
         return "completed"
     if isinstance(error, (Interrupted, KeyboardInterrupt)):
         return "interrupted"
+    if isinstance(error, Busy):
+        return "running elsewhere"
     return "diverged" if isinstance(error, Diverged) else "failed"
 
 

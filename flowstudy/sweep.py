@@ -13,15 +13,20 @@ import os
 from pathlib import Path
 from typing import Any
 
+from hydra import compose
+from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
+from flowstudy.config import validate
+from flowstudy.errors import Refused, describe
 from flowstudy.fileio import write_json
 
-# Set by SweepSummary when a sweep ends: (jobs, jobs that did not complete).
-last_sweep: tuple[int, int] | None = None
+# Set by SweepSummary when a sweep ends: (jobs, jobs that failed or were interrupted, jobs that
+# another process is training).
+last_sweep: tuple[int, int, int] | None = None
 
 
 def swept_keys(hydra_cfg: DictConfig) -> list[str]:
@@ -62,8 +67,30 @@ def write_job_record(job_dir: Path, record: dict[str, Any]) -> None:
     write_json(job_dir / "job.json", record)
 
 
+def check_jobs(config: DictConfig) -> None:
+    """Validate every job of a sweep before the first starts, so a bad value in a grid is one
+    line (exit 2) and not a failed job after hours of others."""
+    params = config.hydra.sweeper.get("params") or {}
+    lines = [f"{key}={value}" for key, value in params.items()] + list(config.hydra.overrides.task)
+    overrides = OverridesParser.create().parse_overrides(lines)
+    for batch in BasicSweeper.split_arguments(overrides, None):
+        for job in batch:
+            job = [o for o in job if not o.startswith(("hydra.", "hydra/"))]
+            validate(OmegaConf.to_object(compose("config", overrides=job)))
+
+
 class SweepSummary(Callback):
-    """At the end of a sweep: one line per job, and the count of jobs that did not complete."""
+    """Before a sweep: every job's config is checked. At its end: one line per job, and the
+    count of jobs that did not complete."""
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        try:
+            check_jobs(config)
+        except Exception as e:  # Hydra turns a callback's Exception into a warning and goes on
+            message = describe(e)
+            if message is None:
+                raise
+            raise Refused(message) from e
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         global last_sweep
@@ -77,6 +104,10 @@ class SweepSummary(Callback):
             quality = "  ".join(f"{k} {v:.4f}" for k, v in metric.items())
             print(f"  [{r['job']}] {r['name']:<40} {r['status']:<12} val {best:<8} {quality}"
                   + (f"  ({r['error']})" if r.get("error") else ""))
-        bad = sum(r["status"] not in ("completed", "skipped") for r in records)
-        print(f"{len(records) - bad} of {len(records)} runs completed or skipped as done")
-        last_sweep = (len(records), bad)
+        busy = sum(r["status"] == "running elsewhere" for r in records)
+        bad = sum(r["status"] not in ("completed", "skipped", "running elsewhere")
+                  for r in records)
+        print(f"{len(records) - bad - busy} of {len(records)} runs completed or skipped as done"
+              + (f"; {busy} being trained by another process (rerun this sweep once it has "
+                 f"finished to count them)" if busy else ""))
+        last_sweep = (len(records), bad, busy)

@@ -7,17 +7,21 @@ notes before the exception propagates.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import netrc
 import os
 import queue
 import threading
 from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, TextIO
+from urllib.parse import urlparse
 
-from flowstudy.config import Config, to_dict
+from flowstudy.config import Config, WandbConfig, to_dict
+from flowstudy.errors import ConfigError
 from flowstudy.fileio import atomic_path
 from flowstudy.results import status_for
 
@@ -39,6 +43,21 @@ def _truncate_jsonl(source: Path, last_step: int, path: Path) -> None:
         tmp.write_text("".join(line + "\n" for line in kept))
 
 
+def check_online(cfg: WandbConfig) -> None:
+    """``wandb.mode=online`` needs an API key: without one W&B fails (or prompts) only once the
+    run has started, so refuse before any work."""
+    if cfg.mode != "online" or os.environ.get("WANDB_API_KEY"):
+        return
+    host = urlparse(os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai")).hostname
+    try:
+        if netrc.netrc(os.environ.get("NETRC")).authenticators(host or ""):
+            return
+    except (OSError, netrc.NetrcParseError):  # no ~/.netrc, or one W&B could not read either
+        pass
+    raise ConfigError("wandb.mode", cfg.mode, f"offline or disabled here: no W&B API key for "
+                      f"{host} (run `wandb login` or set WANDB_API_KEY)")
+
+
 class Tracker:
     def __init__(self, cfg: Config, run_dir: str | os.PathLike[str], metrics_path: Path,
                  lineage: list[dict[str, Any]], swept: dict[str, Any] | None = None,
@@ -54,7 +73,7 @@ class Tracker:
             _truncate_jsonl(history or metrics_path, resume_step, metrics_path)
         at = f"?_step={resume_step}"
         parent = lineage[-1]["parent"]
-        self._jsonl = open(metrics_path, "a")  # noqa: SIM115 - closed in finish()
+        self._jsonl: TextIO | None = open(metrics_path, "a")  # noqa: SIM115 - closed in finish()
         self.run: Any = None  # the W&B run, once the sender thread has started it
         self._ready = threading.Event()
         self._init = dict(
@@ -121,16 +140,26 @@ class Tracker:
                     self._send_error = e
 
     @property
-    def run_id(self) -> str:
+    def run_id(self) -> str | None:
+        """The W&B run's id; None when W&B could not start (the run goes on without it)."""
         self._ready.wait()
-        if self.run is None:
-            raise RuntimeError(f"W&B could not start a run: {self._send_error}")
-        return self.run.id
+        return None if self.run is None else self.run.id
 
     def log(self, metrics: dict[str, float], step: int) -> None:
-        self._jsonl.write(json.dumps({"step": step, **metrics}) + "\n")
-        self._jsonl.flush()
+        if self._jsonl is not None:
+            try:
+                self._jsonl.write(json.dumps({"step": step, **metrics}) + "\n")
+                self._jsonl.flush()
+            except OSError as e:  # a full disk must not stop training: say so once
+                log.warning("could not write %s (%s); metrics go to W&B only from step %d",
+                            self._jsonl.name, e.strerror or e, step)
+                self._close_jsonl()
         self._outbox.put(lambda: self.run.log(metrics, step=step))
+
+    def _close_jsonl(self) -> None:
+        jsonl, self._jsonl = self._jsonl, None
+        with contextlib.suppress(OSError):  # closing flushes what the full disk refused
+            jsonl.close()
 
     def summary(self, values: dict[str, Any]) -> None:
         self._outbox.put(lambda: self.run.summary.update(values))
@@ -144,12 +173,13 @@ class Tracker:
         self._outbox.put(send)
 
     def finish(self, error: BaseException | None = None) -> None:
-        self._jsonl.close()
+        if self._jsonl is not None:
+            self._close_jsonl()
         self._outbox.put(None)
         self._sender.join()
-        if self.run is None:  # W&B never started: say so, unless the run failed anyway
-            if error is None:
-                raise RuntimeError(f"W&B could not start a run: {self._send_error}")
+        if self.run is None:  # the results are in result.json and metrics.jsonl all the same
+            log.warning("W&B could not start a run (%s); nothing was logged to W&B",
+                        self._send_error)
             return
         if self._send_error is not None:
             log.warning("some W&B logging failed: %s", self._send_error)

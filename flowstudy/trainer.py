@@ -268,7 +268,9 @@ def fit(
 
     bar = tqdm(total=cfg.epochs * steps_per_epoch, initial=state.step, unit="step",
                disable=None if ranks.main else True, dynamic_ncols=True, leave=False)
-    with logging_redirect_tqdm(), bar:
+    # A signal in the loop stops it after the current step, with last.pt saved.
+    deferring = stop.deferring() if stop is not None else contextlib.nullcontext()
+    with logging_redirect_tqdm(), bar, deferring:
         while state.epoch < cfg.epochs and not stopper.should_stop:
             model.train()
             for batch in batches.epoch(state.epoch, state.shuffle_gen, state.noise_gen,

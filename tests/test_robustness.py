@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import io
 import json
 import os
 import shlex
@@ -190,8 +191,8 @@ def test_disk_full_while_saving_keeps_the_previous_checkpoint(tmp_path: Path,
     save_checkpoint(path, {"epoch": 1, "w": torch.ones(10)})
     before = path.read_bytes()
 
-    def full_disk(obj: object, f: Path) -> None:
-        Path(f).write_bytes(b"partial checkpoint bytes")
+    def full_disk(obj: object, f: io.BufferedWriter) -> None:
+        f.write(b"partial checkpoint bytes")
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
     monkeypatch.setattr(checkpoint_module.torch, "save", full_disk)

@@ -8,7 +8,6 @@ split, so smaller subsets are nested in larger ones. Files' splits are stored un
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +15,8 @@ from pathlib import Path
 import torch
 
 from flowstudy.config import (
+    MAX_EVAL_DIM,
+    MIN_EVAL_POINTS,
     DatasetConfig,
     DigitsConfig,
     EmbeddingsConfig,
@@ -28,7 +29,7 @@ from flowstudy.data.fingerprint import file_sha256, short
 from flowstudy.data.normalize import Normalizer
 from flowstudy.data.toy2d import toy2d
 from flowstudy.errors import ConfigError
-from flowstudy.fileio import write_json
+from flowstudy.fileio import read_json, write_json
 
 
 @dataclass
@@ -74,7 +75,10 @@ def _file_split(cfg: EmbeddingsConfig, n: int, study_dir: Path) -> dict[str, lis
     source = str(Path(cfg.path).resolve())
     digest = file_sha256(cfg.path, study_dir / "datasets")
     if path.exists():
-        stored = json.loads(path.read_text())
+        stored = read_json(path, "split file", "move it away to re-split")
+        if not isinstance(stored, dict) or not {"rows", "train", "val", "test"} <= set(stored):
+            raise DataError(f"{path}: not a split file (needs rows, train, val and test); "
+                            f"move it away to re-split")
         made_for = stored.get("sha256")
         if made_for is None:  # a split from before fingerprints: adopt it for this content
             if stored["rows"] != n:
@@ -119,6 +123,11 @@ def _pool(cfg: DatasetConfig) -> torch.Tensor:
 def build_data(cfg: DatasetConfig, study_dir: str | Path = "study") -> DataSplits:
     if isinstance(cfg, EmbeddingsConfig):
         points = load_vectors(cfg.path)
+        if points.shape[1] > MAX_EVAL_DIM:
+            raise DataError(f"dataset.path={cfg.path}: {points.shape[1]}-d vectors; evaluation "
+                            f"handles at most {MAX_EVAL_DIM} dims (the Frechet distance needs "
+                            f"D x D float64 matrices: {points.shape[1] ** 2 * 8 / 2**30:.0f} "
+                            f"GiB each here)")
         _check_sizes(cfg, points.shape[0])
         split = _file_split(cfg, points.shape[0], Path(study_dir))
     else:
@@ -132,6 +141,11 @@ def build_data(cfg: DatasetConfig, study_dir: str | Path = "study") -> DataSplit
                               f"at most {len(train_idx)}, the size of {cfg.name}'s train split")
         subset = torch.randperm(len(train_idx), generator=torch.Generator().manual_seed(cfg.seed))
         train_idx = [train_idx[i] for i in subset[:cfg.n_train].tolist()]
+    if len(train_idx) < MIN_EVAL_POINTS:
+        raise ConfigError("dataset.n_train" if cfg.n_train is not None else "dataset.n_val",
+                          cfg.n_train if cfg.n_train is not None else cfg.n_val,
+                          f"a split leaving at least {MIN_EVAL_POINTS} training points (here "
+                          f"{len(train_idx)}); evaluation's k-NN precision/recall needs them")
     train = points[train_idx]
     return DataSplits(name=dataset_label(cfg), train=train, val=points[split["val"]],
                       test=points[split["test"]], normalizer=Normalizer.fit(train, cfg.normalize),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 from pathlib import Path
 
 import numpy as np
@@ -16,9 +17,17 @@ class DataError(UserError):
 
 def require_file(path: str) -> Path:
     p = Path(path)
+    where = f"dataset.path={path}"
+    try:
+        p.stat()
+    except OSError as e:  # is_file() says False for all of these alike
+        what = {errno.ENOENT: "no such file", errno.ELOOP: "is a symbolic link loop"}.get(
+            e.errno or 0, (e.strerror or str(e)).lower())
+        raise DataError(f"{where}: {what}") from e
+    if p.is_dir():
+        raise DataError(f"{where}: is a directory; give the .pt or .npy file inside it")
     if not p.is_file():
-        where = f"dataset.path={path}"
-        raise DataError(f"{where}: no such file" if not p.exists() else f"{where}: not a file")
+        raise DataError(f"{where}: not a regular file")
     return p
 
 
@@ -42,15 +51,23 @@ def load_vectors(path: str) -> torch.Tensor:
             raise DataError(f"{where}: values are not numeric (dtype {data.dtype})")
         data = torch.from_numpy(np.ascontiguousarray(data))
     if not isinstance(data, torch.Tensor):
-        raise DataError(f"{where}: holds a {type(data).__name__}, expected one tensor [N, D]")
+        keys = f" with keys {', '.join(map(str, list(data)[:5]))}" if isinstance(data, dict) else ""
+        raise DataError(f"{where}: holds a {type(data).__name__}{keys}, expected one tensor "
+                        f"[N, D] (save the tensor itself: torch.save(tensor, path))")
+    if data.layout != torch.strided:  # sparse COO/CSR: the same vectors, stored densely here
+        data = data.to_dense()
     if data.is_complex() or data.dtype == torch.bool:
         raise DataError(f"{where}: values are not real numbers (dtype {data.dtype})")
     if data.ndim != 2:
         raise DataError(f"{where}: has shape {tuple(data.shape)}, expected [N, D]")
     if data.shape[0] == 0 or data.shape[1] == 0:
         raise DataError(f"{where}: is empty (shape {tuple(data.shape)})")
-    data = data.float()
     bad = (~torch.isfinite(data)).any(dim=1).nonzero().flatten()
     if bad.numel():
         raise DataError(f"{where}: {bad.numel()} rows hold NaN or Inf (first: row {bad[0].item()})")
-    return data
+    # Finite float64 values beyond float32's range would become Inf in the cast below.
+    big = (data.abs() > torch.finfo(torch.float32).max).any(dim=1).nonzero().flatten()
+    if big.numel():
+        raise DataError(f"{where}: {big.numel()} rows hold values too large for float32 "
+                        f"(|x| > 3.4e38; first: row {big[0].item()})")
+    return data.float()
