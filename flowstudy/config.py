@@ -30,23 +30,25 @@ class ArchConfig:
 
 @dataclass
 class MLPConfig(ArchConfig):
-    width: int = 256
+    width: int | None = None  # null: the data dim rounded up to a multiple of 256 (2-d: 256)
     depth: int = 3  # residual blocks
 
 
 @dataclass
 class DiTConfig(ArchConfig):
-    dim: int = 64  # token width
+    dim: int | None = None  # token width; null: 2 x patch rounded up to a multiple of 64
     depth: int = 2  # transformer blocks
     heads: int = 4
-    patch: int | None = None  # vector dims per token; null: ceil(D / 8), i.e. at most 8 tokens
+    patch: int | None = None  # vector dims per token; null: ceil(D / 16), i.e. at most 16 tokens
     mlp_ratio: float = 2.0
 
 
 @dataclass
 class UNetConfig(ArchConfig):
     channels: int = 16
-    mults: list[int] = field(default_factory=lambda: [1, 2, 2])  # channel multiplier per level
+    # Channel multiplier per level; null: [1, 2, 2, ...] with enough levels (at least 3) that
+    # the coarsest sees at most 16 positions, so every dim can reach every other.
+    mults: list[int] | None = None
     blocks: int = 1  # residual blocks per level
 
 
@@ -79,8 +81,10 @@ class CoupledFlowConfig(FlowConfig):
 class DatasetConfig:
     name: str = MISSING
     n_train: int | None = None  # a seeded subset of the train split (null: all of it)
-    n_val: int = 1_000
-    n_test: int = 1_000
+    # null: a tenth of the rows each, at least 100 and at most 2,000 (the exact W2 costs n^3),
+    # and never more than a quarter, so at least half the rows train
+    n_val: int | None = None
+    n_test: int | None = None
     # Seeds the data and its split, apart from the run seed, so every run of a study sees the
     # same train/val/test points whatever its own seed.
     seed: int = 0
@@ -91,14 +95,16 @@ class DatasetConfig:
 @dataclass
 class Toy2DConfig(DatasetConfig):
     size: int = 22_000  # points generated; the train split is what val and test leave
+    n_val: int | None = 1_000
+    n_test: int | None = 1_000
     noise: float | None = None  # Gaussian noise added to the points; null: the dataset's own
     source: str = "gaussian"  # N(0, I), or another 2-d dataset (8gaussians -> moons)
 
 
 @dataclass
 class DigitsConfig(DatasetConfig):
-    n_val: int = 200
-    n_test: int = 200
+    n_val: int | None = 200
+    n_test: int | None = 200
 
 
 @dataclass
@@ -135,7 +141,13 @@ class MixupAugConfig(AugConfig):
 @dataclass
 class TrainConfig:
     epochs: int = 100
-    batch_size: int = 256  # drop_last: every step sees a full batch
+    # drop_last: every step sees a full batch; null: 256, or the train split rounded down to a
+    # multiple of accum_steps x ranks where it has fewer points
+    batch_size: int | None = None
+    # An epoch (one validation, one patience count) is as many passes over the train split as
+    # it takes to make at least this many optimizer steps; null: ceil(warmup_steps / 20), so
+    # warmup ends within the first 20 epochs however small the data.
+    min_epoch_steps: int | None = None
     lr: float = 2e-3
     weight_decay: float = 0.0
     warmup_steps: int = 1000
@@ -180,7 +192,7 @@ class WandbConfig:
 
 @dataclass
 class SampleConfig:
-    n: int = II("dataset.n_test")  # equal to the test split, so W2 is exact
+    n: int | None = None  # null: the size of the test split, so W2 is exact
     steps: int = 100  # fixed-step solvers; dopri5 adapts its own steps to atol/rtol
     solver: str = "euler"  # euler | midpoint | rk4 | dopri5
     atol: float = 1e-5
@@ -193,8 +205,11 @@ class Config:
     flow: Any = MISSING
     dataset: Any = MISSING
     aug: Any = MISSING
+    # The preset chosen (conf/experiment/<name>.yaml sets it): it prefixes the derived run name,
+    # so a preset's runs never collide with runs of the plain defaults.
+    experiment: str | None = None
     seed: int = 0
-    name: str | None = None  # run name; None derives <arch>-<flow>-<dataset>-<aug>
+    name: str | None = None  # run name; None derives [<experiment>-]<arch>-<flow>-<dataset>-<aug>
     group: str = "default"  # W&B group; set by the chosen ablation
     # A checkpoint to continue from; auto: this run's last.pt if an unfinished run left one
     resume: str | None = None
@@ -272,8 +287,13 @@ def validate(cfg: Config) -> None:
     t, d, a, f = cfg.train, cfg.dataset, cfg.arch, cfg.flow
     for group in ("arch", "flow", "dataset", "aug"):
         _one_of(f"{group}.name", getattr(cfg, group).name, group_options(group))
+    if cfg.experiment is not None:
+        _one_of("experiment", cfg.experiment, group_options("experiment"))
     _check(t.epochs >= 1, "train.epochs", t.epochs, "an integer >= 1")
-    _check(t.batch_size >= 1, "train.batch_size", t.batch_size, "an integer >= 1")
+    _check(t.batch_size is None or t.batch_size >= 1, "train.batch_size", t.batch_size,
+           "an integer >= 1, or null for 256 or the whole train split where smaller")
+    _check(t.min_epoch_steps is None or t.min_epoch_steps >= 1, "train.min_epoch_steps",
+           t.min_epoch_steps, "an integer >= 1, or null for ceil(warmup_steps / 20)")
     _check(t.lr > 0, "train.lr", t.lr, "a float > 0")
     _check(t.weight_decay >= 0, "train.weight_decay", t.weight_decay, "a float >= 0")
     _check(t.warmup_steps >= 0, "train.warmup_steps", t.warmup_steps, "an integer >= 0")
@@ -290,8 +310,8 @@ def validate(cfg: Config) -> None:
            "an integer >= 1, or null for this process's cores")
     _one_of("train.precision", t.precision, PRECISIONS)
     _check(t.accum_steps >= 1, "train.accum_steps", t.accum_steps, "an integer >= 1")
-    _check(t.batch_size % t.accum_steps == 0, "train.batch_size", t.batch_size,
-           f"a multiple of train.accum_steps={t.accum_steps}")
+    _check(t.batch_size is None or t.batch_size % t.accum_steps == 0, "train.batch_size",
+           t.batch_size, f"a multiple of train.accum_steps={t.accum_steps}")
     _check(t.nan_patience >= 1, "train.nan_patience", t.nan_patience, "an integer >= 1")
     _check(t.grad_stats_every >= 0, "train.grad_stats_every", t.grad_stats_every,
            "an integer >= 0 (0: off)")
@@ -300,7 +320,8 @@ def validate(cfg: Config) -> None:
 
     _positive_ints("arch", a)
     if isinstance(a, DiTConfig):
-        _check(a.dim % a.heads == 0, "arch.dim", a.dim, f"a multiple of arch.heads={a.heads}")
+        _check(a.dim is None or a.dim % a.heads == 0, "arch.dim", a.dim,
+               f"a multiple of arch.heads={a.heads}, or null to fit the data dim")
         _check(a.mlp_ratio > 0, "arch.mlp_ratio", a.mlp_ratio, "a float > 0")
 
     if isinstance(f, OTFlowConfig):
@@ -316,12 +337,15 @@ def validate(cfg: Config) -> None:
 
     _check(d.n_train is None or d.n_train >= 1, "dataset.n_train", d.n_train,
            "an integer >= 1, or null for the whole train split")
-    _check(d.n_val >= 1, "dataset.n_val", d.n_val, "an integer >= 1")
-    _check(d.n_test >= 1, "dataset.n_test", d.n_test, "an integer >= 1")
+    for key in ("n_val", "n_test"):
+        value = getattr(d, key)
+        _check(value is None or value >= 1, f"dataset.{key}", value,
+               "an integer >= 1, or null for a tenth of the rows (100 to 2,000)")
     _one_of("dataset.normalize", d.normalize, NORMALIZERS)
     if isinstance(d, (Toy2DConfig, SphereConfig)):
-        _check(d.size > d.n_val + d.n_test, "dataset.size", d.size,
-               f"more than n_val + n_test = {d.n_val + d.n_test}")
+        # Auto sizes always fit (build_data checks the rows); explicit ones are checked here.
+        held_out = (d.n_val or 0) + (d.n_test or 0)
+        _check(d.size > held_out, "dataset.size", d.size, f"more than n_val + n_test = {held_out}")
     if isinstance(d, Toy2DConfig):
         _check(d.noise is None or d.noise >= 0, "dataset.noise", d.noise,
                "a float >= 0, or null for the dataset's default")
@@ -337,7 +361,8 @@ def validate(cfg: Config) -> None:
         _check(cfg.aug.alpha > 0, "aug.alpha", cfg.aug.alpha, "a float > 0")
 
     s = cfg.sample
-    _check(s.n >= 1, "sample.n", s.n, "an integer >= 1")
+    _check(s.n is None or s.n >= 1, "sample.n", s.n,
+           "an integer >= 1, or null for the size of the test split")
     _check(s.steps >= 1, "sample.steps", s.steps, "an integer >= 1")
     _one_of("sample.solver", s.solver, SOLVERS)
     _check(s.atol > 0, "sample.atol", s.atol, "a float > 0")
@@ -348,9 +373,9 @@ def validate(cfg: Config) -> None:
 
 
 # Keys a suffix never names: they are already in the base name, or do not change what is trained.
-UNNAMED_KEYS = ("arch", "flow", "dataset", "aug", "ablation", "dataset.n_train", "dataset.source",
-                "dataset.path", "name", "group", "resume", "force", "study_dir", "checkpoint",
-                "wandb", "hydra", "train.device", "train.threads", "train.log_every",
+UNNAMED_KEYS = ("arch", "flow", "dataset", "aug", "ablation", "experiment", "dataset.n_train",
+                "dataset.source", "dataset.path", "name", "group", "resume", "force", "study_dir",
+                "checkpoint", "wandb", "hydra", "train.device", "train.threads", "train.log_every",
                 "train.grad_stats_every", "train.compile")
 # Keys that do not change a run's results; two runs differing only here are the same run.
 NON_IDENTITY_KEYS = ("name", "group", "resume", "force", "study_dir", "checkpoint", "wandb",
@@ -414,8 +439,11 @@ def dataset_label(d: DatasetConfig) -> str:
 
 
 def derive_name(cfg: Config, swept: dict[str, Any] | None = None) -> str:
-    """``<arch>-<flow>-<dataset>-<aug>``, then a suffix for each swept value off its default."""
+    """``[<experiment>-]<arch>-<flow>-<dataset>-<aug>``, then a suffix for each swept value off
+    its default."""
     base = f"{cfg.arch.name}-{cfg.flow.name}-{dataset_label(cfg.dataset)}-{cfg.aug.name}"
+    if cfg.experiment is not None:
+        base = f"{cfg.experiment}-{base}"
     return base + name_suffix(swept or {})
 
 

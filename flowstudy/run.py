@@ -13,6 +13,7 @@ from typing import Any
 
 import torch
 
+from flowstudy.auto import warn_if_warmup_too_long
 from flowstudy.build import build
 from flowstudy.checkpoint import check_compatible, load_checkpoint, save_checkpoint
 from flowstudy.config import Config, to_dict
@@ -93,6 +94,7 @@ def _train_and_evaluate(cfg: Config, run_dir: Path, device: torch.device, ranks:
         record(e)
         raise
     data, batches, val, state = built.data, built.batches, built.val, built.state
+    result.resolved = built.resolved.as_dict()
     if resumed is not None:
         state.load_state_dict(resumed)
         set_rng_state(resumed["rng"])
@@ -105,6 +107,8 @@ def _train_and_evaluate(cfg: Config, run_dir: Path, device: torch.device, ranks:
         log.info("run %s (group %s): %s parameters, %d-d data, %d train points, on %s%s",
                  cfg.name, cfg.group, f"{result.params:,}", data.dim, data.train.shape[0],
                  device, f" x {ranks.world} ranks" if ranks.active else "")
+        log.info("%s", built.resolved.line())
+        warn_if_warmup_too_long(built.resolved)
     # W&B starts in the tracker's own thread, overlapping the first training steps (whose
     # torch kernels release the GIL; building, mostly imports, would not).
     tracker = (Tracker(cfg, run_dir, result_path.parent / "metrics.jsonl", swept=swept,
@@ -113,19 +117,22 @@ def _train_and_evaluate(cfg: Config, run_dir: Path, device: torch.device, ranks:
                if ranks.main else NullTracker())
     try:
         with tracker:
-            extra = {"config": to_dict(cfg), "normalizer": data.normalizer.state_dict()}
-            tracker.summary({"params": result.params})
+            extra = {"config": to_dict(cfg), "resolved": result.resolved,
+                     "normalizer": data.normalizer.state_dict()}
+            tracker.summary({"params": result.params,
+                             **{f"resolved/{k}": v for k, v in result.resolved.items()
+                                if k != "arch"}})
             with StopRequest() as stop:
-                fitted = fit(cfg.train, state, batches, val, tracker, checkpoint_dir,
+                fitted = fit(built.cfg.train, state, batches, val, tracker, checkpoint_dir,
                              save=lambda path, s: save_checkpoint(
                                  path, {**s, **extra, "wandb_run_id": tracker.run_id}),
                              save_last=cfg.checkpoint.save_last, stop=stop, engine=built.engine)
             result.stop_reason = fitted.stop_reason
             result.best_val_loss = state.stopper.best
             result.best_epoch = state.stopper.best_epoch
-            record_cost(result, fitted, cfg.train.batch_size, built)
+            record_cost(result, fitted, built.cfg.train.batch_size, built)
             if ranks.main:
-                evaluate_best(cfg, result, data, state, tracker, checkpoint_dir, device,
+                evaluate_best(built.cfg, result, data, state, tracker, checkpoint_dir, device,
                               fitted.steps)
     except BaseException as e:
         result.epochs, result.steps = state.epoch, state.step
