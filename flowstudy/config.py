@@ -262,7 +262,7 @@ SOLVERS = ("euler", "midpoint", "rk4", "dopri5")  # = flowstudy.flows.solvers (a
 MONITORS = ("ema", "raw")
 PRECISIONS = ("fp32", "bf16", "fp16")
 NORMALIZERS = ("standard", "robust", "global")
-SOURCES_2D = ("8gaussians", "checkerboard", "circles", "moons", "swissroll")
+SOURCES_2D = ("8gaussians", "checkerboard", "circles", "moons", "scurve", "swissroll")
 
 
 def _check(ok: bool, key: str, value: Any, allowed: str) -> None:
