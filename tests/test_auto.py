@@ -169,7 +169,7 @@ def test_the_otcfm_paper_preset_trains_20k_steps_at_a_constant_lr() -> None:
 
 @pytest.mark.slow
 def test_the_quick_preset_runs_end_to_end_and_records_what_it_resolved(tmp_path: Path) -> None:
-    args = ["experiment=quick", "wandb.mode=disabled"]
+    args = ["experiment=quick", "wandb.mode=disabled", "train.threads=1"]
     first = cli(args, cwd=tmp_path)
     assert first.returncode == 0, first.stderr
     name = "quick-mlp-ot-moons-none"
