@@ -4,6 +4,10 @@ generators and paired by the flow's coupling, optionally ahead of the step in a 
 The draws happen in one sequence whatever the timing, and a coupling's own randomness comes from
 a generator seeded by (seed, epoch, batch), so a prefetched run is identical to an inline one and
 a run resumed mid-epoch can replay the draws it skips.
+
+An epoch is ``passes`` shuffled passes over the train split (more than one where a pass alone
+would be shorter than ``train.min_epoch_steps``; see flowstudy.auto), drawn in one sequence, so
+the same replay covers a resume in any pass.
 """
 
 from __future__ import annotations
@@ -48,17 +52,24 @@ class BatchSource:
     flow: Flow
     augment: Augment | None
     seed: int
+    passes: int = 1  # passes over the train split per epoch
+
+    @property
+    def steps_per_pass(self) -> int:
+        return self.train.shape[0] // self.batch_size  # the last partial batch is dropped
 
     @property
     def steps_per_epoch(self) -> int:
-        return self.train.shape[0] // self.batch_size  # the last partial batch is dropped
+        return self.passes * self.steps_per_pass
 
     def _draws(self, shuffle_gen: torch.Generator, noise_gen: torch.Generator,
                skip: int) -> Iterator[tuple[int, Batch]]:
         n, b, device = self.train.shape[0], self.batch_size, self.train.device
-        order = torch.randperm(n, generator=shuffle_gen).to(device)
         for i in range(self.steps_per_epoch):
-            x1 = self.train[order[i * b:(i + 1) * b]]
+            j = i % self.steps_per_pass  # batch index within its pass
+            if j == 0:
+                order = torch.randperm(n, generator=shuffle_gen).to(device)
+            x1 = self.train[order[j * b:(j + 1) * b]]
             if self.augment is not None:
                 x1 = self.augment(x1, noise_gen)
             x0 = self.source.sample(b, x1.shape[1], noise_gen)

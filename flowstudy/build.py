@@ -1,5 +1,6 @@
-"""Build everything a run trains with from its config: data, batches, validation set, model,
-optimizer, EMA, early stopping and the step engine."""
+"""Build everything a run trains with from its config: data, the values the data decides
+(flowstudy.auto), batches, validation set, model, optimizer, EMA, early stopping and the step
+engine."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
+from flowstudy.auto import Resolved, resolve
 from flowstudy.batches import BatchSource
 from flowstudy.config import Config
 from flowstudy.data import DataSplits, build_data
@@ -30,6 +32,8 @@ log = logging.getLogger("flowstudy")
 class Built:
     """Everything a run trains with, built from its config."""
 
+    cfg: Config  # the requested config with every data-dependent null resolved
+    resolved: Resolved  # what was resolved, as logged and stored in result.json
     data: DataSplits
     batches: BatchSource
     val: ValidationSet
@@ -58,22 +62,24 @@ def adamw(model: nn.Module, lr: float, weight_decay: float) -> torch.optim.AdamW
 
 
 def build(cfg: Config, device: torch.device, ranks: Dist | None = None) -> Built:
+    """Build a run from its requested ``cfg``; ``Built.cfg`` is that config resolved."""
     ranks = ranks or Dist()
     t = cfg.train
     if t.precision == "fp16" and device.type != "cuda":
         raise ConfigError("train.precision", "fp16", "fp32 or bf16 on a CPU (fp16 needs CUDA)")
-    if t.batch_size % (t.accum_steps * ranks.world):
+    if t.batch_size is not None and t.batch_size % (t.accum_steps * ranks.world):
         raise ConfigError("train.batch_size", t.batch_size,
                           f"a multiple of train.accum_steps x ranks = "
                           f"{t.accum_steps} x {ranks.world} (the batch is global)")
     data = build_data(cfg.dataset, cfg.study_dir)
-    if t.batch_size > data.train.shape[0]:
-        raise ConfigError("train.batch_size", t.batch_size,
-                          f"at most the {data.train.shape[0]} training points (full batches only)")
+    cfg, resolved = resolve(cfg, data.train.shape[0], data.val.shape[0], data.test.shape[0],
+                            data.dim, ranks.world)
+    t = cfg.train
     flow = build_flow(cfg.flow)
     batches = BatchSource(train=data.normalizer.encode(data.train).to(device),
                           batch_size=t.batch_size, source=data.source, flow=flow,
-                          augment=build_augment(cfg.aug), seed=cfg.seed)
+                          augment=build_augment(cfg.aug), seed=cfg.seed,
+                          passes=resolved.passes_per_epoch)
     # Validation noise is seeded by the data seed: runs of any seed are scored on the same problem.
     val = ValidationSet.fixed(data.normalizer.encode(data.val).to(device), data.source, flow,
                               t.batch_size, seed=cfg.dataset.seed)
@@ -98,4 +104,4 @@ def build(cfg: Config, device: torch.device, ranks: Dist | None = None) -> Built
     if ranks.active:
         forward = DistributedDataParallel(
             forward, device_ids=[device.index] if device.type == "cuda" else None)
-    return Built(data, batches, val, state, Engine(forward, precision, ranks))
+    return Built(cfg, resolved, data, batches, val, state, Engine(forward, precision, ranks))

@@ -80,6 +80,10 @@ MIN_EVAL_POINTS = 4
 RUN_NAME = Rule("a run name of letters, digits and . _ - + = , starting with a letter or digit "
                 "(at most 128 characters)",
                 lambda v: re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._+=,-]{0,127}", v) is not None)
+# Split sizes: auto (null) or explicit.
+N_VAL = POSITIVE.or_null("for a tenth of the rows (100 to 2,000)")
+N_TEST = ints(MIN_EVAL_POINTS, why="k-NN precision/recall").or_null(
+    "for a tenth of the rows (100 to 2,000)")
 # W&B refuses these after training has started; say so before.
 WANDB_PROJECT = Rule("at most 128 characters, none of / \\ # ? % :",
                      lambda v: 0 < len(v) <= 128 and not set(v) & set("/\\#?%:"))
@@ -87,7 +91,7 @@ WANDB_TAGS = Rule("a list of tags of 1 to 64 characters each",
                   lambda v: all(0 < len(t) <= 64 for t in v))
 
 SOLVERS = ("euler", "midpoint", "rk4", "dopri5")  # = flowstudy.flows.solvers (a test checks)
-SOURCES_2D = ("8gaussians", "checkerboard", "circles", "moons", "swissroll")
+SOURCES_2D = ("8gaussians", "checkerboard", "circles", "moons", "scurve", "swissroll")
 
 # --- group schemas: one base per group; options with different fields get their own subclass ----
 # Options sharing a schema (e.g. the 2-d datasets) differ only by values set in their YAML.
@@ -100,26 +104,30 @@ class ArchConfig:
 
 @dataclass
 class MLPConfig(ArchConfig):
-    width: int = checked(256, POSITIVE)
+    # null: the data dim rounded up to a multiple of 256 (2-d: 256)
+    width: int | None = checked(None, POSITIVE.or_null("for the data dim rounded up to 256s"))
     depth: int = checked(3, POSITIVE)  # residual blocks
 
 
 @dataclass
 class DiTConfig(ArchConfig):
-    dim: int = checked(64, POSITIVE)  # token width
+    # token width; null: 2 x patch rounded up to a multiple of 64
+    dim: int | None = checked(None, POSITIVE.or_null("for 2 x patch rounded up to 64s"))
     depth: int = checked(2, POSITIVE)  # transformer blocks
     heads: int = checked(4, POSITIVE)
-    # vector dims per token; null: ceil(D / 8), i.e. at most 8 tokens
-    patch: int | None = checked(None, POSITIVE.or_null("for ceil(D / 8)"))
+    # vector dims per token; null: ceil(D / 16), i.e. at most 16 tokens
+    patch: int | None = checked(None, POSITIVE.or_null("for ceil(D / 16)"))
     mlp_ratio: float = checked(2.0, POSITIVE_FLOAT)
 
 
 @dataclass
 class UNetConfig(ArchConfig):
     channels: int = checked(16, POSITIVE)
-    # channel multiplier per level
-    mults: list[int] = field(default_factory=lambda: [1, 2, 2], metadata={"rule": Rule(
-        "a non-empty list of integers >= 1", lambda v: len(v) > 0 and min(v) >= 1)})
+    # Channel multiplier per level; null: [1, 2, 2, ...] with enough levels (at least 3) that
+    # the coarsest sees at most 16 positions, so every dim can reach every other.
+    mults: list[int] | None = field(default=None, metadata={"rule": Rule(
+        "a non-empty list of integers >= 1, or null to fit the data dim",
+        lambda v: v is None or (len(v) > 0 and min(v) >= 1))})
     blocks: int = checked(1, POSITIVE)  # residual blocks per level
 
 
@@ -153,8 +161,10 @@ class DatasetConfig:
     name: str = MISSING
     # a seeded subset of the train split (null: all of it)
     n_train: int | None = checked(None, POSITIVE.or_null("for the whole train split"))
-    n_val: int = checked(1_000, POSITIVE)
-    n_test: int = checked(1_000, ints(MIN_EVAL_POINTS, why="k-NN precision/recall"))
+    # null: a tenth of the rows each, at least 100 and at most 2,000 (the exact W2 costs n^3),
+    # and never more than a quarter, so at least half the rows train
+    n_val: int | None = checked(None, N_VAL)
+    n_test: int | None = checked(None, N_TEST)
     # Seeds the data and its split, apart from the run seed, so every run of a study sees the
     # same train/val/test points whatever its own seed.
     seed: int = checked(0, SEED)
@@ -166,6 +176,8 @@ class DatasetConfig:
 class Toy2DConfig(DatasetConfig):
     # points generated; the train split is what val and test leave
     size: int = checked(22_000, POSITIVE)
+    n_val: int | None = checked(1_000, N_VAL)
+    n_test: int | None = checked(1_000, N_TEST)
     # Gaussian noise added to the points; null: the dataset's own
     noise: float | None = checked(None, NON_NEGATIVE_FLOAT.or_null("for the dataset's default"))
     # N(0, I), or another 2-d dataset (8gaussians -> moons)
@@ -174,8 +186,8 @@ class Toy2DConfig(DatasetConfig):
 
 @dataclass
 class DigitsConfig(DatasetConfig):
-    n_val: int = checked(200, POSITIVE)
-    n_test: int = checked(200, ints(MIN_EVAL_POINTS, why="k-NN precision/recall"))
+    n_val: int | None = checked(200, N_VAL)
+    n_test: int | None = checked(200, N_TEST)
 
 
 @dataclass
@@ -213,7 +225,14 @@ class MixupAugConfig(AugConfig):
 @dataclass
 class TrainConfig:
     epochs: int = checked(100, POSITIVE)
-    batch_size: int = checked(256, POSITIVE)  # drop_last: every step sees a full batch
+    # drop_last: every step sees a full batch; null: 256, or the train split rounded down to a
+    # multiple of accum_steps x ranks where it has fewer points
+    batch_size: int | None = checked(None, POSITIVE.or_null(
+        "for 256, or the train split where smaller"))
+    # An epoch (one validation, one patience count) is as many passes over the train split as
+    # it takes to make at least this many optimizer steps; null: ceil(warmup_steps / 20), so
+    # warmup ends within the first 20 epochs however small the data.
+    min_epoch_steps: int | None = checked(None, POSITIVE.or_null("for ceil(warmup_steps / 20)"))
     lr: float = checked(2e-3, POSITIVE_FLOAT)
     weight_decay: float = checked(0.0, NON_NEGATIVE_FLOAT)
     warmup_steps: int = checked(1000, ints(0))
@@ -289,8 +308,11 @@ class Config:
     flow: Any = MISSING
     dataset: Any = MISSING
     aug: Any = MISSING
+    # The preset chosen (conf/experiment/<name>.yaml sets it): it prefixes the derived run name,
+    # so a preset's runs never collide with runs of the plain defaults.
+    experiment: str | None = None
     seed: int = checked(0, SEED)
-    # run name; None derives <arch>-<flow>-<dataset>-<aug>
+    # run name; None derives [<experiment>-]<arch>-<flow>-<dataset>-<aug>
     name: str | None = checked(None, RUN_NAME.or_null("to derive it"))
     group: str = checked("default", RUN_NAME)  # W&B group; set by the chosen ablation
     # A checkpoint to continue from; auto: this run's last.pt if an unfinished run left one
@@ -369,15 +391,20 @@ def validate(cfg: Config) -> None:
                f"one of {', '.join(options)}")
     _check_fields(cfg, "")
     t, d, a, f = cfg.train, cfg.dataset, cfg.arch, cfg.flow
-    _check(t.batch_size % t.accum_steps == 0, "train.batch_size", t.batch_size,
-           f"a multiple of train.accum_steps={t.accum_steps}")
+    if cfg.experiment is not None:
+        _check(cfg.experiment in group_options("experiment"), "experiment", cfg.experiment,
+               f"one of {', '.join(group_options('experiment'))}")
+    _check(t.batch_size is None or t.batch_size % t.accum_steps == 0, "train.batch_size",
+           t.batch_size, f"a multiple of train.accum_steps={t.accum_steps}")
     if isinstance(a, DiTConfig):
-        _check(a.dim % a.heads == 0, "arch.dim", a.dim, f"a multiple of arch.heads={a.heads}")
+        _check(a.dim is None or a.dim % a.heads == 0, "arch.dim", a.dim,
+               f"a multiple of arch.heads={a.heads}, or null to fit the data dim")
     if isinstance(f, CoupledFlowConfig) and f.name == "sb":
         _check(f.sigma > 0, "flow.sigma", f.sigma, "a float > 0 (sb's entropic reg is 2 sigma^2)")
     if isinstance(d, (Toy2DConfig, SphereConfig)):
-        _check(d.size > d.n_val + d.n_test, "dataset.size", d.size,
-               f"more than n_val + n_test = {d.n_val + d.n_test}")
+        # Auto sizes always fit (build_data checks the rows); explicit ones are checked here.
+        held_out = (d.n_val or 0) + (d.n_test or 0)
+        _check(d.size > held_out, "dataset.size", d.size, f"more than n_val + n_test = {held_out}")
 
 
 def rules_text() -> str:
@@ -404,8 +431,8 @@ NON_IDENTITY_KEYS = ("name", "group", "resume", "force", "study_dir", "checkpoin
                      "train.device", "train.threads", "train.log_every", "train.grad_stats_every",
                      "train.compile")
 # Keys a suffix never names: those the base name already shows, and those outside identity.
-UNNAMED_KEYS = ("arch.name", "flow.name", "dataset.name", "aug.name", "dataset.n_train",
-                "dataset.source", "dataset.path", *NON_IDENTITY_KEYS)
+UNNAMED_KEYS = ("experiment", "arch.name", "flow.name", "dataset.name", "aug.name",
+                "dataset.n_train", "dataset.source", "dataset.path", *NON_IDENTITY_KEYS)
 
 
 def _format_value(value: Any) -> str:
@@ -464,17 +491,16 @@ def option_defaults(group: str, option: str) -> dict[str, Any]:
 
 
 def overrides(cfg: DictConfig) -> dict[str, Any]:
-    """Every value of a composed config off the defaults of its chosen group options (on the
-    command line, in a sweep's grid or an ablation), resolved.
-
-    A default that is another key (``sample.n: ${dataset.n_test}``) is compared with that key's
-    value in this config, so the same config always gives the same overrides."""
+    """Every value of a composed config off the defaults of its chosen group options and of its
+    ``experiment`` preset (on the command line, in a sweep's grid or an ablation), resolved."""
     current = leaves(OmegaConf.to_container(cfg, resolve=True))
     reference = leaves({**dataclasses.asdict(Config()),
                         **{g: option_defaults(g, cfg[g].name) for g in GROUP_SCHEMAS}})
-    for key, default in reference.items():
-        if isinstance(default, str) and (m := re.fullmatch(r"\$\{([\w.]+)\}", default)):
-            reference[key] = current.get(m.group(1), default)
+    if cfg.experiment is not None:  # a preset's own values are its name, not suffixes
+        preset = OmegaConf.to_container(
+            OmegaConf.load(CONF_DIR / "experiment" / f"{cfg.experiment}.yaml"))
+        preset.pop("defaults", None)
+        reference.update(leaves(preset))
     return named_changes(current, reference)
 
 
@@ -511,8 +537,11 @@ def dataset_label(d: DatasetConfig) -> str:
 
 
 def derive_name(cfg: Config, changed: dict[str, Any] | None = None) -> str:
-    """``<arch>-<flow>-<dataset>-<aug>``, then a suffix for each value off its default."""
+    """``[<experiment>-]<arch>-<flow>-<dataset>-<aug>``, then a suffix for each value off its
+    default."""
     base = f"{cfg.arch.name}-{cfg.flow.name}-{dataset_label(cfg.dataset)}-{cfg.aug.name}"
+    if cfg.experiment is not None:
+        base = f"{cfg.experiment}-{base}"
     return base + name_suffix(changed or {}, leaves(to_dict(cfg)))
 
 

@@ -29,12 +29,12 @@ class Evaluation:
 @torch.no_grad()
 def evaluate(model: nn.Module, data: DataSplits, cfg: SampleConfig, seed: int) -> Evaluation:
     device = next(model.parameters()).device
-    n_samples = cfg.n or data.test.shape[0]
-    x0 = data.source.sample(n_samples, data.dim, torch.Generator().manual_seed(seed))
+    count = cfg.n if cfg.n is not None else data.test.shape[0]  # null: the test split's size
+    x0 = data.source.sample(count, data.dim, torch.Generator().manual_seed(seed))
     z, nfe = solve(model.eval(), x0.to(device), cfg.solver, cfg.steps, cfg.atol, cfg.rtol)
     samples = data.normalizer.decode(z).cpu()
     # Equal-sized sets make W2 exact; the floor's real reference comes from the train split.
-    n = min(n_samples, data.test.shape[0], data.train.shape[0])
+    n = min(count, data.test.shape[0], data.train.shape[0])
     pick = torch.randperm(data.train.shape[0], generator=torch.Generator().manual_seed(seed))[:n]
     metrics = sample_metrics(samples[:n], data.test[:n], data.train[pick])
     return Evaluation(samples=samples, metrics=metrics, nfe=nfe)

@@ -47,9 +47,12 @@ class RunResult:
     nfe: int | None = None  # velocity evaluations used to sample
     checkpoint: str | None = None
     samples_png: str | None = None
-    config: dict[str, Any] = field(default_factory=dict)
+    config: dict[str, Any] = field(default_factory=dict)  # as requested
     # Its identity: the segments that trained it (config, data hashes, checkpoint started from).
     lineage: list[dict[str, Any]] = field(default_factory=list)
+    # What the data decided where the config said null (flowstudy.auto.Resolved): split sizes,
+    # batch, passes and steps per epoch, planned steps, architecture sizes, sample count.
+    resolved: dict[str, Any] = field(default_factory=dict)
     # True only on the result handed back for a completed run that was not retrained.
     skipped: bool = False
 

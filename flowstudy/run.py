@@ -13,6 +13,7 @@ from typing import Any
 
 import torch
 
+from flowstudy.auto import warn_if_warmup_too_long
 from flowstudy.build import Built, build
 from flowstudy.checkpoint import (
     RESUMABLE,
@@ -141,6 +142,7 @@ def _train_and_evaluate(cfg: Config, run_dir: Path, device: torch.device, ranks:
         seed_everything(cfg.seed)
         built = build(cfg, device, ranks)
         data, state = built.data, built.state
+        result.resolved = built.resolved.as_dict()
         if resumed is not None:
             state.load_state_dict(resumed)
             set_rng_state(resumed["rng"])
@@ -153,6 +155,8 @@ def _train_and_evaluate(cfg: Config, run_dir: Path, device: torch.device, ranks:
             log.info("run %s (group %s): %s parameters, %d-d data, %d train points, on %s%s",
                      cfg.name, cfg.group, f"{result.params:,}", data.dim, data.train.shape[0],
                      device, f" x {ranks.world} ranks" if ranks.active else "")
+            log.info("%s", built.resolved.line())
+            warn_if_warmup_too_long(built.resolved)
         # W&B starts in the tracker's own thread, overlapping the first training steps (whose
         # torch kernels release the GIL; building, mostly imports, would not).
         stop.phase = "starting W&B"
@@ -175,7 +179,7 @@ def _train_and_evaluate(cfg: Config, run_dir: Path, device: torch.device, ranks:
             if trained is None and ranks.main and (checkpoint_dir / "best.pt").exists():
                 record(None, status="trained")
             if ranks.main:
-                evaluate_best(cfg, result, data, state, tracker, checkpoint_dir, device,
+                evaluate_best(built.cfg, result, data, state, tracker, checkpoint_dir, device,
                               result.steps)
             stop.phase = "finishing W&B (training and evaluation had finished; rerun the same " \
                          "command to record it)"
@@ -194,12 +198,13 @@ def _train_and_evaluate(cfg: Config, run_dir: Path, device: torch.device, ranks:
 def _fit(cfg: Config, result: RunResult, built: Built, start: Start,
          tracker: Tracker | NullTracker, checkpoint_dir: Path, stop: StopRequest) -> None:
     state = built.state
-    extra = {"config": to_dict(cfg), "lineage": start.lineage,
+    extra = {"config": to_dict(cfg), "lineage": start.lineage, "resolved": result.resolved,
              "normalizer": built.data.normalizer.state_dict()}
-    tracker.summary({"params": result.params})
+    tracker.summary({"params": result.params,
+                     **{f"resolved/{k}": v for k, v in result.resolved.items() if k != "arch"}})
     stop.phase = "training"
     try:
-        fitted = fit(cfg.train, state, built.batches, built.val, tracker, checkpoint_dir,
+        fitted = fit(built.cfg.train, state, built.batches, built.val, tracker, checkpoint_dir,
                      save=lambda path, s: save_checkpoint(
                          path, {**s, **extra, "wandb_run_id": tracker.run_id}),
                      save_last=cfg.checkpoint.save_last, stop=stop, engine=built.engine)
@@ -208,7 +213,7 @@ def _fit(cfg: Config, result: RunResult, built: Built, start: Start,
     result.stop_reason = fitted.stop_reason
     result.best_val_loss = state.stopper.best
     result.best_epoch = state.stopper.best_epoch
-    record_cost(result, fitted, cfg.train.batch_size, built)
+    record_cost(result, fitted, built.cfg.train.batch_size, built)
 
 
 def _record_end(result: RunResult, path: Path, error: BaseException | None, *, started: float,

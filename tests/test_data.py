@@ -14,7 +14,7 @@ from flowstudy.data import build_data, fingerprint
 from flowstudy.data.augment import gaussian_noise, mixup
 from flowstudy.data.files import DataError
 from flowstudy.data.normalize import Normalizer
-from flowstudy.data.toy2d import TOY2D
+from flowstudy.data.toy2d import TOY2D, toy2d
 from flowstudy.errors import ConfigError
 
 
@@ -42,6 +42,14 @@ def test_each_2d_dataset_is_seeded_and_distinct(name: str) -> None:
     moons = build_data(Toy2DConfig(name="moons", size=2200, n_val=100, n_test=100))
     assert name == "moons" or not torch.allclose(data.train.mean(0), moons.train.mean(0),
                                                  atol=1e-3)
+
+
+def test_scurve_is_scikit_learns_s_curve_seen_along_its_flat_axis() -> None:
+    # make_s_curve: (sin t, 2u, sign(t)(cos t - 1)), t ~ U(-3pi/2, 3pi/2); kept: (x, z) x 1.5.
+    points = toy2d("scurve", 4000, 0.0, torch.Generator().manual_seed(0)) / 1.5
+    x, z = points.unbind(1)
+    torch.testing.assert_close(x.square() + (1 - z.abs()).square(), torch.ones(4000))
+    assert z.min() > -2 - 1e-6 and z.max() < 2 + 1e-6 and (z < -1).any() and (z > 1).any()
 
 
 def test_n_train_takes_nested_seeded_subsets() -> None:

@@ -23,8 +23,8 @@ def test_every_arch_maps_xt_and_t_to_a_velocity_of_the_same_shape(cfg: object, d
 
 
 def test_dit_patches_cover_the_vector_and_start_as_zero_velocity() -> None:
-    model = DiT(1024, dim=32, depth=2, heads=4, patch=None, mlp_ratio=2.0)
-    assert (model.patch, model.tokens) == (128, 8)  # auto: at most 8 tokens
+    model = DiT(1024, dim=32, depth=2, heads=4, patch=128, mlp_ratio=2.0)
+    assert (model.patch, model.tokens) == (128, 8)
     odd = DiT(5, dim=32, depth=1, heads=4, patch=2, mlp_ratio=2.0)
     assert odd.tokens == 3  # zero-padded from 5 to 6 dims
     x = torch.randn(4, 1024)

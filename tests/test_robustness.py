@@ -49,9 +49,14 @@ class StopAt:
             self.stop.signum = signal.SIGTERM
 
 
-@pytest.mark.parametrize("flow", ["ot", "minibatch_ot"])
-def test_a_mid_epoch_stop_resumes_bitwise(tmp_path: Path, flow: str) -> None:
-    cfg = _config(tmp_path, f"flow={flow}", "train.epochs=3", "train.log_every=1")
+# 8 batches per pass; min_epoch_steps=20 makes an epoch 3 passes (24 steps), and step 35 lands
+# in the second pass of the second epoch.
+@pytest.mark.parametrize(("flow", "min_epoch_steps", "stop_step"),
+                         [("ot", 1, 11), ("minibatch_ot", 1, 11), ("minibatch_ot", 20, 35)])
+def test_a_mid_epoch_stop_resumes_bitwise(tmp_path: Path, flow: str, min_epoch_steps: int,
+                                          stop_step: int) -> None:
+    cfg = _config(tmp_path, f"flow={flow}", "train.epochs=3", "train.log_every=1",
+                  f"train.min_epoch_steps={min_epoch_steps}")
 
     def fresh():
         seed_everything(cfg.seed)
@@ -64,11 +69,14 @@ def test_a_mid_epoch_stop_resumes_bitwise(tmp_path: Path, flow: str) -> None:
         save=save_checkpoint, stop=never)
 
     first, stop = fresh(), StopRequest()
-    with pytest.raises(Interrupted):  # step 11 is batch 3 of epoch 2 (8 batches per epoch)
-        fit(cfg.train, first.state, first.batches, first.val, StopAt(stop, 11), tmp_path / "b",
-            save=save_checkpoint, stop=stop)
+    per_epoch = first.batches.steps_per_epoch
+    assert per_epoch == 8 * first.resolved.passes_per_epoch and per_epoch >= min_epoch_steps
+    with pytest.raises(Interrupted):
+        fit(cfg.train, first.state, first.batches, first.val, StopAt(stop, stop_step),
+            tmp_path / "b", save=save_checkpoint, stop=stop)
     last = load_checkpoint(tmp_path / "b" / "last.pt", "cpu")
-    assert (last["epoch"], last["batch"], last["step"]) == (1, 3, 11)
+    assert (last["epoch"], last["batch"], last["step"]) == (
+        stop_step // per_epoch, stop_step % per_epoch, stop_step)
 
     resumed, sink_b = fresh(), StopAt(never, -1)
     resumed.state.load_state_dict(last)
@@ -79,7 +87,7 @@ def test_a_mid_epoch_stop_resumes_bitwise(tmp_path: Path, flow: str) -> None:
                     [*resumed.state.model.parameters(), *resumed.state.ema.module.parameters()],
                     strict=True):
         assert torch.equal(a, b)
-    assert sink_b.records == [r for r in sink_a.records if r["step"] > 11]
+    assert sink_b.records == [r for r in sink_a.records if r["step"] > stop_step]
 
 
 def _start(args: list[str], cwd: Path) -> subprocess.Popen[str]:

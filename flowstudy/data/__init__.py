@@ -3,7 +3,8 @@
 Every dataset is a pool of points split once by the data seed (``dataset.seed``): test first, then
 val, the rest is train; ``dataset.n_train`` takes the first n of a seeded order of the train
 split, so smaller subsets are nested in larger ones. Files' splits are stored under
-``<study_dir>/datasets/<name>/`` on first use and reused afterwards.
+``<study_dir>/datasets/<name>/`` on first use and reused afterwards. Null split sizes are
+resolved from the number of rows (``flowstudy.auto.split_sizes``).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from pathlib import Path
 
 import torch
 
+from flowstudy.auto import split_sizes
 from flowstudy.config import (
     MAX_EVAL_DIM,
     MIN_EVAL_POINTS,
@@ -67,11 +69,13 @@ def _split(n: int, n_val: int, n_test: int, seed: int) -> dict[str, list[int]]:
             "train": order[n_test + n_val:]}
 
 
-def _file_split(cfg: EmbeddingsConfig, n: int, study_dir: Path) -> dict[str, list[int]]:
+def _file_split(cfg: EmbeddingsConfig, n: int, n_val: int, n_test: int,
+                study_dir: Path) -> dict[str, list[int]]:
     """The split of a user's file, written on first use and reused by every later run of the
-    same content; a changed file, or another file of the same stem, is refused."""
+    same content; a changed file, or another file of the same stem, is refused. Its name holds
+    the resolved sizes, so auto and explicit sizes that agree share one file."""
     path = (study_dir / "datasets" / Path(cfg.path).stem /
-            f"split-seed{cfg.seed}-val{cfg.n_val}-test{cfg.n_test}.json")
+            f"split-seed{cfg.seed}-val{n_val}-test{n_test}.json")
     source = str(Path(cfg.path).resolve())
     digest = file_sha256(cfg.path, study_dir / "datasets")
     if path.exists():
@@ -98,7 +102,7 @@ def _file_split(cfg: EmbeddingsConfig, n: int, study_dir: Path) -> dict[str, lis
                             f"rename this file (splits and run names go by the file stem)")
         return stored
     split = {"rows": n, "source": source, "sha256": digest,
-             **_split(n, cfg.n_val, cfg.n_test, cfg.seed)}
+             **_split(n, n_val, n_test, cfg.seed)}
     write_json(path, split)
     return split
 
@@ -121,19 +125,17 @@ def _pool(cfg: DatasetConfig) -> torch.Tensor:
 
 
 def build_data(cfg: DatasetConfig, study_dir: str | Path = "study") -> DataSplits:
-    if isinstance(cfg, EmbeddingsConfig):
-        points = load_vectors(cfg.path)
-        if points.shape[1] > MAX_EVAL_DIM:
-            raise DataError(f"dataset.path={cfg.path}: {points.shape[1]}-d vectors; evaluation "
-                            f"handles at most {MAX_EVAL_DIM} dims (the Frechet distance needs "
-                            f"D x D float64 matrices: {points.shape[1] ** 2 * 8 / 2**30:.0f} "
-                            f"GiB each here)")
-        _check_sizes(cfg, points.shape[0])
-        split = _file_split(cfg, points.shape[0], Path(study_dir))
-    else:
-        points = _pool(cfg)
-        _check_sizes(cfg, points.shape[0])
-        split = _split(points.shape[0], cfg.n_val, cfg.n_test, cfg.seed)
+    points = load_vectors(cfg.path) if isinstance(cfg, EmbeddingsConfig) else _pool(cfg)
+    if points.shape[1] > MAX_EVAL_DIM:
+        raise DataError(f"dataset.path={cfg.path}: {points.shape[1]}-d vectors; evaluation "
+                        f"handles at most {MAX_EVAL_DIM} dims (the Frechet distance needs "
+                        f"D x D float64 matrices: {points.shape[1] ** 2 * 8 / 2**30:.0f} "
+                        f"GiB each here)")
+    n_val, n_test = split_sizes(points.shape[0], cfg.n_val, cfg.n_test)
+    _check_sizes(cfg.name, n_val, n_test, points.shape[0])
+    split = (_file_split(cfg, points.shape[0], n_val, n_test, Path(study_dir))
+             if isinstance(cfg, EmbeddingsConfig)
+             else _split(points.shape[0], n_val, n_test, cfg.seed))
     train_idx = split["train"]
     if cfg.n_train is not None:
         if cfg.n_train > len(train_idx):
@@ -160,8 +162,8 @@ def build_source(cfg: DatasetConfig) -> Source:
     return Source(cfg.source, Normalizer.fit(reference))
 
 
-def _check_sizes(cfg: DatasetConfig, rows: int) -> None:
-    if cfg.n_val + cfg.n_test >= rows:
-        raise ConfigError("dataset.n_val", cfg.n_val,
-                          f"n_val + n_test below the {rows} points of {cfg.name} "
-                          f"(n_test={cfg.n_test}), leaving some to train on")
+def _check_sizes(name: str, n_val: int, n_test: int, rows: int) -> None:
+    if n_val + n_test >= rows:
+        raise ConfigError("dataset.n_val", n_val,
+                          f"n_val + n_test below the {rows} points of {name} "
+                          f"(n_test={n_test}), leaving some to train on")

@@ -57,6 +57,15 @@ def swissroll(n: int, noise: float, g: torch.Generator) -> torch.Tensor:
     return _jitter(torch.stack([t * torch.cos(t), t * torch.sin(t)], dim=1) / 5, noise, g)
 
 
+def scurve(n: int, noise: float, g: torch.Generator) -> torch.Tensor:
+    """scikit-learn's 3-d S-curve (make_s_curve) seen along its flat axis: (x, z), scaled by 1.5,
+    as the 2-d "scurve" of the OT-CFM and DSBM benchmarks (TrajectoryNet's SklearnData);
+    the noise is added before scaling, as there."""
+    t = 3 * math.pi * (_uniform(n, g) - 0.5)
+    points = torch.stack([torch.sin(t), torch.sign(t) * (torch.cos(t) - 1)], dim=1)
+    return 1.5 * _jitter(points, noise, g)
+
+
 # name -> (generator, default noise)
 TOY2D: dict[str, tuple[Callable[[int, float, torch.Generator], torch.Tensor], float]] = {
     "moons": (moons, 0.05),
@@ -64,6 +73,7 @@ TOY2D: dict[str, tuple[Callable[[int, float, torch.Generator], torch.Tensor], fl
     "checkerboard": (checkerboard, 0.0),
     "circles": (circles, 0.05),
     "swissroll": (swissroll, 0.05),
+    "scurve": (scurve, 0.05),
 }
 
 

@@ -7,6 +7,7 @@ from typing import Any
 
 from torch import nn
 
+from flowstudy.auto import arch_sizes
 from flowstudy.models.dit import DiT
 from flowstudy.models.mlp import MLP
 from flowstudy.models.unet import UNet1D
@@ -21,7 +22,8 @@ MODELS: dict[str, Callable[[Any, int], nn.Module]] = {
 
 
 def build_model(cfg: Any, dim: int) -> nn.Module:
-    return MODELS[cfg.name](cfg, dim)
+    """The model of arch config ``cfg`` for ``dim``-d data, its null sizes set for ``dim``."""
+    return MODELS[cfg.name](arch_sizes(cfg, dim), dim)
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -45,11 +45,11 @@ class DiTBlock(nn.Module):
 class DiT(nn.Module):
     """The vector [B, D] is zero-padded to ``tokens * patch`` dims and cut into tokens."""
 
-    def __init__(self, dim_in: int, dim: int, depth: int, heads: int, patch: int | None,
+    def __init__(self, dim_in: int, dim: int, depth: int, heads: int, patch: int,
                  mlp_ratio: float) -> None:
         super().__init__()
         self.dim_in = dim_in
-        self.patch = patch or math.ceil(dim_in / 8)
+        self.patch = patch
         self.tokens = math.ceil(dim_in / self.patch)
         self.embed = nn.Linear(self.patch, dim)
         self.pos = nn.Parameter(torch.randn(1, self.tokens, dim) * 0.02)

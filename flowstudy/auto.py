@@ -1,0 +1,155 @@
+"""Defaults that adapt to the data: the values a config leaves null (split sizes, batch size,
+passes per epoch, architecture sizes, sample count), resolved once when a run is built.
+
+The run keeps its requested config as its identity (a rerun of the same command is the same
+run); what was resolved from it is logged at start and stored in ``result.json`` and in every
+checkpoint, so a report shows what really ran and a checkpoint can rebuild its model.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from flowstudy.config import (
+    ArchConfig,
+    Config,
+    DiTConfig,
+    MLPConfig,
+    UNetConfig,
+)
+from flowstudy.errors import ConfigError
+
+log = logging.getLogger("flowstudy")
+
+# Held-out points per split: a tenth of the rows, at least MIN_HELD_OUT for metrics that mean
+# something, at most MAX_HELD_OUT (the exact W2 of the test metrics costs n^3: 2,000 points take
+# about 2 s on one core, 5,000 about 40 s), and never more than a quarter of the rows.
+HELD_OUT_FRACTION = 10
+MIN_HELD_OUT = 100
+MAX_HELD_OUT = 2_000
+DEFAULT_BATCH = 256
+# min_epoch_steps = ceil(warmup_steps / WARMUP_EPOCHS): warmup fits in this many epochs.
+WARMUP_EPOCHS = 20
+
+
+def split_sizes(rows: int, n_val: int | None, n_test: int | None) -> tuple[int, int]:
+    """(n_val, n_test) for a pool of ``rows`` points; a null size is a tenth of the rows,
+    clamped to [100, 2,000] and to a quarter of the rows."""
+    auto = min(MAX_HELD_OUT, max(MIN_HELD_OUT, rows // HELD_OUT_FRACTION), rows // 4)
+    if auto < 1 and (n_val is None or n_test is None):
+        raise ConfigError("dataset.n_val" if n_val is None else "dataset.n_test", None,
+                          f"explicit sizes: {rows} rows are too few to split automatically")
+    return (auto if n_val is None else n_val), (auto if n_test is None else n_test)
+
+
+def batch_size(requested: int | None, n_train: int, multiple: int) -> int:
+    """The global batch: the requested one (which must fit the train split), else 256 or the
+    train split rounded down to a multiple of ``multiple`` (accum_steps x ranks)."""
+    if requested is not None:
+        if requested > n_train:
+            raise ConfigError("train.batch_size", requested,
+                              f"at most the {n_train} training points (full batches only), or "
+                              f"null to fit it to the train split")
+        return requested
+    size = min(DEFAULT_BATCH, n_train) // multiple * multiple
+    if size < 1:
+        raise ConfigError("dataset.n_train", n_train,
+                          f"at least train.accum_steps x ranks = {multiple} training points")
+    return size
+
+
+def min_epoch_steps(requested: int | None, warmup_steps: int) -> int:
+    return requested if requested is not None else max(1, math.ceil(warmup_steps /
+                                                                     WARMUP_EPOCHS))
+
+
+def epoch_passes(steps_per_pass: int, min_steps: int) -> int:
+    """Passes over the train split in one epoch: the fewest that make ``min_steps`` steps."""
+    return max(1, math.ceil(min_steps / steps_per_pass))
+
+
+def arch_sizes(arch: ArchConfig, dim: int) -> ArchConfig:
+    """The architecture with its null sizes set for ``dim``-d data; never a hidden width below
+    ``dim``, and the sizes of before for 2-d data (MLP width 256, DiT 2 tokens of width 64,
+    UNet mults [1, 2, 2])."""
+    if isinstance(arch, MLPConfig) and arch.width is None:
+        return dataclasses.replace(arch, width=max(256, 256 * math.ceil(dim / 256)))
+    if isinstance(arch, DiTConfig):
+        patch = arch.patch or math.ceil(dim / 16)
+        width = arch.dim or max(64, 64 * math.ceil(2 * patch / 64))
+        if width % arch.heads:
+            raise ConfigError("arch.heads", arch.heads,
+                              f"a divisor of the token width arch.dim={width}")
+        return dataclasses.replace(arch, patch=patch, dim=width)
+    if isinstance(arch, UNetConfig) and arch.mults is None:
+        levels = max(3, math.ceil(math.log2(dim)) - 3)
+        return dataclasses.replace(arch, mults=[1] + [2] * (levels - 1))
+    return arch
+
+
+@dataclass
+class Resolved:
+    """What a run really trains with, where its config said null or the data decided."""
+
+    n_train: int
+    n_val: int
+    n_test: int
+    batch_size: int
+    steps_per_pass: int
+    passes_per_epoch: int
+    steps_per_epoch: int
+    planned_steps: int  # epochs x steps_per_epoch; early stopping may end sooner
+    warmup_steps: int
+    sample_n: int
+    arch: dict[str, Any]
+
+    def as_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def line(self) -> str:
+        sizes = ", ".join(f"{k}={v}" for k, v in self.arch.items() if k != "name")
+        return (f"resolved: split {self.n_train}/{self.n_val}/{self.n_test} (train/val/test), "
+                f"batch {self.batch_size}, epoch = {self.passes_per_epoch} pass(es) x "
+                f"{self.steps_per_pass} = {self.steps_per_epoch} steps, {self.planned_steps} "
+                f"steps planned (warmup {self.warmup_steps}), {self.arch['name']} {sizes}, "
+                f"{self.sample_n} samples")
+
+
+def resolve(cfg: Config, n_train: int, n_val: int, n_test: int, dim: int,
+            ranks: int = 1) -> tuple[Config, Resolved]:
+    """The config with every data-dependent null filled in, and the summary of what was chosen.
+
+    ``n_val`` and ``n_test`` are the split sizes the data was built with (see ``split_sizes``).
+    """
+    t = cfg.train
+    batch = batch_size(t.batch_size, n_train, t.accum_steps * ranks)
+    min_steps = min_epoch_steps(t.min_epoch_steps, t.warmup_steps)
+    per_pass = n_train // batch
+    passes = epoch_passes(per_pass, min_steps)
+    arch = arch_sizes(cfg.arch, dim)
+    sample_n = cfg.sample.n if cfg.sample.n is not None else n_test
+    concrete = dataclasses.replace(
+        cfg,
+        arch=arch,
+        dataset=dataclasses.replace(cfg.dataset, n_val=n_val, n_test=n_test),
+        train=dataclasses.replace(t, batch_size=batch, min_epoch_steps=min_steps),
+        sample=dataclasses.replace(cfg.sample, n=sample_n),
+    )
+    summary = Resolved(n_train=n_train, n_val=n_val, n_test=n_test, batch_size=batch,
+                       steps_per_pass=per_pass, passes_per_epoch=passes,
+                       steps_per_epoch=passes * per_pass,
+                       planned_steps=t.epochs * passes * per_pass, warmup_steps=t.warmup_steps,
+                       sample_n=sample_n, arch=dataclasses.asdict(arch))
+    return concrete, summary
+
+
+def warn_if_warmup_too_long(r: Resolved) -> None:
+    if r.warmup_steps > r.planned_steps:
+        log.warning("train.warmup_steps=%d is longer than the whole run (%d steps planned): the "
+                    "lr never reaches its peak and early stopping never counts; raise "
+                    "train.epochs or train.min_epoch_steps, or lower train.warmup_steps",
+                    r.warmup_steps, r.planned_steps)
