@@ -100,7 +100,10 @@ def load(path: str | os.PathLike[str], device: str | torch.device = "cpu") -> Tr
         raise CheckpointError(f"{path}: checkpoint lacks {', '.join(missing)}")
     config = config_from_dict(ckpt["config"])
     normalizer = Normalizer(**{k: v.cpu() for k, v in ckpt["normalizer"].items()})
-    model = build_model(config.arch, normalizer.shift.shape[0]).to(device)
+    # The sizes the data decided (``resolved``) where the config said null.
+    resolved = ckpt.get("resolved", {}).get("arch")
+    arch = _group_node("arch", resolved) if resolved else config.arch
+    model = build_model(arch, normalizer.shift.shape[0]).to(device)
     model.load_state_dict(ckpt["ema"]["module"])
     return TrainedRun(config=config, model=model.eval().requires_grad_(False),
                       normalizer=normalizer, source=build_source(config.dataset),
