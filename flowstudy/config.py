@@ -158,6 +158,10 @@ class TrainConfig:
     # takes batch_size / (accum_steps * ranks) of it.
     accum_steps: int = 1
     compile: bool = False  # torch.compile the model (eager, with a warning, where unavailable)
+    # CUDA: capture the whole step in a CUDA graph and replay it (eager, with a warning naming
+    # why, where a configuration cannot be captured)
+    cuda_graph: bool = False
+    tf32: bool = True  # CUDA: fp32 matmuls and convolutions on TF32 tensor cores
     deterministic: bool = False  # deterministic algorithms only (and cuBLAS workspace on CUDA)
     # A step whose gradient norm is NaN/Inf is skipped; this many in a row stop the run (diverged).
     nan_patience: int = 10
@@ -351,11 +355,11 @@ def validate(cfg: Config) -> None:
 UNNAMED_KEYS = ("arch", "flow", "dataset", "aug", "ablation", "dataset.n_train", "dataset.source",
                 "dataset.path", "name", "group", "resume", "force", "study_dir", "checkpoint",
                 "wandb", "hydra", "train.device", "train.threads", "train.log_every",
-                "train.grad_stats_every", "train.compile")
+                "train.grad_stats_every", "train.compile", "train.cuda_graph")
 # Keys that do not change a run's results; two runs differing only here are the same run.
 NON_IDENTITY_KEYS = ("name", "group", "resume", "force", "study_dir", "checkpoint", "wandb",
                      "train.device", "train.threads", "train.log_every", "train.grad_stats_every",
-                     "train.compile")
+                     "train.compile", "train.cuda_graph")
 
 
 def _format_value(value: Any) -> str:
