@@ -17,7 +17,7 @@ from flowstudy.build import build
 from flowstudy.checkpoint import check_compatible, load_checkpoint, save_checkpoint
 from flowstudy.config import Config, to_dict
 from flowstudy.cost import record_cost
-from flowstudy.devices import resolve_device, set_threads, use_deterministic
+from flowstudy.devices import resolve_device, set_threads, use_deterministic, use_tf32
 from flowstudy.distributed import Dist, from_environment
 from flowstudy.evaluate import evaluate_best
 from flowstudy.fileio import ensure_writable_dir, run_lock
@@ -87,6 +87,7 @@ def _train_and_evaluate(cfg: Config, run_dir: Path, device: torch.device, ranks:
     record = partial(_record_end, result, result_path, started=started, write=ranks.main)
     record(None, status="running")
     try:
+        result.tf32 = use_tf32(device, cfg.train.tf32)  # before the model first runs
         seed_everything(cfg.seed)
         built = build(cfg, device, ranks)
     except BaseException as e:
@@ -101,6 +102,7 @@ def _train_and_evaluate(cfg: Config, run_dir: Path, device: torch.device, ranks:
 
     result.params, result.dim = count_parameters(state.model), data.dim
     result.threads = torch.get_num_threads()
+    result.compile_s = None if built.compile_s is None else round(built.compile_s, 3)
     if ranks.main:
         log.info("run %s (group %s): %s parameters, %d-d data, %d train points, on %s%s",
                  cfg.name, cfg.group, f"{result.params:,}", data.dim, data.train.shape[0],
@@ -121,6 +123,7 @@ def _train_and_evaluate(cfg: Config, run_dir: Path, device: torch.device, ranks:
                                  path, {**s, **extra, "wandb_run_id": tracker.run_id}),
                              save_last=cfg.checkpoint.save_last, stop=stop, engine=built.engine)
             result.stop_reason = fitted.stop_reason
+            result.step_mode = fitted.step_mode
             result.best_val_loss = state.stopper.best
             result.best_epoch = state.stopper.best_epoch
             record_cost(result, fitted, cfg.train.batch_size, built)

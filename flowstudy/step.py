@@ -131,7 +131,7 @@ def train_step(state: TrainState, engine: Engine, path: Any, batch: Batch, cfg: 
     bad = (~apply & alive).long()
     tally.steps.add_(apply.long())
     tally.skipped.add_(bad)
-    tally.streak.mul_(bad).add_(bad)
+    tally.streak.mul_((~apply).long()).add_(bad)  # reset by a step, kept while frozen
     tally.window_loss.add_(torch.where(apply, loss, torch.zeros_like(loss)))
     tally.window_steps.add_(apply.long())
     tally.grad_norm.copy_(norm)

@@ -159,6 +159,7 @@ class FitResult:
     steps: int
     seconds: float  # wall time of fit(), validation and checkpoints included
     steps_done: int  # optimizer steps taken by this call (a resumed run counts from its resume)
+    step_mode: str = "eager"  # eager | cuda_graph
 
 
 @torch.no_grad()
@@ -309,4 +310,4 @@ def fit(
                  stopper.best, stopper.best_epoch)
     return FitResult(stop_reason=stop_reason, epochs=state.epoch, steps=state.step,
                      seconds=time.perf_counter() - started,
-                     steps_done=state.step - first_step)
+                     steps_done=state.step - first_step, step_mode=steps.reason)
