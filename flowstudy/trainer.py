@@ -272,7 +272,8 @@ def fit(
                     window = ranks.sum_(tally.window_loss / tally.window_steps) / ranks.world
                     train_loss = window.item()
                     sink.log({"train/loss": train_loss, "train/grad_norm": counts["grad_norm"],
-                              "train/lr": counts["lr"], "train/skipped_steps": counts["skipped"],
+                              "train/lr": counts["lr"],
+                              "train/skipped_steps": int(counts["skipped"]),
                               "epoch": state.epoch}, state.step)
                     bar.update(state.step - bar.n)
                     bar.set_postfix(epoch=state.epoch + 1, loss=f"{train_loss:.4f}",
