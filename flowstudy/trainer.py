@@ -264,8 +264,10 @@ def fit(
             for _ in steps.epoch(state.epoch, skip=state.batch):
                 state.batch += 1
                 taken = state.epoch * steps_per_epoch + state.batch  # batches, applied or not
-                if cfg.grad_stats_every and taken % cfg.grad_stats_every == 0:
-                    sink.log(gradient_stats(model), state.read_tally()["steps"])
+                if cfg.grad_stats_every and (taken - 1) % cfg.grad_stats_every == 0:
+                    # This step's (clipped) gradients, at the count of steps before it.
+                    applied = state.read_tally()["streak"] == 0
+                    sink.log(gradient_stats(model), state.step - applied)
                 if taken % cfg.log_every == 0:
                     counts = state.read_tally()
                     check_divergence(counts)
