@@ -258,6 +258,10 @@ class TrainConfig:
     # takes batch_size / (accum_steps * ranks) of it.
     accum_steps: int = checked(1, POSITIVE)
     compile: bool = False  # torch.compile the model (eager, with a warning, where unavailable)
+    # CUDA: capture the whole step in a CUDA graph and replay it (eager, with a warning naming
+    # why, where a configuration cannot be captured)
+    cuda_graph: bool = False
+    tf32: bool = True  # CUDA: fp32 matmuls and convolutions on TF32 tensor cores
     deterministic: bool = False  # deterministic algorithms only (and cuBLAS workspace on CUDA)
     # A step whose gradient norm is NaN/Inf is skipped; this many in a row stop the run (diverged).
     nan_patience: int = checked(10, POSITIVE)
@@ -429,7 +433,7 @@ def rules_text() -> str:
 # Keys that do not change a run's results; two runs differing only here are the same run.
 NON_IDENTITY_KEYS = ("name", "group", "resume", "force", "study_dir", "checkpoint", "wandb",
                      "train.device", "train.threads", "train.log_every", "train.grad_stats_every",
-                     "train.compile")
+                     "train.compile", "train.cuda_graph")
 # Keys a suffix never names: those the base name already shows, and those outside identity.
 UNNAMED_KEYS = ("experiment", "arch.name", "flow.name", "dataset.name", "aug.name",
                 "dataset.n_train", "dataset.source", "dataset.path", *NON_IDENTITY_KEYS)

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from flowstudy.errors import UserError
+
 
 @dataclass(frozen=True)
 class Dist:
@@ -47,12 +49,24 @@ class Dist:
         return bool(value.item())
 
 
+def check_ranks_fit(local_ranks: int, cuda_devices: int) -> None:
+    """One CUDA device per rank on this machine, or a one-line error naming the counts (instead
+    of the CUDA traceback "invalid device ordinal" that the surplus ranks would die with)."""
+    if local_ranks > cuda_devices:
+        raise UserError(f"torchrun started {local_ranks} ranks but this machine has "
+                        f"{cuda_devices} CUDA device(s); use --nproc_per_node<={cuda_devices} or "
+                        f"train.device=cpu for gloo")
+
+
 def from_environment(cuda: bool) -> Dist:
-    """Join torchrun's process group if this process was started by torchrun."""
+    """Join torchrun's process group if this process was started by torchrun (NCCL with one
+    CUDA device per rank when ``cuda``, else gloo on the CPU)."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
         return Dist()
     rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+    if cuda:
+        check_ranks_fit(int(os.environ.get("LOCAL_WORLD_SIZE", world)), torch.cuda.device_count())
     if not dist.is_initialized():
         if cuda:
             torch.cuda.set_device(local_rank)

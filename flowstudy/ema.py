@@ -14,32 +14,50 @@ class EMA:
 
     With warmup (``power`` set) the decay after k updates is ``min(decay, 1 - (1 + k) ** -power)``,
     so a short run averages its recent weights instead of staying near the initial ones; the
-    target ``decay`` (0.9999) is reached only after ~1e6 updates at power 2/3.
+    target ``decay`` (0.9999) is reached only after ~1e6 updates at power 2/3. The update count
+    lives on the model's device, so an update (or a skipped one) never waits on a host read.
     """
 
     def __init__(self, model: nn.Module, decay: float, power: float | None = None) -> None:
-        self.decay, self.power, self.updates = decay, power, 0
+        self.decay, self.power = decay, power
         self.module = copy.deepcopy(model).eval().requires_grad_(False)
         self._ema = list(self.module.parameters())
         self._live = list(model.parameters())
         self._ema_buffers = list(self.module.buffers())
         self._live_buffers = list(model.buffers())
+        self.count = torch.zeros((), dtype=torch.float64, device=self._ema[0].device)
+
+    @property
+    def updates(self) -> int:
+        return int(self.count.item())
+
+    def _decay(self, updates: torch.Tensor) -> torch.Tensor:
+        if self.power is None:
+            return torch.full_like(updates, self.decay)
+        return (1.0 - (1.0 + updates) ** -self.power).clamp(max=self.decay)
 
     def current_decay(self) -> float:
-        if self.power is None:
-            return self.decay
-        return min(self.decay, 1.0 - (1.0 + self.updates) ** -self.power)
+        return float(self._decay(self.count))
 
     @torch.no_grad()
-    def update(self) -> None:
-        self.updates += 1
-        torch._foreach_lerp_(self._ema, self._live, 1.0 - self.current_decay())
-        if self._ema_buffers:
-            torch._foreach_copy_(self._ema_buffers, self._live_buffers)
+    def update(self, apply: torch.Tensor | None = None) -> None:
+        """Average in the live weights; with ``apply`` (a bool device tensor) False, nothing
+        changes, decided on the device."""
+        if apply is None:
+            apply = torch.ones((), dtype=torch.bool, device=self.count.device)
+        count = self.count + apply.double()
+        weight = ((1.0 - self._decay(count)) * apply).float()
+        # ema += weight * (live - ema): three fused launches, the weight a device tensor.
+        step = torch._foreach_sub(self._live, self._ema)
+        torch._foreach_mul_(step, weight)
+        torch._foreach_add_(self._ema, step)
+        for mine, live in zip(self._ema_buffers, self._live_buffers, strict=True):
+            mine.copy_(torch.where(apply, live, mine))
+        self.count.copy_(count)
 
     def state_dict(self) -> dict[str, Any]:
         return {"module": self.module.state_dict(), "updates": self.updates}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.module.load_state_dict(state["module"])
-        self.updates = int(state["updates"])
+        self.count.fill_(int(state["updates"]))

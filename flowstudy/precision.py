@@ -17,6 +17,7 @@ class Precision:
     kind: str  # fp32 | bf16 | fp16
     device_type: str  # cpu | cuda
     scaler: torch.amp.GradScaler | None = None  # fp16 only; its state is checkpointed
+    autocast_cache: bool = True  # off in a captured CUDA graph step
 
     @classmethod
     def create(cls, kind: str, device: torch.device) -> Precision:
@@ -26,7 +27,8 @@ class Precision:
     def autocast(self) -> Any:
         if self.kind == "fp32":
             return contextlib.nullcontext()
-        return torch.autocast(self.device_type, dtype=DTYPES[self.kind])
+        return torch.autocast(self.device_type, dtype=DTYPES[self.kind],
+                              cache_enabled=self.autocast_cache)
 
     def backward(self, loss: torch.Tensor) -> None:
         (self.scaler.scale(loss) if self.scaler is not None else loss).backward()
@@ -36,15 +38,18 @@ class Precision:
         if self.scaler is not None:
             self.scaler.unscale_(optimizer)
 
-    def step(self, optimizer: torch.optim.Optimizer) -> None:
-        if self.scaler is None:
+    def step(self, optimizer: torch.optim.Optimizer, skip: torch.Tensor, fused: bool) -> None:
+        """Apply the update unless ``skip`` (1.0, a device tensor) is set; then fp16 adapts its
+        loss scale (lowered after an inf, as the scaler decides on the device). A fused optimizer
+        takes ``skip`` as its ``found_inf`` (no weight, moment or step count changes); any other
+        must be told on the host."""
+        if fused:
+            optimizer.found_inf = skip
+            try:
+                optimizer.step()
+            finally:
+                del optimizer.found_inf
+        elif not skip.item():
             optimizer.step()
-        else:
-            self.scaler.step(optimizer)
-            self.scaler.update()
-
-    def skip(self, optimizer: torch.optim.Optimizer) -> None:
-        """A step with non-finite gradients: fp16 lowers its loss scale, nothing else changes."""
         if self.scaler is not None:
-            self.scaler.step(optimizer)  # sees the inf and skips the update
-            self.scaler.update()
+            self.scaler.update()  # from the inf checks unscale() recorded on the device

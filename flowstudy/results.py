@@ -32,6 +32,9 @@ class RunResult:
     best_epoch: int | None = None
     wall_time_s: float = 0.0
     threads: int | None = None  # torch intra-op threads it trained with
+    tf32: bool | None = None  # whether fp32 matmuls ran on TF32 tensor cores (CUDA only)
+    step_mode: str | None = None  # eager | cuda_graph: how its training steps ran
+    compile_s: float | None = None  # seconds torch.compile took, outside steps_per_s
     # What it cost: FLOPs counted for one step (forward + backward, all ranks) and in total, the
     # 6 * params * samples estimate beside them, throughput and peak memory (CUDA allocated, or
     # the process's peak RSS on a CPU).

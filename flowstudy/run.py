@@ -25,7 +25,7 @@ from flowstudy.checkpoint import (
 from flowstudy.config import Config, to_dict
 from flowstudy.cost import record_cost
 from flowstudy.data.fingerprint import data_fingerprint
-from flowstudy.devices import resolve_device, set_threads, use_deterministic
+from flowstudy.devices import resolve_device, set_threads, use_deterministic, use_tf32
 from flowstudy.distributed import Dist, from_environment
 from flowstudy.evaluate import evaluate_best
 from flowstudy.fileio import ensure_writable_dir, run_lock
@@ -139,6 +139,7 @@ def _train_and_evaluate(cfg: Config, run_dir: Path, device: torch.device, ranks:
     record(None, status="trained" if trained else "running")
     try:
         stop.phase = "building the data and model"
+        result.tf32 = use_tf32(device, cfg.train.tf32)  # before the model first runs
         seed_everything(cfg.seed)
         built = build(cfg, device, ranks)
         data, state = built.data, built.state
@@ -151,6 +152,7 @@ def _train_and_evaluate(cfg: Config, run_dir: Path, device: torch.device, ranks:
                          state.step, state.stopper.best)
         result.params, result.dim = count_parameters(state.model), data.dim
         result.threads = torch.get_num_threads()
+        result.compile_s = None if built.compile_s is None else round(built.compile_s, 3)
         if ranks.main:
             log.info("run %s (group %s): %s parameters, %d-d data, %d train points, on %s%s",
                      cfg.name, cfg.group, f"{result.params:,}", data.dim, data.train.shape[0],
@@ -211,6 +213,7 @@ def _fit(cfg: Config, result: RunResult, built: Built, start: Start,
     finally:
         result.epochs, result.steps = state.epoch, state.step
     result.stop_reason = fitted.stop_reason
+    result.step_mode = fitted.step_mode
     result.best_val_loss = state.stopper.best
     result.best_epoch = state.stopper.best_epoch
     record_cost(result, fitted, built.cfg.train.batch_size, built)

@@ -8,6 +8,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import torch
+
 
 @dataclass(frozen=True)
 class WarmupCosine:
@@ -24,3 +26,13 @@ class WarmupCosine:
         progress = min(1.0, (step - self.warmup_steps) / decay_steps)
         cosine = 0.5 * (1.0 + math.cos(math.pi * progress))
         return self.lr * (self.min_lr_ratio + (1.0 - self.min_lr_ratio) * cosine)
+
+    def at(self, step: torch.Tensor) -> torch.Tensor:
+        """The same on a device tensor (float64), so a step's lr needs no host read."""
+        s = step.double()
+        warm = self.lr * (s + 1) / max(1, self.warmup_steps)
+        decay_steps = max(1, self.total_steps - self.warmup_steps)
+        progress = ((s - self.warmup_steps) / decay_steps).clamp(0.0, 1.0)
+        cosine = 0.5 * (1.0 + torch.cos(math.pi * progress))
+        decayed = self.lr * (self.min_lr_ratio + (1.0 - self.min_lr_ratio) * cosine)
+        return torch.where(s < self.warmup_steps, warm, decayed)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import math
 import signal
 import time
 from collections.abc import Callable
@@ -24,7 +23,7 @@ from torch import nn
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from flowstudy.batches import Batch, BatchSource
+from flowstudy.batches import BatchSource
 from flowstudy.config import TrainConfig
 from flowstudy.data import Source
 from flowstudy.distributed import Dist
@@ -33,10 +32,12 @@ from flowstudy.ema import EMA
 from flowstudy.errors import Diverged
 from flowstudy.flows import Flow
 from flowstudy.flows.paths import ProbabilityPath
+from flowstudy.graph_step import training_steps
 from flowstudy.interrupt import Interrupted, StopRequest
 from flowstudy.precision import Precision
 from flowstudy.rng import rng_state
 from flowstudy.schedule import WarmupCosine
+from flowstudy.step import StepConfig, Tally, attach_lr
 
 log = logging.getLogger(__name__)
 
@@ -60,26 +61,30 @@ class TrainState:
     shuffle_gen: torch.Generator  # epoch permutations (CPU)
     noise_gen: torch.Generator  # x0, t, eps and augmentation draws (on the model's device)
     epoch: int = 0  # epochs completed
-    step: int = 0  # optimizer steps completed
     batch: int = 0  # batches done in the epoch in progress
-    # Train losses since the last log line, summed on the device so the loop never waits on it;
-    # checkpointed so a resumed run logs the same averages as an uninterrupted one.
-    window_loss: torch.Tensor | None = None
-    window_steps: int = 0
+    # Steps applied, skipped, the loss window and the lr, counted on the device by every step
+    # and read by the host only when it logs, validates or checkpoints.
+    tally: Tally | None = None
     # Generator states at the start of the epoch in progress: a resumed run restores these and
     # replays the draws of the batches already done (a prefetching producer may be ahead).
     epoch_start: dict[str, torch.Tensor] | None = None
-    nonfinite_streak: int = 0  # consecutive steps skipped for a NaN/Inf gradient norm
-    skipped_steps: int = 0  # all such steps
     scaler: torch.amp.GradScaler | None = None  # fp16 loss scale
+    step: int = 0  # optimizer steps applied, as of the host's latest read of the tally
 
     def __post_init__(self) -> None:
-        if self.window_loss is None:
-            self.window_loss = torch.zeros((), device=next(self.model.parameters()).device)
+        if self.tally is None:
+            self.tally = Tally.zeros(next(self.model.parameters()).device)
         if self.epoch_start is None:
             self.epoch_start = _generator_states(self.shuffle_gen, self.noise_gen)
 
+    def read_tally(self) -> dict[str, float]:
+        """Read the device's counts (a host sync) and bring ``step`` up to date."""
+        counts = self.tally.read()
+        self.step = int(counts["steps"])
+        return counts
+
     def state_dict(self) -> dict[str, Any]:
+        counts = self.read_tally()
         return {
             "model": self.model.state_dict(),
             "ema": self.ema.state_dict(),
@@ -89,8 +94,9 @@ class TrainState:
             "epoch": self.epoch,
             "step": self.step,
             "batch": self.batch,
-            "window": {"loss": self.window_loss.clone(), "steps": self.window_steps},
-            "nonfinite": {"streak": self.nonfinite_streak, "skipped": self.skipped_steps},
+            "window": {"loss": self.tally.window_loss.clone(),
+                       "steps": int(counts["window_steps"])},
+            "nonfinite": {"streak": int(counts["streak"]), "skipped": int(counts["skipped"])},
             "scaler": self.scaler.state_dict() if self.scaler is not None else None,
         }
 
@@ -104,10 +110,10 @@ class TrainState:
         self.noise_gen.set_state(self.epoch_start["noise"])
         self.epoch, self.step, self.batch = int(state["epoch"]), int(state["step"]), int(
             state["batch"])
-        self.window_loss.copy_(state["window"]["loss"])
-        self.window_steps = int(state["window"]["steps"])
-        self.nonfinite_streak = int(state["nonfinite"]["streak"])
-        self.skipped_steps = int(state["nonfinite"]["skipped"])
+        self.tally.window_loss.copy_(state["window"]["loss"])
+        self.tally.set(steps=self.step, window_steps=int(state["window"]["steps"]),
+                       streak=int(state["nonfinite"]["streak"]),
+                       skipped=int(state["nonfinite"]["skipped"]))
         if self.scaler is not None and state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])
 
@@ -154,6 +160,7 @@ class FitResult:
     steps: int
     seconds: float  # wall time of fit(), validation and checkpoints included
     steps_done: int  # optimizer steps taken by this call (a resumed run counts from its resume)
+    step_mode: str = "eager"  # eager | cuda_graph
 
 
 @torch.no_grad()
@@ -188,41 +195,6 @@ def validation_loss(model: nn.Module, path: ProbabilityPath, val: ValidationSet,
     return (ranks.sum_(total) / val.x1.numel()).item()
 
 
-def forward_backward(state: TrainState, engine: Engine, path: ProbabilityPath, batch: Batch,
-                     accum_steps: int, grad_clip: float,
-                     params: list[torch.Tensor]) -> tuple[torch.Tensor, float]:
-    """Gradients of this rank's share of ``batch``, in ``accum_steps`` micro-batches, unscaled
-    and clipped; returns (this rank's mean loss, the gradient norm before clipping)."""
-    state.optimizer.zero_grad(set_to_none=True)
-    shard = batch.part(engine.dist.rank, engine.dist.world)
-    losses = []
-    for i in range(accum_steps):
-        micro = shard.part(i, accum_steps)
-        last = i == accum_steps - 1
-        # DDP averages gradients once per optimizer step, on the last micro-batch.
-        sync = contextlib.nullcontext() if last or not engine.dist.active else \
-            engine.forward.no_sync()
-        with sync:
-            with engine.precision.autocast():
-                xt, target = path.sample(micro.x0, micro.x1, micro.t, micro.eps)
-                out = engine.forward(xt, micro.t)
-            loss = F.mse_loss(out.float(), target.float())
-            if accum_steps > 1:
-                loss = loss / accum_steps
-            engine.precision.backward(loss)
-        losses.append(loss.detach())
-    engine.precision.unscale(state.optimizer)
-    total = losses[0] if accum_steps == 1 else torch.stack(losses).sum()
-    grads = [p.grad for p in params if p.grad is not None]
-    norm = nn.utils.get_total_norm(grads)
-    # The one host sync of a step: a non-finite step must be skipped before it lands, and
-    # gradients within the clip need no rescaling pass.
-    norm_value = norm.item()
-    if math.isfinite(norm_value) and norm_value > grad_clip:
-        nn.utils.clip_grads_with_norm_(params, grad_clip, norm)
-    return total, norm_value
-
-
 def fit(
     cfg: TrainConfig,
     state: TrainState,
@@ -240,18 +212,23 @@ def fit(
 
     Raises ``Interrupted`` after saving ``last.pt`` when ``stop`` has seen a signal (on any
     rank), and ``Diverged`` after saving ``anomaly.pt`` when ``cfg.nan_patience`` steps in a row
-    had a non-finite gradient norm (those steps change no weights, EMA or optimizer state).
+    had a non-finite gradient norm (those steps change no weights, EMA or optimizer state). The
+    steps decide that on the device; the host looks at every log point (every ``cfg.log_every``
+    batches) and at the end of each epoch.
     """
     started = time.perf_counter()
-    engine = engine or Engine(state.model, Precision.create("fp32", state.window_loss.device))
-    ranks, device = engine.dist, state.window_loss.device
-    model, optimizer, ema, stopper = state.model, state.optimizer, state.ema, state.stopper
-    path = batches.flow.path
+    device = state.tally.steps.device
+    engine = engine or Engine(state.model, Precision.create("fp32", device))
+    ranks = engine.dist
+    model, ema, stopper, tally = state.model, state.ema, state.stopper, state.tally
     steps_per_epoch = batches.steps_per_epoch
     schedule = WarmupCosine(cfg.lr, cfg.warmup_steps, cfg.epochs * steps_per_epoch,
                             cfg.min_lr_ratio)
-    first_step = state.step
-    params = [p for p in model.parameters() if p.requires_grad]
+    attach_lr(state.optimizer, tally)
+    steps = training_steps(cfg, state, engine, batches,
+                           StepConfig(schedule, cfg.grad_clip, cfg.accum_steps, cfg.nan_patience))
+    counts = state.read_tally()
+    first_step, skipped_seen = state.step, counts["skipped"]
 
     def snapshot() -> dict[str, Any]:
         return {**state.state_dict(), "rng": rng_state()}
@@ -266,6 +243,20 @@ def fit(
             save_on_main("last.pt", snapshot())
             raise Interrupted(stop.signum or signal.SIGTERM, str(checkpoint_dir / "last.pt"))
 
+    def check_divergence(counts: dict[str, float]) -> None:
+        nonlocal skipped_seen
+        if counts["skipped"] > skipped_seen:
+            log.warning("step %d: %d step(s) skipped for a non-finite gradient norm since the "
+                        "last check (%d in a row now)", counts["steps"],
+                        counts["skipped"] - skipped_seen, counts["streak"])
+            skipped_seen = counts["skipped"]
+        if counts["streak"] >= cfg.nan_patience:
+            save_on_main("anomaly.pt", snapshot())
+            raise Diverged(
+                f"diverged: {int(counts['streak'])} steps in a row had a non-finite gradient "
+                f"norm (after step {state.step}, epoch {state.epoch + 1}); the state before "
+                f"divergence is in {checkpoint_dir / 'anomaly.pt'}; try a lower train.lr")
+
     bar = tqdm(total=cfg.epochs * steps_per_epoch, initial=state.step, unit="step",
                disable=None if ranks.main else True, dynamic_ncols=True, leave=False)
     # A signal in the loop stops it after the current step, with last.pt saved.
@@ -273,56 +264,35 @@ def fit(
     with logging_redirect_tqdm(), bar, deferring:
         while state.epoch < cfg.epochs and not stopper.should_stop:
             model.train()
-            for batch in batches.epoch(state.epoch, state.shuffle_gen, state.noise_gen,
-                                       skip=state.batch):
-                lr = schedule(state.step)
-                for group in optimizer.param_groups:
-                    group["lr"] = lr
-                loss, grad_norm = forward_backward(state, engine, path, batch, cfg.accum_steps,
-                                                   cfg.grad_clip, params)
+            for _ in steps.epoch(state.epoch, skip=state.batch):
                 state.batch += 1
-                if not math.isfinite(grad_norm):
-                    engine.precision.skip(optimizer)
-                    state.nonfinite_streak += 1
-                    state.skipped_steps += 1
-                    log.warning("step %d: non-finite gradient norm, step skipped (%d in a row)",
-                                state.step + 1, state.nonfinite_streak)
-                    if state.nonfinite_streak >= cfg.nan_patience:
-                        save_on_main("anomaly.pt", snapshot())
-                        raise Diverged(
-                            f"diverged: {state.nonfinite_streak} steps in a row had a non-finite "
-                            f"gradient norm (after step {state.step}, epoch {state.epoch + 1}); "
-                            f"the state before divergence is in {checkpoint_dir / 'anomaly.pt'}; "
-                            f"try a lower train.lr")
-                    stop_if_requested()
-                    continue
-                if cfg.grad_stats_every and state.step % cfg.grad_stats_every == 0:
-                    sink.log(gradient_stats(model), state.step)
-                state.nonfinite_streak = 0
-                engine.precision.step(optimizer)
-                ema.update()
-                state.step += 1
-
-                state.window_loss += loss
-                state.window_steps += 1
-                if state.step % cfg.log_every == 0:
-                    window = ranks.sum_(state.window_loss / state.window_steps) / ranks.world
+                taken = state.epoch * steps_per_epoch + state.batch  # batches, applied or not
+                if cfg.grad_stats_every and (taken - 1) % cfg.grad_stats_every == 0:
+                    # This step's (clipped) gradients, at the count of steps before it.
+                    applied = state.read_tally()["streak"] == 0
+                    sink.log(gradient_stats(model), state.step - applied)
+                if taken % cfg.log_every == 0:
+                    counts = state.read_tally()
+                    check_divergence(counts)
+                    window = ranks.sum_(tally.window_loss / tally.window_steps) / ranks.world
                     train_loss = window.item()
-                    sink.log({"train/loss": train_loss, "train/grad_norm": grad_norm,
-                              "train/lr": lr, "train/skipped_steps": state.skipped_steps,
+                    sink.log({"train/loss": train_loss, "train/grad_norm": counts["grad_norm"],
+                              "train/lr": counts["lr"],
+                              "train/skipped_steps": int(counts["skipped"]),
                               "epoch": state.epoch}, state.step)
                     bar.update(state.step - bar.n)
                     bar.set_postfix(epoch=state.epoch + 1, loss=f"{train_loss:.4f}",
-                                    lr=f"{lr:.2e}", refresh=False)
-                    state.window_loss.zero_()
-                    state.window_steps = 0
+                                    lr=f"{counts['lr']:.2e}", refresh=False)
+                    tally.window_loss.zero_()
+                    tally.window_steps.zero_()
                 stop_if_requested()
 
             state.epoch += 1
             state.batch = 0
             state.epoch_start = _generator_states(state.shuffle_gen, state.noise_gen)
-            raw = validation_loss(model, path, val, ranks)
-            ema_loss = validation_loss(ema.module, path, val, ranks)
+            check_divergence(state.read_tally())
+            raw = validation_loss(model, batches.flow.path, val, ranks)
+            ema_loss = validation_loss(ema.module, batches.flow.path, val, ranks)
             monitored = ema_loss if cfg.monitor == "ema" else raw
             improved = stopper.update(monitored, state.epoch,
                                       counting=state.step >= cfg.warmup_steps)
@@ -346,4 +316,4 @@ def fit(
                  stopper.best, stopper.best_epoch)
     return FitResult(stop_reason=stop_reason, epochs=state.epoch, steps=state.step,
                      seconds=time.perf_counter() - started,
-                     steps_done=state.step - first_step)
+                     steps_done=state.step - first_step, step_mode=steps.reason)
