@@ -308,7 +308,7 @@ def _evaluate_best(cfg: Config, result: RunResult, data: DataSplits, state: Trai
                            f"loss, so there is no best checkpoint to evaluate")
     best = load_checkpoint(best_path, device)
     state.ema.load_state_dict(best["ema"])
-    evaluation = evaluate(state.ema.module, data, cfg.sample, seed=cfg.seed)
+    evaluation = evaluate(state.ema.module, data, cfg.sample, cfg.seed, cfg.dataset.seed)
     png = checkpoint_dir / "samples.png"
     plot_samples(evaluation, data, png, title=f"{cfg.name} (epoch {best['epoch']})")
     sample_log = {f"sample/{k}": v for k, v in evaluation.metrics.items()}

@@ -8,9 +8,14 @@ import pytest
 import torch
 
 from flowstudy.metrics import (
+    SET_METRICS,
+    GaussianFit,
+    density_coverage,
     frechet_distance,
     frechet_from_stats,
+    memorization,
     mmd2_unbiased,
+    nearest_two,
     precision_recall,
     sample_metrics,
     wasserstein2,
@@ -62,11 +67,84 @@ def test_precision_recall_see_fidelity_and_coverage() -> None:
     assert p > 0.95 and r < 0.05
 
 
-def test_sample_metrics_report_each_metric_with_its_floor() -> None:
-    test, reference = _normal(300, 2, 0), _normal(300, 2, 1)
-    good = sample_metrics(_normal(300, 2, 2), test, reference)
-    bad = sample_metrics(_normal(300, 2, 3) + 2.0, test, reference)
+def test_sample_metrics_report_each_metric_with_its_floor_and_baseline() -> None:
+    test, reference, baseline, train = (_normal(300, 2, s) for s in range(4))
+    good = sample_metrics(_normal(300, 2, 4), test, reference, baseline, train)
+    bad = sample_metrics(_normal(300, 2, 5) + 2.0, test, reference, baseline, train)
     assert bad["w2"] > 5 * good["w2"] and bad["fd"] > 5 * good["fd"]
-    assert good["w2_floor"] == bad["w2_floor"] > 0
-    nan = sample_metrics(torch.full((300, 2), float("nan")), test, reference)
-    assert nan["w2"] != nan["w2"] and nan["w2_floor"] == good["w2_floor"]
+    assert good["w2_floor"] == bad["w2_floor"] > 0 and good["w2_baseline"] == bad["w2_baseline"]
+    nan = sample_metrics(torch.full((300, 2), float("nan")), test, reference, baseline, train)
+    assert all(nan[k] != nan[k] for k in SET_METRICS)  # NaN, not a crash
+    assert nan["w2_floor"] == good["w2_floor"] and nan["fd_baseline"] == good["fd_baseline"]
+
+
+def test_a_shifted_set_has_the_squared_shift_as_frechet_distance() -> None:
+    x = _normal(500, 3, 0) @ torch.tensor([[1.0, 0.3, 0.0], [0.0, 2.0, 0.5], [0.0, 0.0, 0.7]],
+                                          dtype=torch.float64)
+    shift = torch.tensor([0.5, -1.0, 2.0], dtype=torch.float64)
+    assert frechet_distance(x, x + shift) == pytest.approx(5.25, abs=1e-9)
+
+
+def test_density_and_coverage_match_for_one_distribution_and_see_collapse_and_spread() -> None:
+    real = _normal(1000, 2, 0)
+    density, coverage = density_coverage(real, _normal(1000, 2, 1))
+    assert density == pytest.approx(1.0, abs=0.1) and coverage == pytest.approx(1.0, abs=0.05)
+    collapsed = real[:1].repeat(1000, 1) + 0.01 * _normal(1000, 2, 2)
+    density, coverage = density_coverage(real, collapsed)
+    assert coverage < 0.05 and density > 1.0  # all fakes crowd one real point's neighbourhood
+    # Five times too spread: recall (fake balls) is flattered, coverage (real balls) is not.
+    spread = 5 * _normal(1000, 2, 3)
+    _, recall = precision_recall(real, spread)
+    _, coverage = density_coverage(real, spread)
+    assert recall > 0.95 and coverage < 0.5
+
+
+def test_nearest_two_streams_the_train_set_and_matches_brute_force() -> None:
+    train, queries = _normal(1000, 5, 0), _normal(70, 5, 1)
+    brute = torch.cdist(queries, train).topk(2, dim=1, largest=False).values
+    streamed = nearest_two(queries, train, max_bytes=70 * 4 * 64)  # blocks of 64 train rows
+    assert torch.allclose(streamed.double(), brute, atol=1e-4)
+
+
+def test_copies_of_the_train_set_are_memorised_and_fresh_samples_are_not() -> None:
+    train = _normal(2000, 8, 0)
+    copied, copy_dist = memorization(train[:500] + 1e-3 * _normal(500, 8, 1), train)
+    assert copied == 1.0 and copy_dist < 0.01
+    fresh, fresh_dist = memorization(_normal(500, 8, 2), train)
+    assert fresh < 0.02 and fresh_dist > 0.5
+
+
+def test_gaussian_fit_samples_and_scores_its_own_distribution() -> None:
+    mix = torch.tensor([[1.0, 0.0, 0.0], [0.8, 0.5, 0.0], [0.2, -0.3, 0.4]], dtype=torch.float64)
+    data = _normal(5000, 3, 0) @ mix.T + torch.tensor([1.0, -2.0, 3.0], dtype=torch.float64)
+    fit = GaussianFit.fit(data)
+    mean, cov = data.mean(0), torch.cov(data.T)
+    x = _normal(100, 3, 1) @ mix.T
+    exact = torch.distributions.MultivariateNormal(mean, cov).log_prob(x)
+    assert torch.allclose(fit.log_prob(x), exact, atol=1e-9)
+    drawn = fit.sample(20_000, torch.Generator().manual_seed(2))
+    assert torch.allclose(torch.cov(drawn.T), cov, atol=0.03)
+    assert torch.allclose(drawn.mean(0), mean, atol=0.02)
+    flat = torch.cat([_normal(100, 2, 3), torch.full((100, 1), 5.0, dtype=torch.float64)], dim=1)
+    degenerate = GaussianFit.fit(flat)  # a constant column: rank-deficient covariance
+    assert torch.isfinite(degenerate.sample(10, torch.Generator().manual_seed(0))).all()
+    assert torch.isfinite(degenerate.log_prob(flat)).all()
+
+
+def test_a_gaussian_against_itself_sits_at_the_floor_and_so_does_its_gaussian_fit() -> None:
+    mix = torch.tensor([[1.0, 0.0], [0.6, 0.4]], dtype=torch.float64)
+    train, test, reference, samples = (_normal(n, 2, s) @ mix.T
+                                       for s, n in enumerate((5000, 400, 400, 400)))
+    baseline = GaussianFit.fit(train).sample(400, torch.Generator().manual_seed(9))
+    m = sample_metrics(samples, test, reference, baseline, train)
+    for key, tolerance in (("w2", 0.08), ("fd", 0.03), ("mmd", 0.005)):
+        assert m[key] == pytest.approx(m[f"{key}_floor"], abs=tolerance), key
+        assert m[f"{key}_baseline"] == pytest.approx(m[f"{key}_floor"], abs=tolerance), key
+    for key in ("density", "coverage", "recall", "precision"):
+        assert m[key] == pytest.approx(1.0, abs=0.1) and m[f"{key}_baseline"] > 0.9, key
+    # In 2-d a fresh point's nearest neighbour is 3x closer than its second by chance with
+    # probability (1/3)^2 = 1/9: the floor, not zero, is what a generalising model scores.
+    assert m["memorized_floor"] == pytest.approx(1 / 9, abs=0.04)
+    assert m["memorized"] == pytest.approx(m["memorized_floor"], abs=0.04)
+    assert m["memorized_baseline"] == pytest.approx(m["memorized_floor"], abs=0.04)
+    assert m["nn_dist"] == pytest.approx(m["nn_dist_floor"], rel=0.2)
