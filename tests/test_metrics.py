@@ -3,10 +3,24 @@
 from __future__ import annotations
 
 import itertools
+import logging
+import math
 
 import pytest
 import torch
+from torch import nn
 
+from flowstudy.config import SampleConfig
+from flowstudy.data import DataSplits, Source
+from flowstudy.data.normalize import Normalizer
+from flowstudy.evaluate import evaluate
+from flowstudy.flows.likelihood import (
+    EXACT_MAX_DIM,
+    exact_divergence,
+    hutchinson_divergence,
+    nll_per_dim,
+    rademacher,
+)
 from flowstudy.metrics import (
     SET_METRICS,
     GaussianFit,
@@ -148,3 +162,116 @@ def test_a_gaussian_against_itself_sits_at_the_floor_and_so_does_its_gaussian_fi
     assert m["memorized"] == pytest.approx(m["memorized_floor"], abs=0.04)
     assert m["memorized_baseline"] == pytest.approx(m["memorized_floor"], abs=0.04)
     assert m["nn_dist"] == pytest.approx(m["nn_dist_floor"], rel=0.2)
+
+
+class AffineFlow(nn.Module):
+    """The velocity whose flow carries N(0, I) at t=0 exactly to N(mu, A^2) at t=1, A symmetric
+    positive definite: x_t = M_t x0 + t mu with M_t = (1 - t) I + t A, so
+    v(x, t) = (A - I) M_t^-1 (x - t mu) + mu, whose divergence tr((A - I) M_t^-1) integrates to
+    log det A."""
+
+    def __init__(self, a: torch.Tensor, mu: torch.Tensor) -> None:
+        super().__init__()
+        values, vectors = torch.linalg.eigh(a)
+        self.values = nn.Parameter(values, requires_grad=False)
+        self.vectors = nn.Parameter(vectors, requires_grad=False)
+        self.mu = nn.Parameter(mu, requires_grad=False)
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        t = t[:, None].to(x)
+        gain = (self.values - 1) / (1 - t + t * self.values)  # eigenvalues of (A - I) M_t^-1
+        return ((x - t * self.mu) @ self.vectors * gain) @ self.vectors.T + self.mu
+
+
+def _affine(dim: int, dtype: torch.dtype = torch.float64) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(dim)
+    q = torch.linalg.qr(torch.randn(dim, dim, generator=g, dtype=torch.float64))[0]
+    a = q @ torch.diag(torch.linspace(0.4, 2.5, dim, dtype=torch.float64)) @ q.T
+    return a.to(dtype), torch.randn(dim, generator=g, dtype=torch.float64).to(dtype)
+
+
+def test_likelihood_of_a_known_gaussian_under_an_affine_flow_matches_the_closed_form() -> None:
+    a, mu = _affine(3)
+    flow = AffineFlow(a, mu)
+    normalizer = Normalizer(torch.tensor([1.0, -2.0, 0.5], dtype=torch.float64),
+                            torch.tensor([0.5, 3.0, 1.0], dtype=torch.float64))
+    z = mu + _normal(2000, 3, 0) @ a  # N(mu, A^2) in the model's coordinates
+    x = normalizer.decode(z)
+    scale = torch.diag(normalizer.scale)
+    truth = torch.distributions.MultivariateNormal(normalizer.decode(mu), scale @ a @ a @ scale)
+    expected = -truth.log_prob(x) / 3
+
+    exact = nll_per_dim(flow, x, normalizer, exact_divergence, steps=20)
+    assert torch.allclose(exact, expected, atol=1e-6)
+    probes = rademacher(1, 2000, 3, torch.Generator().manual_seed(0)).double()
+    estimate = nll_per_dim(flow, x, normalizer, hutchinson_divergence(probes), steps=20)
+    # One probe per point: noisy per point, unbiased on average.
+    assert (estimate - expected).abs().max() > 0.01
+    assert float(estimate.mean()) == pytest.approx(float(expected.mean()), abs=0.02)
+    # The identity flow (v = 0) leaves N(0, I): only the normaliser's Jacobian remains.
+    still = nll_per_dim(lambda y, t: 0 * y, x, normalizer, exact_divergence, 4)
+    unit = torch.distributions.MultivariateNormal(normalizer.shift, scale @ scale)
+    assert torch.allclose(still, -unit.log_prob(x) / 3, atol=1e-9)
+
+
+def _gaussian_data(dim: int, source: str = "gaussian") -> tuple[DataSplits, AffineFlow]:
+    """Data that is exactly N(mu, A^2) in normalised coordinates, and the flow that makes it."""
+    a, mu = _affine(dim, torch.float32)
+    normalizer = Normalizer(torch.linspace(-1, 1, dim), torch.linspace(0.5, 3, dim))
+    # Seeds apart from the run seeds evaluate() uses, or its source draws would be the train
+    # set's own noise and the flow would reproduce the train set exactly.
+    g = torch.Generator().manual_seed(99)
+    split = [normalizer.decode(mu + torch.randn(n, dim, generator=g) @ a) for n in (3000, 200, 300)]
+    source = Source() if source == "gaussian" else Source(source, Normalizer.fit(split[0]))
+    return DataSplits("gauss", *split, normalizer=normalizer, source=source), AffineFlow(a, mu)
+
+
+def test_evaluate_scores_a_known_flow_against_data_seeded_floors_and_baselines(
+        caplog: pytest.LogCaptureFixture) -> None:
+    data, flow = _gaussian_data(2)
+    cfg = SampleConfig(n=300, steps=20, solver="rk4")
+    first = evaluate(flow, data, cfg, seed=0, data_seed=0).metrics
+    again = evaluate(flow, data, cfg, seed=1, data_seed=0).metrics
+    moved = evaluate(flow, data, cfg, seed=0, data_seed=1).metrics
+    yardsticks = [k for k in first if k.endswith(("_floor", "_baseline"))]
+    assert len(yardsticks) == 2 * len(SET_METRICS) + 1  # and test_nll_baseline
+    assert all(first[k] == again[k] for k in yardsticks)  # the run seed moves only the model
+    assert first["w2"] != again["w2"] and first["w2_floor"] != moved["w2_floor"]
+    # The flow is the data's distribution exactly: at the floor, and its likelihood is the
+    # Gaussian fit's (the fit is the true model here).
+    assert first["w2"] == pytest.approx(first["w2_floor"], rel=0.5)
+    assert first["memorized"] == pytest.approx(first["memorized_floor"], abs=0.05)
+    assert first["test_nll"] == pytest.approx(first["test_nll_baseline"], abs=0.02)
+    assert first["test_nll"] == first["test_nll"]  # finite, exact divergence at 2-d
+
+    off = evaluate(flow, data, SampleConfig(n=300, steps=4, likelihood=False), 0, 0).metrics
+    assert "test_nll" not in off and off["w2_floor"] == first["w2_floor"]
+    data, flow = _gaussian_data(2, source="moons")
+    with caplog.at_level(logging.WARNING, logger="flowstudy"):
+        other = evaluate(flow, data, cfg, seed=0, data_seed=0).metrics
+    assert math.isnan(other["test_nll"]) and math.isfinite(other["test_nll_baseline"])
+    assert "no log-density" in caplog.text
+
+
+def test_hutchinson_test_nll_at_higher_dims_is_close_to_the_closed_form() -> None:
+    dim = 16
+    data, flow = _gaussian_data(dim)
+    a, mu = _affine(dim, torch.float32)
+    scale = torch.diag(data.normalizer.scale)
+    truth = torch.distributions.MultivariateNormal(data.normalizer.decode(mu),
+                                                   scale @ a @ a @ scale)
+    expected = float(-truth.log_prob(data.test).mean() / dim)
+    assert dim > EXACT_MAX_DIM  # so divergence=auto takes Hutchinson's estimate
+    hutchinson = evaluate(flow, data, SampleConfig(n=300, steps=4), 0, 0).metrics["test_nll"]
+    exact = evaluate(flow, data, SampleConfig(n=300, steps=4, divergence="exact"), 0,
+                     0).metrics["test_nll"]
+    assert exact == pytest.approx(expected, abs=1e-4)
+    assert hutchinson == pytest.approx(expected, abs=0.02) and hutchinson != exact
+
+
+def test_a_diverged_model_gets_nan_metrics_and_finite_yardsticks() -> None:
+    data, flow = _gaussian_data(2)
+    flow.mu.data.fill_(math.inf)  # every velocity, so every sample, is non-finite
+    m = evaluate(flow, data, SampleConfig(n=300, steps=4), 0, 0).metrics
+    assert all(math.isnan(m[k]) for k in (*SET_METRICS, "test_nll"))
+    assert all(math.isfinite(v) for k, v in m.items() if k.endswith(("_floor", "_baseline")))

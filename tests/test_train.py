@@ -95,7 +95,7 @@ def test_training_lowers_the_loss_and_the_w2_on_moons(tmp_path: Path) -> None:
 
     torch.manual_seed(0)
     untrained = evaluate(build_model(cfg.arch, 2), build_data(cfg.dataset), cfg.sample,
-                         seed=cfg.seed)
+                         seed=cfg.seed, data_seed=cfg.dataset.seed)
     assert result.metrics["w2"] < 0.5 * untrained.metrics["w2"]
 
 
