@@ -34,6 +34,8 @@ from flowstudy.metrics import (
     sample_metrics,
     wasserstein2,
 )
+from flowstudy.report import rows_for, table
+from flowstudy.results import RunResult
 
 
 def _normal(n: int, d: int, seed: int) -> torch.Tensor:
@@ -275,3 +277,18 @@ def test_a_diverged_model_gets_nan_metrics_and_finite_yardsticks() -> None:
     m = evaluate(flow, data, SampleConfig(n=300, steps=4), 0, 0).metrics
     assert all(math.isnan(m[k]) for k in (*SET_METRICS, "test_nll"))
     assert all(math.isfinite(v) for k, v in m.items() if k.endswith(("_floor", "_baseline")))
+
+
+def test_the_report_shows_each_metric_with_its_floor_and_gaussian_baseline() -> None:
+    def result(seed: int, test_nll: float) -> RunResult:
+        return RunResult(name=f"mlp-seed{seed}", group="g", status="completed",
+                         config={"seed": seed}, metrics={
+                             "w2": 0.2, "w2_floor": 0.1, "w2_baseline": 0.5,
+                             "test_nll": test_nll, "test_nll_baseline": 1.25,
+                             "memorized": 0.0, "memorized_floor": 0.0,
+                             "memorized_baseline": 0.0})
+    header, cells, best = table(rows_for([result(0, 0.5), result(1, 0.7)]), "test_nll")
+    row = dict(zip(header, cells[0], strict=True))
+    assert row["w2 (floor, gauss)"] == "0.2000 ± 0.0000 (floor 0.1000, gauss 0.5000)"
+    assert row["test_nll (floor, gauss)"] == "0.6000 ± 0.1414 (gauss 1.2500)"  # no floor
+    assert row["density (floor, gauss)"] == "-" and best == 0
