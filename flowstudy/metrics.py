@@ -111,13 +111,14 @@ def nearest_two(queries: torch.Tensor, train: torch.Tensor,
     The train set is streamed in blocks so no [Q, block] distance matrix exceeds ``max_bytes``
     (10^6 x 1024 train sets never meet a full [Q, N] matrix); the block runs on the queries'
     device."""
-    device = queries.device
+    queries = queries.float()
     block = max(2, max_bytes // (4 * max(len(queries), 1)))
-    best = torch.full((len(queries), 2), math.inf, device=device)
+    best = torch.full((len(queries), 2), math.inf, device=queries.device)
     for start in range(0, len(train), block):
-        chunk = train[start:start + block].to(device, torch.float32)
-        d = torch.cdist(queries.float(), chunk)
-        best = torch.cat([best, d], dim=1).topk(2, dim=1, largest=False).values
+        chunk = train[start:start + block].to(queries.device, torch.float32)
+        nearest = torch.cdist(queries, chunk).topk(min(2, len(chunk)), dim=1,
+                                                   largest=False).values
+        best = torch.cat([best, nearest], dim=1).topk(2, dim=1, largest=False).values
     return best.cpu()
 
 
