@@ -77,13 +77,13 @@ def evaluate(model: nn.Module, data: DataSplits, cfg: SampleConfig, seed: int,
 
 
 def plot_samples(evaluation: Evaluation, data: DataSplits, png: Path, title: str) -> None:
-    m = evaluation.metrics
+    """Samples over the test data, titled with W2 (2-d) or FD, its floor and Gaussian baseline."""
+    m, key = evaluation.metrics, "w2" if data.dim == 2 else "fd"
+    title = (f"{title}   {key.upper()}={m[key]:.4g} (floor {m[f'{key}_floor']:.4g}, "
+             f"gauss {m[f'{key}_baseline']:.4g})")
     if data.name.startswith("digits"):
-        image_grid(evaluation.samples, png,
-                   f"{title}   FD={m['fd']:.2f} (floor {m['fd_floor']:.2f})")
+        image_grid(evaluation.samples, png, title)
     elif data.dim == 2:
-        scatter(evaluation.samples, data.test, png,
-                f"{title}   W2={m['w2']:.4f} (floor {m['w2_floor']:.4f})")
+        scatter(evaluation.samples, data.test, png, title)
     else:
-        pca_scatter(evaluation.samples, data.test, png,
-                    f"{title}   FD={m['fd']:.3f} (floor {m['fd_floor']:.3f})")
+        pca_scatter(evaluation.samples, data.test, png, title)

@@ -6,8 +6,9 @@ The divergence is exact (one backward pass per dimension) or Hutchinson's estima
 eps^T (dv/dx) eps with Rademacher probes drawn once and kept along the whole path (FFJORD), so
 the integral is an unbiased estimate of an ODE that is itself well defined.
 
-Cost on this CPU (1 thread, default MLP width 256 depth 3, 1000 test points, rk4 with 10 steps,
-i.e. 40 velocity evaluations): see ``LIKELIHOOD_COST`` in README "Sample quality".
+Cost (``python -m benchmarks.evaluation``): 1,000 test points, the default MLP (width 256,
+depth 3), rk4 with 20 steps (80 velocity evaluations), CPU seconds of one thread on this machine:
+2-d exact 2.4 s; 64-d Hutchinson with one probe 2.3 s (exact: 53 s); 1024-d Hutchinson 4.2 s.
 """
 
 from __future__ import annotations
