@@ -293,6 +293,14 @@ class SampleConfig:
     solver: str = checked("euler", one_of(*SOLVERS))
     atol: float = checked(1e-5, POSITIVE_FLOAT)
     rtol: float = checked(1e-5, POSITIVE_FLOAT)
+    # Test negative log-likelihood in nats/dim, data space, through the ODE (README "Sample
+    # quality"): on 1,000 points, a few seconds on one CPU thread with the default MLP.
+    likelihood: bool = True
+    likelihood_n: int = checked(1000, POSITIVE)  # test points it scores (at most the test split)
+    likelihood_steps: int = checked(20, POSITIVE)  # rk4 steps from each test point back to t=0
+    # exact (a backward pass per dim) | hutchinson | auto: exact up to 8-d
+    divergence: str = checked("auto", one_of("auto", "exact", "hutchinson"))
+    hutchinson_probes: int = checked(1, POSITIVE)  # Rademacher probes per point, from dataset.seed
 
 
 @dataclass

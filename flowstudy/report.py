@@ -26,9 +26,13 @@ from flowstudy.fileio import atomic_path
 from flowstudy.plots import pyplot, save_figure
 from flowstudy.results import RunResult
 
-QUALITY = ("w2", "mmd", "fd", "precision", "recall")
+QUALITY = ("w2", "mmd", "fd", "precision", "recall", "density", "coverage", "test_nll",
+           "memorized")
 LOWER_IS_BETTER = {"w2": True, "mmd": True, "fd": True, "precision": False, "recall": False,
+                   "density": False, "coverage": False, "test_nll": True, "memorized": True,
                    "best_val_loss": True}
+# Shown beside memorised, never used to pick a best row: small means copies, large off the data.
+CONTEXT = ("nn_dist",)
 
 
 @dataclass
@@ -108,9 +112,12 @@ def _cell(row: Row, key: str, digits: int = 4) -> str:
 
 
 def _quality(row: Row, key: str) -> str:
-    """The metric with its real-vs-real floor in brackets."""
-    value, floor = _cell(row, key), row.mean(f"{key}_floor")
-    return value if floor is None or value == "-" else f"{value} ({floor:.4f})"
+    """The metric with its real-vs-real floor and its Gaussian-fit baseline in brackets."""
+    value = _cell(row, key)
+    marks = [f"{label} {mean:.4f}" for label, mean in (("floor", row.mean(f"{key}_floor")),
+                                                        ("gauss", row.mean(f"{key}_baseline")))
+             if mean is not None]
+    return value if not marks or value == "-" else f"{value} ({', '.join(marks)})"
 
 
 def _swept(row: Row) -> str:
@@ -126,13 +133,15 @@ def _status(row: Row) -> str:
 def table(rows: list[Row], metric: str) -> tuple[list[str], list[list[str]], int | None]:
     """Header, cells and the index of the best completed row by ``metric``."""
     header = ["name", "swept", "seeds", "status", "epochs", "stop", "best val loss",
-              *(f"{q} (floor)" for q in QUALITY), "params", "FLOPs", "wall s"]
+              *(f"{q} (floor, gauss)" for q in (*QUALITY, *CONTEXT)), "params", "FLOPs",
+              "wall s"]
     cells = []
     for row in rows:
         cells.append([row.name, _swept(row), str(len(row.runs)), _status(row),
                       _cell(row, "epochs"), "/".join(sorted({r.stop_reason or "-"
                                                               for r in row.runs})),
-                      _cell(row, "best_val_loss"), *(_quality(row, q) for q in QUALITY),
+                      _cell(row, "best_val_loss"),
+                      *(_quality(row, q) for q in (*QUALITY, *CONTEXT)),
                       _cell(row, "params"), _cell(row, "flops"), _cell(row, "wall_time_s", 2)])
     done = [i for i, row in enumerate(rows)
             if all(r.status == "completed" for r in row.runs) and row.mean(metric) is not None]

@@ -72,6 +72,9 @@ class RunResult:
             raise UserError(f"{path}: not a flowstudy result ({e}); {fix}") from e
 
 
+# The sample metrics the end-of-run summary prints, each beside its floor and Gaussian baseline.
+SAMPLE_KEYS = ("w2", "fd", "mmd", "precision", "recall", "density", "coverage", "memorized",
+               "nn_dist")
 COST_KEYS = ("flops_per_step", "flops", "flops_6nd", "steps_per_s", "samples_per_s",
              "peak_memory_bytes")
 
@@ -92,9 +95,15 @@ def log_summary(result: RunResult, result_path: Path) -> None:
     m = result.metrics
     log.info("done: %s after %d epochs (%s); best val loss %.4f at epoch %d", result.name,
              result.epochs, result.stop_reason, result.best_val_loss, result.best_epoch)
-    log.info("samples: W2 %.4f (floor %.4f)  MMD %.4f (floor %.4f)  FD %.4f (floor %.4f)  "
-             "precision %.3f  recall %.3f  NFE %d", m["w2"], m["w2_floor"], m["mmd"],
-             m["mmd_floor"], m["fd"], m["fd_floor"], m["precision"], m["recall"], result.nfe)
+    log.info("samples, NFE %d (model / floor: real vs real / gauss: a Gaussian fit to train):",
+             result.nfe)
+    for key in SAMPLE_KEYS:
+        if key in m:
+            log.info("  %-10s %10.4g / %10.4g / %10.4g", key, m[key], m[f"{key}_floor"],
+                     m[f"{key}_baseline"])
+    if "test_nll" in m:
+        log.info("  test NLL  %10.4g nats/dim (gauss %.4g)", m["test_nll"],
+                 m["test_nll_baseline"])
     log.info("cost: %.3g FLOPs (6ND estimate %.3g), %.1f steps/s, %.0f samples/s, peak memory "
              "%.0f MiB, %.1f s", result.flops or float("nan"), result.flops_6nd,
              result.steps_per_s or 0, result.samples_per_s or 0,

@@ -70,7 +70,7 @@ def evaluate_checkpoint(cfg: EvalConfig, overrides: list[str]) -> dict[str, Any]
     seed = run_cfg.seed if cfg.seed is None else cfg.seed
     data = build_data(run_cfg.dataset, run_cfg.study_dir)
     data.normalizer = trained.normalizer  # the statistics the model was trained with
-    evaluation = evaluate(trained.model, data, run_cfg.sample, seed=seed)
+    evaluation = evaluate(trained.model, data, run_cfg.sample, seed, run_cfg.dataset.seed)
     n = evaluation.samples.shape[0]
     out = Path(cfg.resume).parent / "eval" / eval_name(trained, run_cfg.sample, n, seed)
     record = {

@@ -138,6 +138,9 @@ def test_solver_choices_match_the_solvers() -> None:
         ("flow.sigma_min=1.0", "flow.sigma_min"),
         ("wandb.mode=cloud", "wandb.mode"),
         ("sample.solver=heun", "sample.solver"),
+        ("sample.divergence=trace", "sample.divergence"),
+        ("sample.likelihood_steps=0", "sample.likelihood_steps"),
+        ("sample.hutchinson_probes=0", "sample.hutchinson_probes"),
         ("name=a/b", "name"),
     ],
 )

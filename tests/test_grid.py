@@ -75,7 +75,8 @@ def test_every_flow_learns_moons(tmp_path: Path, flow: str) -> None:
                           "train.warmup_steps=50", "sample.steps=30"])
     result = run(cfg, tmp_path / "out")
     torch.manual_seed(0)
-    untrained = evaluate(build_model(cfg.arch, 2), build_data(cfg.dataset), cfg.sample, cfg.seed)
+    untrained = evaluate(build_model(cfg.arch, 2), build_data(cfg.dataset), cfg.sample, cfg.seed,
+                         cfg.dataset.seed)
     assert result.metrics["w2"] < 0.6 * untrained.metrics["w2"], (result.metrics, untrained)
 
 

@@ -149,7 +149,7 @@ def test_the_report_tabulates_the_group_from_the_files(tmp_path: Path) -> None:
         mean, std = np.mean(losses), np.std(losses, ddof=1)
         assert row["best val loss"] == f"{mean:.4f} ± {std:.4f}"
         assert row["swept"] == f"arch={row['name'].split('-')[0]}"
-    w2 = {r["name"]: float(r["w2 (floor)"].split(" ")[0]) for r in rows}
+    w2 = {r["name"]: float(r["w2 (floor, gauss)"].split(" ")[0]) for r in rows}
     assert [r["name"] for r in rows if r["best"] == "yes"] == [min(w2, key=w2.get)]
     assert "| name | swept | seeds |" in report.stdout
     for png in ("val_loss.png", "samples.png"):

@@ -17,6 +17,7 @@ from flowstudy.config import Config
 from flowstudy.data import build_data
 from flowstudy.errors import Diverged, UserError
 from flowstudy.evaluate import evaluate
+from flowstudy.metrics import SET_METRICS
 from flowstudy.models import build_model
 from flowstudy.results import RunResult
 from flowstudy.rng import rng_state, seed_everything, set_rng_state
@@ -52,8 +53,8 @@ def test_cli_run_writes_checkpoint_metrics_result_picture_and_wandb_run(
     assert result.params == sum(p.numel() for p in build_model(
         compose_config(TINY).arch, 2).parameters())
     assert 0 < result.metrics["w2"] < 5 and result.wall_time_s > 0 and result.nfe == 8
-    assert set(result.metrics) == {f"{k}{f}" for k in ("w2", "mmd", "fd", "precision", "recall")
-                                   for f in ("", "_floor")}
+    yardsticks = {f"{k}{f}" for k in SET_METRICS for f in ("", "_floor", "_baseline")}
+    assert set(result.metrics) == yardsticks | {"test_nll", "test_nll_baseline"}
     assert result.checkpoint == str(ckpt_dir / "best.pt")
     assert result.config["arch"] == {"name": "mlp", "width": 32, "depth": 2}
 
@@ -97,7 +98,7 @@ def test_training_lowers_the_loss_and_the_w2_on_moons(tmp_path: Path) -> None:
 
     torch.manual_seed(0)
     untrained = evaluate(build_model(cfg.arch, 2), build_data(cfg.dataset), cfg.sample,
-                         seed=cfg.seed)
+                         seed=cfg.seed, data_seed=cfg.dataset.seed)
     assert result.metrics["w2"] < 0.5 * untrained.metrics["w2"]
 
 
