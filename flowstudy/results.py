@@ -11,6 +11,7 @@ from typing import Any
 from flowstudy.errors import Busy, Diverged, UserError
 from flowstudy.fileio import read_json, write_json
 from flowstudy.interrupt import Interrupted
+from flowstudy.metrics import SET_METRICS
 
 log = logging.getLogger("flowstudy")
 
@@ -72,9 +73,6 @@ class RunResult:
             raise UserError(f"{path}: not a flowstudy result ({e}); {fix}") from e
 
 
-# The sample metrics the end-of-run summary prints, each beside its floor and Gaussian baseline.
-SAMPLE_KEYS = ("w2", "fd", "mmd", "precision", "recall", "density", "coverage", "memorized",
-               "nn_dist")
 COST_KEYS = ("flops_per_step", "flops", "flops_6nd", "steps_per_s", "samples_per_s",
              "peak_memory_bytes")
 
@@ -97,7 +95,7 @@ def log_summary(result: RunResult, result_path: Path) -> None:
              result.epochs, result.stop_reason, result.best_val_loss, result.best_epoch)
     log.info("samples, NFE %d (model / floor: real vs real / gauss: a Gaussian fit to train):",
              result.nfe)
-    for key in SAMPLE_KEYS:
+    for key in SET_METRICS:
         if key in m:
             log.info("  %-10s %10.4g / %10.4g / %10.4g", key, m[key], m[f"{key}_floor"],
                      m[f"{key}_baseline"])
