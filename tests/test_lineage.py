@@ -15,10 +15,13 @@ import numpy as np
 import pytest
 import wandb
 
+from flowstudy.checkpoint import load_checkpoint, save_checkpoint
 from flowstudy.config import Config
 from flowstudy.data import fingerprint
+from flowstudy.data.fingerprint import data_fingerprint
 from flowstudy.errors import UserError
 from flowstudy.interrupt import Interrupted
+from flowstudy.lineage import resumed_start
 from flowstudy.report import rows_for
 from flowstudy.run import run
 
@@ -89,6 +92,14 @@ def test_a_resume_cannot_take_another_seed(tmp_path: Path) -> None:
         f"so it cannot take another seed; drop seed= to resume, or train a fresh run (no "
         f"resume=) for seed 7")
     assert not (tmp_path / "study" / "runs" / "r7").exists()
+
+    # A checkpoint from before lineages were recorded resumes as one segment, data unknown.
+    legacy = {k: v for k, v in load_checkpoint(best, "cpu").items() if k != "lineage"}
+    save_checkpoint(tmp_path / "legacy.pt", legacy)
+    cfg = _config(tmp_path, "train.epochs=2", f"resume={tmp_path / 'legacy.pt'}")
+    start = resumed_start(cfg, data_fingerprint(cfg.dataset, tmp_path), legacy, cfg.resume)
+    assert start.branch and start.name == f"{first.name}+epochs2"
+    assert start.lineage[0]["data"] is None and start.lineage[1]["data"] is not None
 
     # Resuming a finished run unchanged would replay it: refused, with what to do instead.
     with pytest.raises(UserError, match=r"already completed with this config \(max_epochs after "

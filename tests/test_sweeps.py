@@ -103,8 +103,8 @@ def test_joblib_runs_two_jobs_at_once_with_the_same_results_as_serial(tmp_path: 
     code, out, parallel = _sweep(tmp_path, "parallel", *common, "hydra/launcher=joblib",
                                  "hydra.launcher.n_jobs=2")
     assert code == 0, out
-    base = name_of([*TINY, "train.epochs=2", "train.threads=1"])
-    assert set(serial) == set(parallel) == {base, f"{base}-seed1"}
+    names = {name_of([*TINY, "train.epochs=2", f"seed={s}"]) for s in (0, 1)}
+    assert set(serial) == set(parallel) == names
     for name in serial:
         assert serial[name].best_val_loss == parallel[name].best_val_loss
         assert serial[name].metrics == parallel[name].metrics
