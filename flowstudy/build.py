@@ -82,6 +82,8 @@ def adamw(model: nn.Module, lr: float, weight_decay: float) -> torch.optim.AdamW
 def build(cfg: Config, device: torch.device, ranks: Dist | None = None) -> Built:
     ranks = ranks or Dist()
     t = cfg.train
+    if t.compile:  # before torch first asks inductor where its cache is (it then stays there)
+        compile_cache(cfg.study_dir)
     if t.precision == "fp16" and device.type != "cuda":
         raise ConfigError("train.precision", "fp16", "fp32 or bf16 on a CPU (fp16 needs CUDA)")
     if t.batch_size % (t.accum_steps * ranks.world):
@@ -118,7 +120,6 @@ def build(cfg: Config, device: torch.device, ranks: Dist | None = None) -> Built
     )
     forward, compile_s = model, None
     if t.compile:
-        compile_cache(cfg.study_dir)
         micro = t.batch_size // (t.accum_steps * ranks.world)
         forward, compile_s = _compiled(
             model, (batches.train[:1].expand(micro, -1).clone(),
