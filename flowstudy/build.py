@@ -87,6 +87,8 @@ def build(cfg: Config, device: torch.device, ranks: Dist | None = None) -> Built
     """Build a run from its requested ``cfg``; ``Built.cfg`` is that config resolved."""
     ranks = ranks or Dist()
     t = cfg.train
+    if t.compile:  # before torch first asks inductor where its cache is (it then stays there)
+        compile_cache(cfg.study_dir)
     if t.precision == "fp16" and device.type != "cuda":
         raise ConfigError("train.precision", "fp16", "fp32 or bf16 on a CPU (fp16 needs CUDA)")
     if t.batch_size is not None and t.batch_size % (t.accum_steps * ranks.world):
@@ -124,7 +126,6 @@ def build(cfg: Config, device: torch.device, ranks: Dist | None = None) -> Built
     )
     forward, compile_s = model, None
     if t.compile:
-        compile_cache(cfg.study_dir)
         micro = t.batch_size // (t.accum_steps * ranks.world)
         forward, compile_s = _compiled(
             model, (batches.train[:1].expand(micro, -1).clone(),

@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import logging
+import signal
 from pathlib import Path
 
 import pytest
@@ -13,7 +14,7 @@ import torch
 
 from flowstudy.batches import Batch, BatchSource
 from flowstudy.build import Built, build
-from flowstudy.checkpoint import load_checkpoint
+from flowstudy.checkpoint import load_checkpoint, save_checkpoint
 from flowstudy.config import Config, CoupledFlowConfig
 from flowstudy.data import Source
 from flowstudy.data.augment import gaussian_noise
@@ -22,10 +23,12 @@ from flowstudy.distributed import check_ranks_fit
 from flowstudy.errors import UserError
 from flowstudy.flows import build_flow
 from flowstudy.graph_step import GraphSteps, capture_blocker
-from flowstudy.rng import seed_everything
+from flowstudy.interrupt import Interrupted, StopRequest
+from flowstudy.rng import seed_everything, set_rng_state
 from flowstudy.run import run
 from flowstudy.schedule import WarmupCosine
 from flowstudy.step import EagerSteps, StepConfig, attach_lr, train_step
+from flowstudy.trainer import fit
 
 from .helpers import TINY, compose_config
 
@@ -201,17 +204,34 @@ def test_captured_steps_equal_eager_steps_on_cuda(tmp_path: Path, overrides: lis
 
 @CUDA
 def test_a_cuda_graph_run_resumes_exactly(tmp_path: Path) -> None:
-    common = ["train.cuda_graph=true", "train.device=cuda", "checkpoint.save_last=true",
-              "flow=cfm"]
-    straight = run(_config(tmp_path / "a", *common, "train.epochs=4"), tmp_path / "oa")
-    first = run(_config(tmp_path / "b", *common, "train.epochs=2"), tmp_path / "ob")
-    assert straight.step_mode == first.step_mode == "cuda_graph"
-    last = tmp_path / "b" / "study" / "checkpoints" / first.name / "last.pt"
-    again = run(_config(tmp_path / "b", *common, "train.epochs=4", f"resume={last}"),
-                tmp_path / "oc")
-    a = load_checkpoint(tmp_path / "a" / "study" / "checkpoints" / straight.name / "last.pt",
-                        "cpu")
-    b = load_checkpoint(tmp_path / "b" / "study" / "checkpoints" / again.name / "last.pt", "cpu")
-    for key in a["model"]:
-        assert torch.equal(a["model"][key], b["model"][key]), key
-    assert a["step"] == b["step"] == 32
+    """Stopped after step 11 (mid-epoch 2) and resumed from last.pt, a captured run ends where
+    an uninterrupted one does: the noise generator's state travels in the checkpoint."""
+    cfg = _config(tmp_path, "flow=cfm", "train.epochs=3", "train.log_every=1",
+                  "train.cuda_graph=true", "train.device=cuda")
+    straight = _built(cfg, "cuda")
+    fitted = fit(cfg.train, straight.state, straight.batches, straight.val, StopAt(None, -1),
+                 tmp_path / "a", save=save_checkpoint, engine=straight.engine)
+    assert fitted.step_mode == "cuda_graph"
+    first, stop = _built(cfg, "cuda"), StopRequest()
+    with pytest.raises(Interrupted):
+        fit(cfg.train, first.state, first.batches, first.val, StopAt(stop, 11), tmp_path / "b",
+            save=save_checkpoint, stop=stop, engine=first.engine)
+    last = load_checkpoint(tmp_path / "b" / "last.pt", "cuda")
+    resumed = _built(cfg, "cuda")
+    resumed.state.load_state_dict(last)
+    set_rng_state(last["rng"])
+    fit(cfg.train, resumed.state, resumed.batches, resumed.val, StopAt(None, -1), tmp_path / "c",
+        save=save_checkpoint, engine=resumed.engine)
+    for a, b in zip(_tensors(straight), _tensors(resumed), strict=True):
+        torch.testing.assert_close(a.cpu(), b.cpu(), rtol=1e-6, atol=1e-7)
+
+
+class StopAt:
+    """A metrics sink that raises the stop flag, as a signal handler would, at a given step."""
+
+    def __init__(self, stop: StopRequest | None, step: int) -> None:
+        self.stop, self.at = stop, step
+
+    def log(self, metrics: dict[str, float], step: int) -> None:
+        if step == self.at and self.stop is not None:
+            self.stop.signum = signal.SIGTERM
