@@ -2,14 +2,17 @@
 its type system cannot express, and the derived run name.
 
 Each config group option (``conf/<group>/<option>.yaml``) starts from its schema through its
-defaults list (``- mlp_schema``), so a typo or a wrong type in a YAML or on the command line fails
-at composition, and the training code receives plain dataclass instances.
+defaults list (``- /mlp_schema@_here_``), so a typo or a wrong type in a YAML or on the command
+line fails at composition, and the training code receives plain dataclass instances. The schemas
+are stored at the root of Hydra's ConfigStore, outside the groups, so ``arch=<TAB>`` and error
+messages offer only the options users pick.
 """
 
 from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
+from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
@@ -162,6 +165,12 @@ class TrainConfig:
     # A step whose gradient norm is NaN/Inf is skipped; this many in a row stop the run (diverged).
     nan_patience: int = 10
     grad_stats_every: int = 0  # log per-tensor gradient statistics every N steps (0: never)
+    # Train (and validate) on the same first N batches every epoch, with the same noise and
+    # times every time: a model that cannot drive this loss to ~0 has a bug (debug=overfit).
+    overfit_batches: int = 0
+    # Record a torch.profiler trace of this many steps (after 1 skipped, 1 warm-up) next to the
+    # checkpoints (debug=profile); 0: off.
+    profile_steps: int = 0
 
 
 @dataclass
@@ -176,6 +185,7 @@ class WandbConfig:
     entity: str | None = None
     mode: str = "offline"
     tags: list[str] = field(default_factory=list)
+    quiet: bool = True  # W&B's own terminal output off (flowstudy prints where the run went)
 
 
 @dataclass
@@ -200,15 +210,25 @@ class Config:
     resume: str | None = None
     force: bool = False  # replace an existing run of the same name instead of refusing
     study_dir: str = "study"
+    # What a sweep reports per job and a hyperparameter search optimises: best_val_loss or a
+    # sample metric (its direction follows from the metric).
+    objective: str = "best_val_loss"
     train: TrainConfig = field(default_factory=TrainConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     wandb: WandbConfig = field(default_factory=WandbConfig)
     sample: SampleConfig = field(default_factory=SampleConfig)
 
 
-CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
+def _conf_dir() -> Path:
+    """``conf/`` of the checkout (source tree or editable install), else the copy a wheel carries
+    inside the package (pyproject.toml maps ``conf/`` to ``flowstudy/conf``)."""
+    checkout = Path(__file__).resolve().parents[1] / "conf"
+    return checkout if checkout.is_dir() else Path(str(files("flowstudy") / "conf"))
 
-# group -> schema name (as the YAMLs' defaults list it) -> dataclass
+
+CONF_DIR = _conf_dir()
+
+# group -> schema name (as the YAMLs' defaults list it: ``- /<schema>@_here_``) -> dataclass
 GROUP_SCHEMAS: dict[str, dict[str, type]] = {
     "arch": {"mlp_schema": MLPConfig, "dit_schema": DiTConfig, "unet_schema": UNetConfig},
     "flow": {"ot_schema": OTFlowConfig, "cfm_schema": CFMFlowConfig,
@@ -223,11 +243,14 @@ GROUP_SCHEMAS: dict[str, dict[str, type]] = {
 def register_configs() -> None:
     cs = ConfigStore.instance()
     cs.store(name="base_config", node=Config)
-    for group, schemas in GROUP_SCHEMAS.items():
+    # At the root, not in the groups: shell completion lists a group's ConfigStore entries too.
+    for schemas in GROUP_SCHEMAS.values():
         for schema_name, schema in schemas.items():
-            cs.store(group=group, name=schema_name, node=schema)
+            cs.store(name=schema_name, node=schema)
     # --help lists the options users pick from (the YAML files), not the schemas behind them.
     OmegaConf.register_new_resolver("flowstudy_groups", group_options_text, replace=True)
+    # hparams_search=: hydra.sweeper.direction follows from the objective's metric.
+    OmegaConf.register_new_resolver("flowstudy_direction", objective_direction, replace=True)
 
 
 def group_options(group: str) -> tuple[str, ...]:
@@ -241,6 +264,16 @@ def group_options_text() -> str:
 
 
 # --- checks Hydra cannot express ----------------------------------------------------------------
+
+# What a sweep can optimise: the best validation loss, or a sample metric of the best weights.
+OBJECTIVES = {"best_val_loss": "minimize", "w2": "minimize", "mmd": "minimize", "fd": "minimize",
+              "precision": "maximize", "recall": "maximize"}
+
+
+def objective_direction(objective: str) -> str:
+    _one_of("objective", objective, tuple(OBJECTIVES))
+    return OBJECTIVES[objective]
+
 
 WANDB_MODES = ("offline", "online", "disabled")
 SOLVERS = ("euler", "midpoint", "rk4", "dopri5")  # = flowstudy.flows.solvers (a test checks)
@@ -295,6 +328,10 @@ def validate(cfg: Config) -> None:
     _check(t.nan_patience >= 1, "train.nan_patience", t.nan_patience, "an integer >= 1")
     _check(t.grad_stats_every >= 0, "train.grad_stats_every", t.grad_stats_every,
            "an integer >= 0 (0: off)")
+    _check(t.overfit_batches >= 0, "train.overfit_batches", t.overfit_batches,
+           "an integer >= 0 (0: off)")
+    _check(t.profile_steps >= 0, "train.profile_steps", t.profile_steps,
+           "an integer >= 0 (0: off)")
     _check(t.device in ("auto", "cpu", "cuda") or t.device.startswith("cuda:"), "train.device",
            t.device, "auto, cpu, cuda or cuda:N")
 
@@ -343,6 +380,7 @@ def validate(cfg: Config) -> None:
     _check(s.atol > 0, "sample.atol", s.atol, "a float > 0")
     _check(s.rtol > 0, "sample.rtol", s.rtol, "a float > 0")
     _one_of("wandb.mode", cfg.wandb.mode, WANDB_MODES)
+    _one_of("objective", cfg.objective, tuple(OBJECTIVES))
     _check(cfg.name is None or (cfg.name.strip() != "" and "/" not in cfg.name), "name", cfg.name,
            "a non-empty run name without '/'")
 
@@ -350,12 +388,12 @@ def validate(cfg: Config) -> None:
 # Keys a suffix never names: they are already in the base name, or do not change what is trained.
 UNNAMED_KEYS = ("arch", "flow", "dataset", "aug", "ablation", "dataset.n_train", "dataset.source",
                 "dataset.path", "name", "group", "resume", "force", "study_dir", "checkpoint",
-                "wandb", "hydra", "train.device", "train.threads", "train.log_every",
-                "train.grad_stats_every", "train.compile")
+                "wandb", "hydra", "objective", "train.device", "train.threads", "train.log_every",
+                "train.grad_stats_every", "train.compile", "train.profile_steps")
 # Keys that do not change a run's results; two runs differing only here are the same run.
 NON_IDENTITY_KEYS = ("name", "group", "resume", "force", "study_dir", "checkpoint", "wandb",
-                     "train.device", "train.threads", "train.log_every", "train.grad_stats_every",
-                     "train.compile")
+                     "objective", "train.device", "train.threads", "train.log_every",
+                     "train.grad_stats_every", "train.compile", "train.profile_steps")
 
 
 def _format_value(value: Any) -> str:
@@ -429,7 +467,7 @@ def load_config(cfg: DictConfig, swept: dict[str, Any] | None = None) -> Config:
         node = getattr(config, group)
         _check(isinstance(node, tuple(schemas.values())), group, getattr(node, "name", node),
                f"a config built on a schema (conf/{group}/<option>.yaml must list one of "
-               f"{', '.join(schemas)} in its defaults)")
+               f"{', '.join(f'/{s}@_here_' for s in schemas)} in its defaults)")
     validate(config)
     if config.name is None:
         config.name = derive_name(config, swept)

@@ -49,8 +49,7 @@ def describe(ex: BaseException) -> str | None:
         return str(ex)
     if isinstance(ex, MissingConfigException) and ex.missing_cfg_file and ex.options is not None:
         group, _, option = ex.missing_cfg_file.rpartition("/")
-        options = ", ".join(o for o in ex.options if not o.endswith("_schema"))
-        return f"{group}={option} is not an option; available: {options}"
+        return f"{group}={option} is not an option; available: {', '.join(ex.options)}"
     if isinstance(ex, ConfigCompositionException):
         if isinstance(ex.__cause__, OmegaConfBaseException):
             return _omegaconf_line(ex.__cause__)

@@ -39,7 +39,7 @@ def plot_samples(evaluation: Evaluation, data: DataSplits, png: Path, title: str
     m = evaluation.metrics
     if data.name.startswith("digits"):
         image_grid(evaluation.samples, png,
-                   f"{title}   FD={m['fd']:.2f} (floor {m['fd_floor']:.2f})")
+                   f"{title}   FD={m['fd']:.2f} (floor {m['fd_floor']:.2f})", reference=data.test)
     elif data.dim == 2:
         scatter(evaluation.samples, data.test, png,
                 f"{title}   W2={m['w2']:.4f} (floor {m['w2_floor']:.4f})")

@@ -38,11 +38,13 @@ from flowstudy.early_stopping import EarlyStopping
 from flowstudy.ema import EMA
 from flowstudy.errors import ConfigError, UserError, describe
 from flowstudy.evaluate import evaluate, plot_samples
+from flowstudy.figures import save_samples
 from flowstudy.fileio import ensure_writable_dir, run_lock
 from flowstudy.flows import build_flow
 from flowstudy.interrupt import Interrupted, StopRequest
 from flowstudy.models import build_model, count_parameters
 from flowstudy.precision import Precision
+from flowstudy.profiling import profile_steps
 from flowstudy.results import COST_KEYS, RunResult, status_for
 from flowstudy.rng import seed_everything, set_rng_state
 from flowstudy.sweep import parallel_jobs, swept_values, write_job_record
@@ -139,10 +141,13 @@ def build(cfg: Config, device: torch.device, ranks: Dist | None = None) -> Built
     flow = build_flow(cfg.flow)
     batches = BatchSource(train=data.normalizer.encode(data.train).to(device),
                           batch_size=t.batch_size, source=data.source, flow=flow,
-                          augment=build_augment(cfg.aug), seed=cfg.seed)
+                          augment=build_augment(cfg.aug), seed=cfg.seed,
+                          overfit_batches=t.overfit_batches)
     # Validation noise is seeded by the data seed: runs of any seed are scored on the same problem.
     val = ValidationSet.fixed(data.normalizer.encode(data.val).to(device), data.source, flow,
                               t.batch_size, seed=cfg.dataset.seed)
+    if t.overfit_batches:  # scored on the very batches it fits
+        val = ValidationSet(*batches.fixed_validation())
     model = build_model(cfg.arch, data.dim).to(device)
     example = (batches.train[:2], torch.zeros(2, device=device))
     with torch.no_grad():
@@ -260,8 +265,9 @@ def _train_and_evaluate(cfg: Config, run_dir: Path, device: torch.device, ranks:
         with tracker:
             extra = {"config": to_dict(cfg), "normalizer": data.normalizer.state_dict()}
             tracker.summary({"params": result.params})
-            with StopRequest() as stop:
-                fitted = fit(cfg.train, state, batches, val, tracker, checkpoint_dir,
+            profiled = cfg.train.profile_steps if ranks.main else 0
+            with StopRequest() as stop, profile_steps(profiled, batches, checkpoint_dir) as train:
+                fitted = fit(cfg.train, state, train, val, tracker, checkpoint_dir,
                              save=lambda path, s: save_checkpoint(
                                  path, {**s, **extra, "wandb_run_id": tracker.run_id}),
                              save_last=cfg.checkpoint.save_last, stop=stop, engine=built.engine)
@@ -311,6 +317,7 @@ def _evaluate_best(cfg: Config, result: RunResult, data: DataSplits, state: Trai
     evaluation = evaluate(state.ema.module, data, cfg.sample, seed=cfg.seed)
     png = checkpoint_dir / "samples.png"
     plot_samples(evaluation, data, png, title=f"{cfg.name} (epoch {best['epoch']})")
+    save_samples(checkpoint_dir / "samples.npz", evaluation.samples, data.test)
     sample_log = {f"sample/{k}": v for k, v in evaluation.metrics.items()}
     tracker.log({**sample_log, "sample/nfe": evaluation.nfe}, step)
     tracker.image("samples", png, step, caption=cfg.name)
@@ -385,7 +392,7 @@ def _sweep_job(cfg: DictConfig, hydra_cfg: DictConfig) -> float | None:
         record.update(status="skipped" if result.skipped else result.status,
                       best_val_loss=result.best_val_loss,
                       metric={k: v for k, v in result.metrics.items() if k in ("w2", "fd")})
-        return result.best_val_loss
+        return sweep.objective(result, config.objective)
     except Interrupted as e:
         e.command = _resume_command(hydra_cfg.overrides.task, e.checkpoint) + " -m"
         record["status"] = "interrupted"
