@@ -42,6 +42,8 @@ class Tracker:
                  swept: dict[str, Any] | None = None, resume_run_id: str | None = None,
                  resume_step: int | None = None) -> None:
         metrics_path.parent.mkdir(parents=True, exist_ok=True)
+        # W&B warns on the terminal, before its silent setting applies, if its dir is missing.
+        Path(run_dir).mkdir(parents=True, exist_ok=True)
         if resume_step is None:
             metrics_path.unlink(missing_ok=True)
         else:
