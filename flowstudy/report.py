@@ -15,11 +15,13 @@ import json
 import math
 import re
 import statistics
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from flowstudy import figures
+from flowstudy.completion import shell_completion
 from flowstudy.config import identity
 from flowstudy.fileio import atomic_path
 from flowstudy.results import RunResult
@@ -169,16 +171,28 @@ def report(study: Path, group: str, metric: str | None = None) -> Path:
     return out
 
 
+def study_groups(study: Path) -> list[str]:
+    return sorted({g for r in load_runs(study) for g in (r.groups or [r.group])})
+
+
 def main() -> None:
-    parser = argparse.ArgumentParser(prog="python -m flowstudy.report",
-                                     description="Tabulate and plot a study group's runs.")
+    script = "flowstudy-report"
+    parser = argparse.ArgumentParser(
+        prog=script if Path(sys.argv[0]).name == script else "python -m flowstudy.report",
+        description="Tabulate and plot a study group's runs.")
     parser.add_argument("--group", help="study group (default: every group found)")
     parser.add_argument("--study", default="study", type=Path, help="study dir (default: study)")
     parser.add_argument("--metric", choices=[*QUALITY, "best_val_loss"],
                         help="what picks the best row (default: w2 for 2-d data, else fd)")
+    parser.add_argument("-sc", "--shell-completion", metavar="install=bash",
+                        help=f'print the bash completion of {script}: eval "$({script} -sc '
+                             f'install=bash)"')
     args = parser.parse_args()
-    groups = [args.group] if args.group else sorted(
-        {g for r in load_runs(args.study) for g in (r.groups or [r.group])})
+    if args.shell_completion:
+        print(shell_completion(args.shell_completion, script, parser,
+                               {"group": lambda given: study_groups(given.study)}))
+        return
+    groups = [args.group] if args.group else study_groups(args.study)
     if not groups:
         raise SystemExit(f"flowstudy.report: no runs under {args.study / 'runs'}")
     for group in groups:
