@@ -91,6 +91,14 @@ def _val_curve(study: Path, run: RunResult) -> dict[int, float]:
     return {p["step"]: p[key] for p in points if key in p and np.isfinite(p[key])}
 
 
+def y_range(lows: list[float], highs: list[float]) -> tuple[float, float]:
+    """From the lowest point of any band to the 95th percentile of the curves' later values,
+    with a margin: the end of training fills the plot, the first epochs run off its top."""
+    low, high = min(lows), float(np.percentile(highs, 95))
+    margin = 0.06 * (high - low) if high > low else 0.05 * abs(high) + 1e-6
+    return low - margin, high + margin
+
+
 def validation_curves(configs: Configs, study: Path, png: Path, title: str) -> bool:
     """Mean ± std over seeds per configuration; seeds that trained longer than the others (early
     stopping) continue as thin dashed lines. False when no run has a curve."""
@@ -128,9 +136,7 @@ def validation_curves(configs: Configs, study: Path, png: Path, title: str) -> b
     if not drawn:
         pyplot().close(fig)
         return False
-    low, high = min(lows), float(np.percentile(highs, 95))
-    margin = 0.06 * (high - low) if high > low else 0.05 * abs(high) + 1e-6
-    ax.set_ylim(low - margin, high + margin)
+    ax.set_ylim(*y_range(lows, highs))
     ax.set_xlabel("step")
     ax.set_ylabel("validation loss (monitored weights)")
     ax.set_title(f"{title}: mean ± std over seeds; dot: best", fontsize=11)
@@ -162,7 +168,7 @@ def sample_montage(configs: Configs, study: Path, png: Path, title: str, metric:
         seed = f", seed {run.config.get('seed', 0)} shown" if len(runs) > 1 else ""
         panels.append({"title": f"{label}\n{_metric_text(runs, metric)}{seed}",
                        "points": arrays["samples"], "reference": arrays["reference"],
-                       "dataset": json.dumps(run.config.get("dataset"), sort_keys=True),
+                       "dataset": _test_data_key(run),
                        "floor": run.metrics.get(f"{metric}_floor")})
     if not panels:
         return False
@@ -183,8 +189,8 @@ def sample_montage(configs: Configs, study: Path, png: Path, title: str, metric:
     low, high = _limits(cells[0]["reference"])
     aspect = 1.0 if cells[0]["axes"] == "image" else min(1.5, max(0.4, (high - low)[1] /
                                                                    (high - low)[0]))
-    fig, axes = plt.subplots(rows, columns, figsize=(3.4 * columns, 3.4 * aspect * rows + 0.9),
-                             dpi=110, squeeze=False)
+    fig, axes = plt.subplots(rows, columns, figsize=(3.4 * columns, (2.8 * aspect + 0.8) * rows
+                                                     + 0.4), dpi=110, squeeze=False)
     for ax in axes.flat[len(cells):]:
         ax.axis("off")
     for ax, cell in zip(axes.flat, cells, strict=False):
@@ -212,6 +218,13 @@ def _limits(reference: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     low, high = reference.min(0), reference.max(0)
     pad = 0.08 * (high - low)
     return low - pad, high + pad
+
+
+def _test_data_key(run: RunResult) -> str:
+    """Runs with equal keys were measured on the same test points (n_train picks training
+    points only)."""
+    dataset = {k: v for k, v in run.config.get("dataset", {}).items() if k != "n_train"}
+    return json.dumps(dataset, sort_keys=True)
 
 
 def _draw_panel(ax: Any, cell: dict[str, Any]) -> None:
@@ -282,19 +295,18 @@ def _draw_budget(points: list[Point], png: Path, title: str, xlabel: str, metric
         return False
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(8, 5), dpi=120)
-    floors: dict[float, list[float]] = defaultdict(list)
-    for label, by_x in lines.items():
+    colors = plt.get_cmap("tab10")
+    for i, (label, by_x) in enumerate(lines.items()):
         xs = sorted(by_x)
         means = [statistics.fmean(v for v, _ in by_x[x]) for x in xs]
         stds = [statistics.stdev(v for v, _ in by_x[x]) if len(by_x[x]) > 1 else 0.0 for x in xs]
         ax.errorbar(xs, means, yerr=stds, marker="o", markersize=4, capsize=3, linewidth=1.5,
-                    label=label or "all runs")
-        for x in xs:
-            floors[x].extend(f for _, f in by_x[x] if f is not None)
-    if floors and any(floors.values()):
-        xs = sorted(x for x in floors if floors[x])
-        ax.plot(xs, [statistics.fmean(floors[x]) for x in xs], linestyle="--", color="tab:gray",
-                label="floor (real vs real)")
+                    color=colors(i % 10), label=label or "all runs")
+        floors = [(x, [f for _, f in by_x[x] if f is not None]) for x in xs]
+        floors = [(x, statistics.fmean(f)) for x, f in floors if f]
+        if floors:  # the same metric between two real sets: what a perfect model would score
+            ax.plot(*zip(*floors, strict=True), linestyle="--", linewidth=1, color=colors(i % 10),
+                    label="floor (real vs real)" if i == 0 else None)
     ax.set_xscale("log")
     ticks = sorted({x for by_x in lines.values() for x in by_x})
     ax.set_xticks(ticks, [f"{x:g}" for x in ticks])
@@ -309,10 +321,9 @@ def _draw_budget(points: list[Point], png: Path, title: str, xlabel: str, metric
     return True
 
 
-def quality_vs_nfe(runs: list[RunResult], study: Path, png: Path, title: str,
-                   metric: str) -> bool:
-    """Sample quality against NFE: a line per training config and solver."""
-    metric = metric if metric != "best_val_loss" else "fd"
+def nfe_points(runs: list[RunResult], study: Path, metric: str) -> list[Point]:
+    """(line, NFE, metric, floor) of every evaluation of every run; a line per training config
+    and solver."""
     trained = _line_labels(runs, ("sample", "seed"), skip=("sample.",))
     points: list[Point] = []
     for run in runs:
@@ -321,31 +332,49 @@ def quality_vs_nfe(runs: list[RunResult], study: Path, png: Path, title: str,
                 label = ", ".join(p for p in (trained[run.name], e["solver"]) if p)
                 points.append((label, float(e["nfe"]), e["metrics"][metric],
                                e["metrics"].get(f"{metric}_floor")))
-    return _draw_budget(points, png, f"{title}: quality against sampling steps",
-                        "velocity evaluations (NFE)", metric)
+    return points
 
 
-def quality_vs_data_size(runs: list[RunResult], study: Path, png: Path, title: str,
-                         metric: str) -> bool:
-    """Sample quality against ``dataset.n_train`` (runs on the whole split are left out)."""
-    sized = [r for r in runs if r.config.get("dataset", {}).get("n_train")]
+def data_size_points(runs: list[RunResult], metric: str) -> list[Point]:
+    """(line, dataset.n_train, metric, floor) of every completed run on a subset of the train
+    split (runs on all of it have no number to stand at); a line per config but for n_train."""
+    sized = [r for r in runs if r.status == "completed"
+             and r.config.get("dataset", {}).get("n_train")]
     trained = _line_labels(sized, ("dataset.n_train", "seed"), skip=("dataset.n_train",))
 
     def value(run: RunResult) -> float | None:
         return run.best_val_loss if metric == "best_val_loss" else run.metrics.get(metric)
 
-    points: list[Point] = [(trained[r.name], float(r.config["dataset"]["n_train"]), value(r),
-                            r.metrics.get(f"{metric}_floor")) for r in sized
-                           if r.status == "completed" and value(r) is not None]
-    return _draw_budget(points, png, f"{title}: quality against training-set size",
+    return [(trained[r.name], float(r.config["dataset"]["n_train"]), value(r),
+             r.metrics.get(f"{metric}_floor")) for r in sized if value(r) is not None]
+
+
+def quality_vs_nfe(runs: list[RunResult], study: Path, png: Path, title: str,
+                   metric: str) -> bool:
+    """Sample quality against NFE, when some line has two NFE values."""
+    metric = metric if metric != "best_val_loss" else "fd"
+    return _draw_budget(nfe_points(runs, study, metric), png,
+                        f"{title}: quality against sampling steps", "velocity evaluations (NFE)",
+                        metric)
+
+
+def quality_vs_data_size(runs: list[RunResult], study: Path, png: Path, title: str,
+                         metric: str) -> bool:
+    """Sample quality against ``dataset.n_train``, when some line has two sizes."""
+    return _draw_budget(data_size_points(runs, metric), png,
+                        f"{title}: quality against training-set size",
                         "training points (dataset.n_train)", metric)
 
 
 def _line_labels(runs: list[RunResult], ignore: tuple[str, ...],
                  skip: tuple[str, ...]) -> dict[str, str]:
-    """run name -> the label of its line: runs equal but for ``ignore`` share one; the label is
-    their other swept values (empty when every run is on one line)."""
+    """run name -> the label of its line: runs equal but for ``ignore`` share a line, labelled
+    by the first one's other swept values (or its name); empty when there is only one line."""
     keys = {r.name: _without(r.config, ignore) for r in runs}
     if len(set(keys.values())) <= 1:
         return dict.fromkeys(keys, "")
-    return {r.name: _label_parts(r, skip=(*skip, "sample.")) or r.name for r in runs}
+    first: dict[str, RunResult] = {}
+    for r in runs:
+        first.setdefault(keys[r.name], r)
+    labels = {key: _label_parts(r, skip) or r.name for key, r in first.items()}
+    return {name: labels[key] for name, key in keys.items()}
