@@ -100,6 +100,10 @@ def test_a_wheel_in_a_fresh_venv_trains_reports_and_completes_from_an_empty_dir(
         assert (reports / f"{figure}.png").read_bytes()[:4] == b"\x89PNG"
         assert b"<svg" in (reports / f"{figure}.svg").read_bytes()[:500]
 
+    usage = _run(bindir, work, "flowstudy-train", "--help").stdout
+    assert "debug: overfit, profile, quick" in usage and "hparams_search: lr_optuna" in usage
+    assert 'eval "$(flowstudy-train -sc install=bash)"' in usage
+
     assert _complete(bindir, work, "flowstudy-train", "flowstudy-train arch=") == [
         "arch=dit", "arch=mlp", "arch=unet"]
     offered = _complete(bindir, work, "flowstudy-train", "flowstudy-train ")
