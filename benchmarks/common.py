@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
@@ -35,9 +36,19 @@ def machine() -> dict[str, Any]:
             "machine": platform.machine()}
 
 
-def write_results(name: str, payload: dict[str, Any]) -> Path:
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    path = RESULTS / f"{name}.json"
+def parser(doc: str) -> argparse.ArgumentParser:
+    """A benchmark's command line, with the options every benchmark shares."""
+    p = argparse.ArgumentParser(description=doc.splitlines()[0])
+    p.add_argument("--smoke", action="store_true", help="tiny sizes, for CI")
+    p.add_argument("--save", nargs="?", const=RESULTS, type=Path, metavar="DIR",
+                   help=f"write the results as JSON to DIR (default {RESULTS}); without "
+                        f"--save nothing is written, so the tracked results change only on purpose")
+    return p
+
+
+def write_results(directory: Path, name: str, payload: dict[str, Any]) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"{name}.json"
     path.write_text(json.dumps({"benchmark": name, "machine": machine(), **payload}, indent=2)
                     + "\n")
     return path
@@ -52,9 +63,9 @@ def table(rows: list[dict[str, Any]], columns: list[str]) -> str:
     return "\n".join(lines)
 
 
-def publish(name: str, rows: list[dict[str, Any]], columns: list[str], smoke: bool,
+def publish(name: str, rows: list[dict[str, Any]], columns: list[str], save: Path | None,
             **settings: Any) -> None:
-    """Print the table; unless this is a smoke run, record it in results/<name>.json."""
+    """Print the table; with ``--save`` (``save``: a directory) record it in <save>/<name>.json."""
     print(table(rows, columns))
-    if not smoke:
-        print(f"wrote {write_results(name, {**settings, 'rows': rows})}")
+    if save is not None:
+        print(f"wrote {write_results(save, name, {**settings, 'rows': rows})}")

@@ -13,7 +13,6 @@ one idle thread would take.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import time
 from collections.abc import Callable
@@ -22,6 +21,7 @@ from typing import Any
 import torch
 
 from benchmarks.common import config, publish
+from benchmarks.common import parser as benchmark_parser
 from flowstudy.config import SampleConfig
 from flowstudy.data import DataSplits, Source
 from flowstudy.data.normalize import Normalizer
@@ -42,9 +42,7 @@ def sphere(n: int, dim: int, seed: int) -> torch.Tensor:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--smoke", action="store_true", help="tiny sizes; writes nothing")
-    args = parser.parse_args()
+    args = benchmark_parser(__doc__).parse_args()
     torch.set_num_threads(1)
     arch, sample = config(["wandb.mode=disabled"]).arch, SampleConfig()
     points, train_rows = (50, 2_000) if args.smoke else (1_000, 100_000)
@@ -73,7 +71,7 @@ def main() -> None:
         rows.append({"what": f"evaluate() {dim}-d, {train_rows} train rows, likelihood "
                              f"{'on' if likelihood else 'off'}", "points": points,
                      "wall_s": wall, "cpu_s": cpu})
-    publish("evaluation", rows, ["what", "points", "wall_s", "cpu_s"], args.smoke,
+    publish("evaluation", rows, ["what", "points", "wall_s", "cpu_s"], args.save,
             likelihood_steps=sample.likelihood_steps, hutchinson_probes=sample.hutchinson_probes,
             arch=dataclasses.asdict(arch))
 

@@ -31,7 +31,6 @@ install them next to the machine's torch (never another torch):
 
 from __future__ import annotations
 
-import argparse
 import importlib.util
 import os
 import tempfile
@@ -43,6 +42,7 @@ import torch
 import torch.nn.functional as F
 
 from benchmarks.common import config, publish, table
+from benchmarks.common import parser as benchmark_parser
 from flowstudy.build import build
 from flowstudy.checkpoint import save_checkpoint
 from flowstudy.config import Config
@@ -172,12 +172,10 @@ def lightning(cfg: Config, device: torch.device, steps: int, work: Path) -> floa
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = benchmark_parser(__doc__)
     parser.add_argument("--steps", type=int, default=2000, help="timed steps of the bare loops")
     parser.add_argument("--epochs", type=int, nargs=2, default=[20, 4],
                         help="epochs of flowstudy's fit for the MLP and the DiT case")
-    parser.add_argument("--save", action="store_true", help="write results/gpu_step.json")
-    parser.add_argument("--smoke", action="store_true", help="tiny sizes, a few steps, any device")
     args = parser.parse_args()
     os.environ.setdefault("WANDB_SILENT", "true")
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -243,7 +241,7 @@ def main() -> None:
 
     name = "gpu_step" if cuda else "gpu_step_cpu"
     publish(name, mlp_rows, ["loop", "steps_per_s", "vs_bare_eager", "vs_bare_graph"],
-            args.smoke or not args.save, device=str(device), tf32=tf32,
+            args.save, device=str(device), tf32=tf32,
             mlp_compile_s=compile_s, dit=dit_rows)
     print(table(dit_rows, ["precision", "bare_tflops", "flowstudy_tflops", "flowstudy/bare",
                            "compile_s"]))

@@ -14,12 +14,11 @@ gives medians.
     schedule, validation every epoch, early stopping and checkpoint callbacks, W&B offline
     logger every 10 steps) from an iterable of in-memory batches. Needs the ``bench`` extra.
 
-    python -m benchmarks.loop_overhead [--repeats 3] [--epochs 20 4] [--smoke]
+    python -m benchmarks.loop_overhead [--repeats 3] [--epochs 20 4] [--smoke] [--save [DIR]]
 """
 
 from __future__ import annotations
 
-import argparse
 import importlib.util
 import os
 import statistics
@@ -30,6 +29,7 @@ import torch
 import torch.nn.functional as F
 
 from benchmarks.common import config, publish, seconds
+from benchmarks.common import parser as benchmark_parser
 from flowstudy.build import build
 from flowstudy.checkpoint import save_checkpoint
 from flowstudy.config import Config
@@ -162,11 +162,10 @@ def lightning_loop(cfg: Config, steps: int, workdir: Path) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = benchmark_parser(__doc__)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--epochs", type=int, nargs=2, default=[20, 4],
                         help="epochs (of 78 steps) for the 2-d and the 1024-d case")
-    parser.add_argument("--smoke", action="store_true", help="tiny sizes, for CI")
     args = parser.parse_args()
     torch.set_num_threads(1)
     os.environ.setdefault("WANDB_SILENT", "true")
@@ -206,7 +205,7 @@ def main() -> None:
             rows.append(row)
     columns = ["case", "b/a", "b/a'", *(["b/c"] if "lightning" in loops else []),
                *(f"{n}_ms_per_step" for n in loops)]
-    publish("loop_overhead", rows, columns, args.smoke, repeats=args.repeats)
+    publish("loop_overhead", rows, columns, args.save, repeats=args.repeats)
 
 
 if __name__ == "__main__":

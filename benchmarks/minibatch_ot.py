@@ -7,12 +7,11 @@ training step, batches 256 and 512. ``minibatch_ot`` runs with its background pa
 torchcfm's ``ExactOptimalTransportConditionalFlowMatcher`` against its ``ConditionalFlowMatcher``
 in a plain loop on the same model and batch. Runs alternate, medians of ``--repeats``.
 
-    python -m benchmarks.minibatch_ot [--steps 150] [--repeats 3] [--smoke]
+    python -m benchmarks.minibatch_ot [--steps 150] [--repeats 3] [--smoke] [--save [DIR]]
 """
 
 from __future__ import annotations
 
-import argparse
 import importlib.util
 import statistics
 from pathlib import Path
@@ -20,6 +19,7 @@ from pathlib import Path
 import torch
 
 from benchmarks.common import config, publish, seconds
+from benchmarks.common import parser as benchmark_parser
 from flowstudy.build import build
 from flowstudy.trainer import fit
 
@@ -74,11 +74,10 @@ VARIANTS = {
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = benchmark_parser(__doc__)
     parser.add_argument("--steps", type=int, default=150)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--batches", type=int, nargs="+", default=[256, 512])
-    parser.add_argument("--smoke", action="store_true", help="tiny sizes, for CI; writes nothing")
     args = parser.parse_args()
     if args.smoke:
         args.steps, args.repeats, args.batches = 4, 1, [64]
@@ -105,7 +104,7 @@ def main() -> None:
             rows.append({"batch": batch, "variant": "torchcfm_exact_ot",
                          "ms_per_step": 1e3 * statistics.median(exact),
                          "ratio_to_ot": statistics.median(exact) / statistics.median(cfm)})
-    publish("minibatch_ot", rows, ["batch", "variant", "ratio_to_ot", "ms_per_step"], args.smoke,
+    publish("minibatch_ot", rows, ["batch", "variant", "ratio_to_ot", "ms_per_step"], args.save,
             steps=args.steps, repeats=args.repeats)
 
 

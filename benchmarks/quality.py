@@ -9,12 +9,11 @@ data, source and validation problem. Reported: W2 mean +/- std over seeds with t
 floor, and the wall time of a run (training and sampling), side by side. Needs torchcfm (see
 ``benchmarks.minibatch_ot``).
 
-    python -m benchmarks.quality [--seeds 42 43 44] [--smoke]
+    python -m benchmarks.quality [--seeds 42 43 44] [--smoke] [--save [DIR]]
 """
 
 from __future__ import annotations
 
-import argparse
 import copy
 import importlib.util
 import statistics
@@ -26,6 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from benchmarks.common import config, publish
+from benchmarks.common import parser as benchmark_parser
 from flowstudy.config import Config
 from flowstudy.data import build_data
 from flowstudy.flows.solvers import solve
@@ -104,9 +104,8 @@ def _spread(values: list[float]) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = benchmark_parser(__doc__)
     parser.add_argument("--seeds", type=int, nargs="+", default=[42, 43, 44])
-    parser.add_argument("--smoke", action="store_true", help="2 epochs, 1 seed; writes nothing")
     args = parser.parse_args()
     torch.set_num_threads(1)
     epochs = 2 if args.smoke else 1000
@@ -141,7 +140,7 @@ def main() -> None:
     columns = ["task", "method", "flowstudy_w2", *(["torchcfm_w2"] if reference else []),
                "floor", "flowstudy_s", *(["torchcfm_s", "w2_ratio", "time_ratio"]
                                          if reference else [])]
-    publish("quality", rows, columns, args.smoke, seeds=seeds)
+    publish("quality", rows, columns, args.save, seeds=seeds)
 
 
 if __name__ == "__main__":

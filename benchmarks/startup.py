@@ -5,12 +5,11 @@ appears in metrics.jsonl) against ``benchmarks.minimal_app`` (a minimal Hydra ap
 step). Both run alternately as fresh processes with one torch thread; the clock stops when the
 first step's file appears (polled every millisecond) and the process is then stopped.
 
-    python -m benchmarks.startup [--repeats 5] [--smoke]
+    python -m benchmarks.startup [--repeats 5] [--smoke] [--save [DIR]]
 """
 
 from __future__ import annotations
 
-import argparse
 import os
 import statistics
 import subprocess
@@ -19,6 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from benchmarks.common import parser as benchmark_parser
 from benchmarks.common import publish
 
 
@@ -39,9 +39,8 @@ def time_to(path: Path, command: list[str], cwd: Path) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = benchmark_parser(__doc__)
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--smoke", action="store_true", help="one round, for CI; writes nothing")
     args = parser.parse_args()
     if args.smoke:
         args.repeats = 1
@@ -62,7 +61,7 @@ def main() -> None:
     median = {k: statistics.median(v) for k, v in times.items()}
     rows = [{"process": k, "median_s": v, "ratio": v / median["minimal_hydra_app"],
              "runs_s": ", ".join(f"{x:.2f}" for x in times[k])} for k, v in median.items()]
-    publish("startup", rows, ["process", "ratio", "median_s", "runs_s"], args.smoke,
+    publish("startup", rows, ["process", "ratio", "median_s", "runs_s"], args.save,
             repeats=args.repeats)
 
 

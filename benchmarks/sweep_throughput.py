@@ -4,12 +4,11 @@ Each sweep is one ``python -m flowstudy.train -m ...`` process (W&B offline). Re
 time of each, the speed-up, and the per-run overhead of the sweep machinery: wall time not spent
 inside the training loop (``steps / steps_per_s`` of each result.json), per run.
 
-    python -m benchmarks.sweep_throughput [--epochs 8] [--smoke]
+    python -m benchmarks.sweep_throughput [--epochs 8] [--smoke] [--save [DIR]]
 """
 
 from __future__ import annotations
 
-import argparse
 import os
 import subprocess
 import sys
@@ -17,6 +16,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from benchmarks.common import parser as benchmark_parser
 from benchmarks.common import publish
 from flowstudy.results import RunResult
 
@@ -39,9 +39,8 @@ def sweep(work: Path, epochs: int, n_train: int, launcher: list[str]) -> tuple[f
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = benchmark_parser(__doc__)
     parser.add_argument("--epochs", type=int, default=8)
-    parser.add_argument("--smoke", action="store_true", help="tiny runs, for CI; writes nothing")
     args = parser.parse_args()
     n_train = 512 if args.smoke else 5120
     if args.smoke:
@@ -57,7 +56,7 @@ def main() -> None:
     rows[1]["speedup"] = rows[0]["wall_s"] / rows[1]["wall_s"]
     rows[0]["speedup"] = 1.0
     publish("sweep_throughput", rows, ["sweep", "speedup", "wall_s", "overhead_s_per_run"],
-            args.smoke, epochs=args.epochs)
+            args.save, epochs=args.epochs)
 
 
 if __name__ == "__main__":

@@ -8,20 +8,25 @@ a run resumed mid-epoch can replay the draws it skips.
 An epoch is ``passes`` shuffled passes over the train split (more than one where a pass alone
 would be shorter than ``train.min_epoch_steps``; see flowstudy.auto), drawn in one sequence, so
 the same replay covers a resume in any pass.
+
+With ``overfit_batches`` N > 0 (``debug=overfit``) every epoch cycles through the same N batches,
+drawn once from generators of their own (so resuming redraws them identically).
 """
 
 from __future__ import annotations
 
+import itertools
 import queue
 import threading
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TypeVar
 
 import torch
 
 from flowstudy.data import Source
 from flowstudy.data.augment import Augment
+from flowstudy.errors import ConfigError
 from flowstudy.flows import Flow
 
 T = TypeVar("T")
@@ -53,6 +58,13 @@ class BatchSource:
     augment: Augment | None
     seed: int
     passes: int = 1  # passes over the train split per epoch
+    overfit_batches: int = 0  # > 0: train on these first batches only, the same every time
+    _fixed: list[Batch] | None = field(default=None, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.overfit_batches > self.steps_per_pass:
+            raise ConfigError("train.overfit_batches", self.overfit_batches,
+                              f"at most the {self.steps_per_pass} batches of a pass")
 
     @property
     def steps_per_pass(self) -> int:
@@ -85,9 +97,29 @@ class BatchSource:
             batch.x0, batch.x1 = self.flow.coupling(batch.x0, batch.x1, g)
             yield batch
 
+    def fixed_batches(self) -> list[Batch]:
+        """The ``overfit_batches`` batches every step of an overfitting run takes, paired."""
+        if self._fixed is None:
+            shuffle = torch.Generator().manual_seed(self.seed)
+            noise = torch.Generator(self.train.device).manual_seed(self.seed + 1)
+            draws = itertools.islice(self._draws(shuffle, noise, 0), self.overfit_batches)
+            self._fixed = (list(self._paired(draws, 0)) if self.flow.coupling is not None
+                           else [batch for _, batch in draws])
+        return self._fixed
+
+    def fixed_validation(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(x1, x0, t, eps) of the fixed batches: an overfitting run is scored on what it fits."""
+        fixed = self.fixed_batches()
+        eps = [torch.zeros_like(b.x1) if b.eps is None else b.eps for b in fixed]
+        return (torch.cat([b.x1 for b in fixed]), torch.cat([b.x0 for b in fixed]),
+                torch.cat([b.t for b in fixed]), torch.cat(eps))
+
     def epoch(self, epoch: int, shuffle_gen: torch.Generator, noise_gen: torch.Generator,
               skip: int = 0) -> Iterator[Batch]:
         """The batches of ``epoch`` after the first ``skip``."""
+        if self.overfit_batches:  # an epoch's usual number of steps, on the fixed batches
+            fixed = self.fixed_batches()
+            return (fixed[i % len(fixed)] for i in range(skip, self.steps_per_epoch))
         draws = self._draws(shuffle_gen, noise_gen, skip)
         if self.flow.coupling is None:
             return (batch for _, batch in draws)

@@ -103,10 +103,12 @@ def build(cfg: Config, device: torch.device, ranks: Dist | None = None) -> Built
     batches = BatchSource(train=data.normalizer.encode(data.train).to(device),
                           batch_size=t.batch_size, source=data.source, flow=flow,
                           augment=build_augment(cfg.aug), seed=cfg.seed,
-                          passes=resolved.passes_per_epoch)
+                          passes=resolved.passes_per_epoch, overfit_batches=t.overfit_batches)
     # Validation noise is seeded by the data seed: runs of any seed are scored on the same problem.
     val = ValidationSet.fixed(data.normalizer.encode(data.val).to(device), data.source, flow,
                               t.batch_size, seed=cfg.dataset.seed)
+    if t.overfit_batches:  # scored on the very batches it fits
+        val = ValidationSet(*batches.fixed_validation())
     model = build_model(cfg.arch, data.dim).to(device)
     example = (batches.train[:2], torch.zeros(2, device=device))
     with torch.no_grad():

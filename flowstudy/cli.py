@@ -95,7 +95,7 @@ def _sweep_job(cfg: DictConfig, hydra_cfg: DictConfig) -> float | None:
         record.update(status="skipped" if result.skipped else result.status,
                       best_val_loss=result.best_val_loss,
                       metric={k: v for k, v in result.metrics.items() if k in ("w2", "fd")})
-        return result.best_val_loss
+        return sweep.objective(result, config.objective)
     except Interrupted as e:
         e.command = _resume_command(hydra_cfg.overrides.task, e) + " -m"
         record["status"] = "interrupted"

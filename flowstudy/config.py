@@ -3,8 +3,10 @@ field must meet (declared beside the field; validation and ``--help`` both read 
 derived run name.
 
 Each config group option (``conf/<group>/<option>.yaml``) starts from its schema through its
-defaults list (``- mlp_schema``), so a typo or a wrong type in a YAML or on the command line fails
-at composition, and the training code receives plain dataclass instances.
+defaults list (``- /mlp_schema@_here_``), so a typo or a wrong type in a YAML or on the command
+line fails at composition, and the training code receives plain dataclass instances. The schemas
+are stored at the root of Hydra's ConfigStore, outside the groups, so ``arch=<TAB>`` and error
+messages offer only the options users pick.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import math
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
@@ -80,6 +83,11 @@ MIN_EVAL_POINTS = 4
 RUN_NAME = Rule("a run name of letters, digits and . _ - + = , starting with a letter or digit "
                 "(at most 128 characters)",
                 lambda v: re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._+=,-]{0,127}", v) is not None)
+# What a sweep can optimise (hparams_search=): the best validation loss, or a sample metric of the
+# best weights, and which way is better.
+OBJECTIVES = {"best_val_loss": "minimize", "w2": "minimize", "mmd": "minimize", "fd": "minimize",
+              "precision": "maximize", "recall": "maximize", "density": "maximize",
+              "coverage": "maximize", "test_nll": "minimize"}
 # Split sizes: auto (null) or explicit.
 N_VAL = POSITIVE.or_null("for a tenth of the rows (100 to 2,000)")
 N_TEST = ints(MIN_EVAL_POINTS, why="k-NN precision/recall").or_null(
@@ -267,6 +275,12 @@ class TrainConfig:
     nan_patience: int = checked(10, POSITIVE)
     # log per-tensor gradient statistics every N steps (0: never)
     grad_stats_every: int = checked(0, ints(0, why="0: off"))
+    # Train (and validate) on the same first N batches every epoch, with the same noise and
+    # times every time: a model that cannot drive this loss to ~0 has a bug (debug=overfit).
+    overfit_batches: int = checked(0, ints(0, why="0: off"))
+    # Record a torch.profiler trace of this many steps (after 1 skipped, 1 warm-up) next to the
+    # checkpoints (debug=profile); 0: off.
+    profile_steps: int = checked(0, ints(0, why="0: off"))
 
 
 @dataclass
@@ -281,6 +295,7 @@ class WandbConfig:
     entity: str | None = checked(None, WANDB_PROJECT.or_null("for your default entity"))
     mode: str = checked("offline", one_of("offline", "online", "disabled"))
     tags: list[str] = field(default_factory=list, metadata={"rule": WANDB_TAGS})
+    quiet: bool = True  # W&B's own terminal output off (flowstudy prints where the run went)
 
 
 @dataclass
@@ -331,15 +346,25 @@ class Config:
     resume: str | None = None
     force: bool = False  # replace an existing run of the same name instead of refusing
     study_dir: str = "study"
+    # What a sweep reports per job and a hyperparameter search optimises: best_val_loss or a
+    # sample metric (its direction follows from the metric).
+    objective: str = checked("best_val_loss", one_of(*OBJECTIVES))
     train: TrainConfig = field(default_factory=TrainConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     wandb: WandbConfig = field(default_factory=WandbConfig)
     sample: SampleConfig = field(default_factory=SampleConfig)
 
 
-CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
+def _conf_dir() -> Path:
+    """``conf/`` of the checkout (source tree or editable install), else the copy a wheel carries
+    inside the package (pyproject.toml maps ``conf/`` to ``flowstudy/conf``)."""
+    checkout = Path(__file__).resolve().parents[1] / "conf"
+    return checkout if checkout.is_dir() else Path(str(files("flowstudy") / "conf"))
 
-# group -> schema name (as the YAMLs' defaults list it) -> dataclass
+
+CONF_DIR = _conf_dir()
+
+# group -> schema name (as the YAMLs' defaults list it: ``- /<schema>@_here_``) -> dataclass
 GROUP_SCHEMAS: dict[str, dict[str, type]] = {
     "arch": {"mlp_schema": MLPConfig, "dit_schema": DiTConfig, "unet_schema": UNetConfig},
     "flow": {"ot_schema": OTFlowConfig, "cfm_schema": CFMFlowConfig,
@@ -359,12 +384,15 @@ def register_configs() -> None:
     cs = ConfigStore.instance()
     cs.store(name="base_config", node=Config)
     cs.store(name="base_eval_config", node=EvalConfig)
-    for group, schemas in GROUP_SCHEMAS.items():
+    # At the root, not in the groups: shell completion lists a group's ConfigStore entries too.
+    for schemas in GROUP_SCHEMAS.values():
         for schema_name, schema in schemas.items():
-            cs.store(group=group, name=schema_name, node=schema)
+            cs.store(name=schema_name, node=schema)
     # --help lists the options users pick from (the YAML files), not the schemas behind them.
     OmegaConf.register_new_resolver("flowstudy_groups", group_options_text, replace=True)
     OmegaConf.register_new_resolver("flowstudy_rules", rules_text, replace=True)
+    # hparams_search=: hydra.sweeper.direction follows from the objective's metric.
+    OmegaConf.register_new_resolver("flowstudy_direction", objective_direction, replace=True)
 
 
 def group_options(group: str) -> tuple[str, ...]:
@@ -378,6 +406,11 @@ def group_options_text() -> str:
 
 
 # --- validation: each field's rule, then the rules that relate fields --------------------------
+
+
+def objective_direction(objective: str) -> str:
+    _check(objective in OBJECTIVES, "objective", objective, f"one of {', '.join(OBJECTIVES)}")
+    return OBJECTIVES[objective]
 
 
 def _check(ok: bool, key: str, value: Any, allowed: str) -> None:
@@ -440,8 +473,9 @@ def rules_text() -> str:
 
 # Keys that do not change a run's results; two runs differing only here are the same run.
 NON_IDENTITY_KEYS = ("name", "group", "resume", "force", "study_dir", "checkpoint", "wandb",
-                     "train.device", "train.threads", "train.log_every", "train.grad_stats_every",
-                     "train.compile", "train.cuda_graph")
+                     "objective", "train.device", "train.threads", "train.log_every",
+                     "train.grad_stats_every", "train.compile", "train.cuda_graph",
+                     "train.profile_steps")
 # Keys a suffix never names: those the base name already shows, and those outside identity.
 UNNAMED_KEYS = ("experiment", "arch.name", "flow.name", "dataset.name", "aug.name",
                 "dataset.n_train", "dataset.source", "dataset.path", *NON_IDENTITY_KEYS)
@@ -498,7 +532,7 @@ def named_changes(current: dict[str, Any], reference: dict[str, Any]) -> dict[st
 def option_defaults(group: str, option: str) -> dict[str, Any]:
     """A group option as its YAML composes it: its schema's defaults, then the YAML's values."""
     yaml = OmegaConf.to_container(OmegaConf.load(CONF_DIR / group / f"{option}.yaml"))
-    schema = GROUP_SCHEMAS[group][yaml.pop("defaults")[0]]
+    schema = GROUP_SCHEMAS[group][yaml.pop("defaults")[0].strip("/").removesuffix("@_here_")]
     return {**dataclasses.asdict(schema()), **yaml}
 
 
@@ -568,7 +602,7 @@ def load_config(cfg: DictConfig) -> Config:
         node = getattr(config, group)
         _check(isinstance(node, tuple(schemas.values())), group, getattr(node, "name", node),
                f"a config built on a schema (conf/{group}/<option>.yaml must list one of "
-               f"{', '.join(schemas)} in its defaults)")
+               f"{', '.join(f'/{s}@_here_' for s in schemas)} in its defaults)")
     validate(config)
     if config.name is None and config.resume in (None, "auto"):
         config.name = derive_name(config, overrides(cfg))

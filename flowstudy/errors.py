@@ -47,6 +47,11 @@ class Diverged(UserError):
     """Training produced non-finite gradients ``train.nan_patience`` steps in a row."""
 
 
+# Hydra plugins that flowstudy's optional extras install.
+PLUGIN_EXTRAS = {"hydra/sweeper=optuna": "optuna", "hydra/launcher=submitit_slurm": "slurm",
+                 "hydra/launcher=submitit_local": "slurm"}
+
+
 def _first_line(text: object) -> str:
     return str(text).strip().splitlines()[0] if str(text).strip() else ""
 
@@ -76,10 +81,13 @@ def describe(ex: BaseException) -> str | None:
         detail = (lines[1].split(" expecting ")[0] if lines[0].startswith("Error parsing")
                   and len(lines) > 1 else "syntax error")
         return f"{ex.override!r} is not a valid override ({detail}); {hint}"
+    if isinstance(ex, OmegaConfBaseException) and isinstance(ex.__context__, UserError):
+        return str(ex.__context__)  # raised in one of flowstudy's resolvers
     if isinstance(ex, MissingConfigException) and ex.missing_cfg_file and ex.options is not None:
         group, _, option = ex.missing_cfg_file.rpartition("/")
-        options = ", ".join(o for o in ex.options if not o.endswith("_schema"))
-        return f"{group}={option} is not an option; available: {options}"
+        extra = PLUGIN_EXTRAS.get(f"{group}={option}")
+        hint = f' (it comes with the {extra} extra: pip install -e ".[{extra}]")' if extra else ""
+        return f"{group}={option} is not an option; available: {', '.join(ex.options)}{hint}"
     if isinstance(ex, ConfigCompositionException):
         if isinstance(ex.__cause__, OmegaConfBaseException):
             return _omegaconf_line(ex.__cause__)

@@ -18,6 +18,7 @@ from torch import nn
 from flowstudy.checkpoint import load_checkpoint
 from flowstudy.config import Config, SampleConfig
 from flowstudy.data import DataSplits
+from flowstudy.figures import save_samples
 from flowstudy.flows.likelihood import choose_divergence, nll_per_dim
 from flowstudy.flows.solvers import solve
 from flowstudy.metrics import GaussianFit, sample_metrics
@@ -87,7 +88,7 @@ def plot_samples(evaluation: Evaluation, data: DataSplits, png: Path, title: str
     title = (f"{title}   {key.upper()}={m[key]:.4g} (floor {m[f'{key}_floor']:.4g}, "
              f"gauss {m[f'{key}_baseline']:.4g})")
     if data.name.startswith("digits"):
-        image_grid(evaluation.samples, png, title)
+        image_grid(evaluation.samples, png, title, reference=data.test)
     elif data.dim == 2:
         scatter(evaluation.samples, data.test, png, title)
     else:
@@ -108,6 +109,7 @@ def evaluate_best(cfg: Config, result: RunResult, data: DataSplits, state: Train
     evaluation = evaluate(state.ema.module, data, cfg.sample, cfg.seed, cfg.dataset.seed)
     png = checkpoint_dir / "samples.png"
     plot_samples(evaluation, data, png, title=f"{cfg.name} (epoch {best['epoch']})")
+    save_samples(checkpoint_dir / "samples.npz", evaluation.samples, data.test)
     sample_log = {f"sample/{k}": v for k, v in evaluation.metrics.items()}
     tracker.log({**sample_log, "sample/nfe": evaluation.nfe}, step)
     tracker.image("samples", png, step, caption=cfg.name)

@@ -1,9 +1,9 @@
 """Side-by-side report of a study group: ``python -m flowstudy.report [--group G] [--study DIR]``.
 
-Reads ``<study>/runs/*/result.json`` and ``metrics.jsonl`` (no W&B needed) and writes, under
-``<study>/reports/<group>/``: ``report.md`` and ``report.csv`` (one row per configuration, runs
-that differ only by seed folded into mean +/- std, the best row marked), ``val_loss.png`` (every
-run's validation curve) and ``samples.png`` (every run's sample picture). The table is printed too.
+Reads ``<study>/runs/*/result.json``, ``metrics.jsonl`` and the samples beside the checkpoints
+(no W&B needed) and writes, under ``<study>/reports/<group>/``: ``report.md`` and ``report.csv``
+(one row per configuration, runs that differ only by seed folded into mean +/- std, the best row
+marked) and the figures of ``flowstudy.figures`` (PNG and SVG). The table is printed too.
 """
 
 from __future__ import annotations
@@ -20,11 +20,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from flowstudy import figures
+from flowstudy.completion import shell_completion
 from flowstudy.config import identity
 from flowstudy.errors import UserError
 from flowstudy.fileio import atomic_path
-from flowstudy.plots import pyplot, save_figure
-from flowstudy.results import RunResult
+from flowstudy.results import RunResult, evaluation_records
 
 QUALITY = ("w2", "mmd", "fd", "precision", "recall", "density", "coverage", "test_nll",
            "memorized")
@@ -160,11 +161,7 @@ def markdown(header: list[str], cells: list[list[str]], best: int | None) -> str
 
 def evaluations(runs: list[RunResult]) -> list[dict[str, Any]]:
     """The records ``python -m flowstudy.sample`` wrote beside each run's checkpoint."""
-    records = []
-    for r in runs:
-        if r.checkpoint:
-            for path in sorted((Path(r.checkpoint).parent / "eval").glob("*.json")):
-                records.append(json.loads(path.read_text()))
+    records = [e for r in runs for e in evaluation_records(r.checkpoint)]
     return sorted(records, key=lambda e: (e["run"], e["sample"]["solver"], e["nfe"]))
 
 
@@ -182,50 +179,6 @@ def evaluations_markdown(records: list[dict[str, Any]], metric: str) -> str:
         lines.append(f"| {e['run']} | {e['epoch']} | {s['solver']} | {steps} | {e['nfe']} | "
                      f"{e['seed']} | " + " | ".join(quality) + " |")
     return "\n".join(lines)
-
-
-def _curves(rows: list[Row], study: Path, png: Path, title: str) -> None:
-    plt = pyplot()
-    fig, ax = plt.subplots(figsize=(8, 5), dpi=110)
-    for row in rows:
-        for r in row.runs:
-            path = study / "runs" / r.name / "metrics.jsonl"
-            if not path.exists():
-                continue
-            points = [json.loads(line) for line in path.read_text().splitlines() if line]
-            val = [(p["step"], p["val/ema_loss"]) for p in points if "val/ema_loss" in p]
-            if val:
-                ax.plot(*zip(*val, strict=True), label=r.name, linewidth=1.2)
-    ax.set_xlabel("step")
-    ax.set_ylabel("EMA validation loss")
-    ax.set_yscale("log")
-    from matplotlib.ticker import ScalarFormatter  # plain numbers, not 1.5 x 10^0
-
-    ax.yaxis.set_major_formatter(ScalarFormatter())
-    ax.yaxis.set_minor_formatter(ScalarFormatter())
-    ax.set_title(title, fontsize=10)
-    ax.legend(fontsize=7, loc="upper right")
-    ax.grid(alpha=0.3)
-    save_figure(fig, png)
-
-
-def _sheet(rows: list[Row], png: Path, title: str) -> None:
-    pictures = [(r.name, Path(r.samples_png)) for row in rows for r in row.runs
-                if r.samples_png and Path(r.samples_png).exists()]
-    if not pictures:
-        return
-    plt = pyplot()
-    columns = min(3, len(pictures))
-    rows_n = math.ceil(len(pictures) / columns)
-    fig, axes = plt.subplots(rows_n, columns, figsize=(4.5 * columns, 3.6 * rows_n), dpi=110,
-                             squeeze=False)
-    for ax in axes.flat:
-        ax.axis("off")
-    for ax, (name, path) in zip(axes.flat, pictures, strict=False):
-        ax.imshow(plt.imread(path))
-        ax.set_title(name, fontsize=8)
-    fig.suptitle(title)
-    save_figure(fig, png)
 
 
 def report(study: Path, group: str, metric: str | None = None) -> Path:
@@ -254,23 +207,40 @@ def report(study: Path, group: str, metric: str | None = None) -> Path:
         writer.writerow([*line, "yes" if i == best else ""])
     with atomic_path(out / "report.csv") as tmp:
         tmp.write_text(buffer.getvalue())
-    _curves(rows, study, out / "val_loss.png", f"{group}: validation loss")
-    _sheet(rows, out / "samples.png", f"{group}: samples")
+    configs = [(row.name, row.runs) for row in rows]
+    drawn = [name for name, made in (
+        ("val_loss", figures.validation_curves(configs, study, out / "val_loss.png", group)),
+        ("samples", figures.sample_montage(configs, study, out / "samples.png", group, metric)),
+        ("nfe", figures.quality_vs_nfe(runs, study, out / "nfe.png", group, metric)),
+        ("data_size", figures.quality_vs_data_size(runs, study, out / "data_size.png", group,
+                                                   metric))) if made]
     print(text)
-    print(f"wrote {out}/report.md, report.csv, val_loss.png, samples.png")
+    print(f"wrote {out}/report.md, report.csv" + "".join(f", {n}.png/.svg" for n in drawn))
     return out
 
 
+def study_groups(study: Path) -> list[str]:
+    return sorted({g for r in load_runs(study) for g in (r.groups or [r.group])})
+
+
 def main() -> None:
-    parser = argparse.ArgumentParser(prog="python -m flowstudy.report",
-                                     description="Tabulate and plot a study group's runs.")
+    script = "flowstudy-report"
+    parser = argparse.ArgumentParser(
+        prog=script if Path(sys.argv[0]).name == script else "python -m flowstudy.report",
+        description="Tabulate and plot a study group's runs.")
     parser.add_argument("--group", help="study group (default: every group found)")
     parser.add_argument("--study", default="study", type=Path, help="study dir (default: study)")
     parser.add_argument("--metric", choices=[*QUALITY, "best_val_loss"],
                         help="what picks the best row (default: w2 for 2-d data, else fd)")
+    parser.add_argument("-sc", "--shell-completion", metavar="install=bash",
+                        help=f'print the bash completion of {script}: eval "$({script} -sc '
+                             f'install=bash)"')
     args = parser.parse_args()
-    groups = [args.group] if args.group else sorted(
-        {g for r in load_runs(args.study) for g in (r.groups or [r.group])})
+    if args.shell_completion:
+        print(shell_completion(args.shell_completion, script, parser,
+                               {"group": lambda given: study_groups(given.study)}))
+        return
+    groups = [args.group] if args.group else study_groups(args.study)
     if not groups:
         raise SystemExit(f"flowstudy.report: no runs under {args.study / 'runs'}")
     for group in groups:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from dataclasses import asdict, dataclass, field
@@ -71,6 +72,14 @@ class RunResult:
             return cls(**data)
         except TypeError as e:  # not a dict, or keys this flowstudy does not know
             raise UserError(f"{path}: not a flowstudy result ({e}); {fix}") from e
+
+
+def evaluation_records(checkpoint: str | None) -> list[dict[str, Any]]:
+    """The records ``python -m flowstudy.sample`` wrote beside ``checkpoint`` (a best.pt)."""
+    if not checkpoint:
+        return []
+    return [json.loads(p.read_text())
+            for p in sorted((Path(checkpoint).parent / "eval").glob("*.json"))]
 
 
 COST_KEYS = ("flops_per_step", "flops", "flops_6nd", "steps_per_s", "samples_per_s",

@@ -40,6 +40,7 @@ from flowstudy.lineage import (
 )
 from flowstudy.models import count_parameters
 from flowstudy.prior_run import prior_run
+from flowstudy.profiling import profile_steps
 from flowstudy.results import RunResult, log_summary, status_for
 from flowstudy.rng import seed_everything, set_rng_state
 from flowstudy.tracking import NullTracker, Tracker, check_online
@@ -205,11 +206,13 @@ def _fit(cfg: Config, result: RunResult, built: Built, start: Start,
     tracker.summary({"params": result.params,
                      **{f"resolved/{k}": v for k, v in result.resolved.items() if k != "arch"}})
     stop.phase = "training"
+    profiled = cfg.train.profile_steps if built.engine.dist.main else 0
     try:
-        fitted = fit(built.cfg.train, state, built.batches, built.val, tracker, checkpoint_dir,
-                     save=lambda path, s: save_checkpoint(
-                         path, {**s, **extra, "wandb_run_id": tracker.run_id}),
-                     save_last=cfg.checkpoint.save_last, stop=stop, engine=built.engine)
+        with profile_steps(profiled, built.batches, checkpoint_dir) as batches:
+            fitted = fit(built.cfg.train, state, batches, built.val, tracker, checkpoint_dir,
+                         save=lambda path, s: save_checkpoint(
+                             path, {**s, **extra, "wandb_run_id": tracker.run_id}),
+                         save_last=cfg.checkpoint.save_last, stop=stop, engine=built.engine)
     finally:
         result.epochs, result.steps = state.epoch, state.step
     result.stop_reason = fitted.stop_reason

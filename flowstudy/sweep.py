@@ -1,15 +1,21 @@
-"""What a run knows of the sweep it is part of, and the sweep's end-of-run summary.
+"""What a run knows of the sweep it is part of, the sweep's progress lines and its summary.
 
-A run learns which keys its sweep varies (for its W&B tags and report), how many jobs share the
-machine (for its thread count) and which GPU is its own; each job leaves a ``job.json`` in its
-Hydra job directory, and the ``SweepSummary`` callback prints one line per job when the sweep
-ends. Nothing else in a run knows it is in a sweep.
+When a sweep starts (in the launching process) it records in ``<sweep dir>/sweep.json`` which
+keys it varies and how many jobs it will run, whatever the sweeper (Hydra's basic grid or Optuna).
+A run reads that file to learn its swept keys (for its name and W&B tags); how many jobs share the
+machine (for its thread count) and which GPU is its own come from the launcher's config. Each job
+leaves a ``job.json`` in its Hydra job directory; the ``SweepSummary`` callback prints one line per
+job as it ends (``[k/n] name status objective elapsed ~remaining``) and one line per job when the
+sweep ends. A job's return value, which Optuna optimises, is ``objective()``. Before the first
+job, every job's config is validated. Nothing else in a run knows it is in a sweep.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -23,22 +29,56 @@ from omegaconf import DictConfig, OmegaConf
 from flowstudy.config import validate
 from flowstudy.errors import Refused, describe
 from flowstudy.fileio import write_json
+from flowstudy.results import RunResult
 
 # Set by SweepSummary when a sweep ends: (jobs, jobs that failed or were interrupted, jobs that
 # another process is training).
 last_sweep: tuple[int, int, int] | None = None
 
+SWEEP_FILE = "sweep.json"
+
+
+def _sweep_overrides(config: DictConfig) -> list[Any]:
+    """The sweep's overrides: its ``hydra.sweeper.params`` (where an ablation or a search space
+    puts them), then its command line, which may narrow them."""
+    params = config.hydra.sweeper.get("params") or {}
+    lines = [f"{key}={value}" for key, value in params.items()]
+    lines += list(config.hydra.overrides.task)
+    return OverridesParser.create().parse_overrides(lines)
+
+
+def _planned_jobs(config: DictConfig, overrides: list[Any]) -> int | None:
+    """How many jobs the sweep will run: the basic sweeper's grid, Optuna's ``n_trials``."""
+    sweeper = config.hydra.sweeper
+    if "n_trials" in sweeper:
+        return int(sweeper.n_trials)
+    if sweeper.get("_target_", "").endswith(".BasicSweeper"):
+        try:
+            return len(BasicSweeper.split_arguments(overrides, None)[0])
+        except Exception:  # a sweep syntax the grid cannot count (the sweep itself will say)
+            return None
+    return None
+
+
+def record_sweep(config: DictConfig) -> None:
+    """Write ``sweep.json`` for the sweep ``config`` (the launching process's) is starting."""
+    overrides = _sweep_overrides(config)
+    write_json(Path(config.hydra.sweep.dir) / SWEEP_FILE, {
+        "keys": sorted({o.key_or_group for o in overrides if o.is_sweep_override()}),
+        "jobs": _planned_jobs(config, overrides),
+        "started": time.time(),
+    })
+
+
+def _sweep_record(hydra_cfg: DictConfig) -> dict[str, Any]:
+    return json.loads((Path(hydra_cfg.sweep.dir) / SWEEP_FILE).read_text())
+
 
 def swept_keys(hydra_cfg: DictConfig) -> list[str]:
-    """Keys the sweep gives several values: on its command line or in ``hydra.sweeper.params``
-    (where an ablation puts its grid)."""
+    """Keys the sweep gives several values (a grid's lists, a search space's distributions)."""
     if hydra_cfg.mode != RunMode.MULTIRUN:
         return []
-    command_line = OmegaConf.load(Path(hydra_cfg.sweep.dir) / "multirun.yaml").hydra.overrides.task
-    params = hydra_cfg.sweeper.get("params") or {}
-    lines = [f"{key}={value}" for key, value in params.items()] + list(command_line)
-    overrides = OverridesParser.create().parse_overrides(lines)
-    return sorted({o.key_or_group for o in overrides if o.is_sweep_override()})
+    return list(_sweep_record(hydra_cfg)["keys"])
 
 
 def swept_values(cfg: DictConfig, hydra_cfg: DictConfig) -> dict[str, Any]:
@@ -51,6 +91,16 @@ def swept_values(cfg: DictConfig, hydra_cfg: DictConfig) -> dict[str, Any]:
         return OmegaConf.to_container(v, resolve=True) if OmegaConf.is_config(v) else v
 
     return {key: choices[key] if key in choices else value(key) for key in swept_keys(hydra_cfg)}
+
+
+def objective(result: RunResult, metric: str) -> float | None:
+    """What a sweep job returns: ``metric`` (``best_val_loss`` or a sample metric) of a completed
+    run, or of the completed run a rerun skipped. Anything else (not completed, no finite value)
+    is None, which Optuna's sweeper records as a failed trial; NaN would stop the whole search."""
+    if result.status != "completed":
+        return None
+    value = result.best_val_loss if metric == "best_val_loss" else result.metrics.get(metric)
+    return float(value) if value is not None and math.isfinite(value) else None
 
 
 def parallel_jobs(hydra_cfg: DictConfig) -> int:
@@ -70,20 +120,50 @@ def write_job_record(job_dir: Path, record: dict[str, Any]) -> None:
 def check_jobs(config: DictConfig) -> None:
     """Validate every job of a sweep before the first starts, so a bad value in a grid is one
     line (exit 2) and not a failed job after hours of others."""
-    params = config.hydra.sweeper.get("params") or {}
-    lines = [f"{key}={value}" for key, value in params.items()] + list(config.hydra.overrides.task)
-    overrides = OverridesParser.create().parse_overrides(lines)
-    for batch in BasicSweeper.split_arguments(overrides, None):
+    if not config.hydra.sweeper.get("_target_", "").endswith(".BasicSweeper"):
+        return  # a search space (Optuna) has no grid to enumerate; its trials check themselves
+    for batch in BasicSweeper.split_arguments(_sweep_overrides(config), None):
         for job in batch:
             job = [o for o in job if not o.startswith(("hydra.", "hydra/"))]
             validate(OmegaConf.to_object(compose("config", overrides=job)))
 
 
+def duration(seconds: float) -> str:
+    """``41s``, ``3m05s``, ``2h07m``: short enough for a progress line."""
+    s = round(seconds)
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    return f"{s // 3600}h{s % 3600 // 60:02d}m"
+
+
+def progress_line(done: int, planned: int | None, record: dict[str, Any], objective_name: str,
+                  value: float | None, job_seconds: float, sweep_seconds: float) -> str:
+    """``[3/6] <name>  completed  best_val_loss 1.4432  12s  (sweep 41s, ~1m22s left)``."""
+    shown = "-" if value is None else f"{value:.4f}"
+    left = ""
+    if planned is not None and planned > done:
+        left = f", ~{duration(sweep_seconds / done * (planned - done))} left"
+    error = f"  ({record['error']})" if record.get("error") else ""
+    return (f"[{done}/{planned if planned is not None else '?'}] {record['name']}  "
+            f"{record['status']}  {objective_name} {shown}  {duration(job_seconds)}  "
+            f"(sweep {duration(sweep_seconds)}{left}){error}")
+
+
 class SweepSummary(Callback):
-    """Before a sweep: every job's config is checked. At its end: one line per job, and the
-    count of jobs that did not complete."""
+    """Records the sweep and checks every job's config when it starts, prints a progress line as
+    each job ends, and at the end one line per job and the count of jobs that did not complete.
+
+    Job callbacks run where the job runs (a joblib worker, a SLURM node), so everything they
+    report comes from the files in the sweep directory, not from this object's memory.
+    """
+
+    def __init__(self) -> None:
+        self._job_started = 0.0
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        record_sweep(config)
         try:
             check_jobs(config)
         except Exception as e:  # Hydra turns a callback's Exception into a warning and goes on
@@ -91,6 +171,24 @@ class SweepSummary(Callback):
             if message is None:
                 raise
             raise Refused(message) from e
+
+    def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
+        self._job_started = time.monotonic()
+
+    def on_job_end(self, config: DictConfig, job_return: Any, **kwargs: Any) -> None:
+        hydra_cfg = config.hydra
+        job_file = Path(hydra_cfg.runtime.output_dir) / "job.json"
+        if hydra_cfg.mode != RunMode.MULTIRUN or not job_file.exists():
+            return
+        sweep = _sweep_record(hydra_cfg)
+        done = len(list(Path(hydra_cfg.sweep.dir).glob("*/job.json")))
+        # A job that raised (an interruption) carries its exception, not a value.
+        value = job_return._return_value if job_return.status.name == "COMPLETED" else None
+        print(progress_line(done, sweep["jobs"], json.loads(job_file.read_text()),
+                            config.get("objective", "best_val_loss"),
+                            value if isinstance(value, float) else None,
+                            time.monotonic() - self._job_started,
+                            time.time() - sweep["started"]), flush=True)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         global last_sweep

@@ -67,6 +67,8 @@ class Tracker:
         a new W&B run forked off that one at ``resume_step``, with the history of ``history``
         (the parent's metrics.jsonl) up to it."""
         metrics_path.parent.mkdir(parents=True, exist_ok=True)
+        # W&B warns on the terminal, before its silent setting applies, if its dir is missing.
+        Path(run_dir).mkdir(parents=True, exist_ok=True)
         if resume_step is None:
             metrics_path.unlink(missing_ok=True)
         else:
@@ -76,6 +78,7 @@ class Tracker:
         self._jsonl: TextIO | None = open(metrics_path, "a")  # noqa: SIM115 - closed in finish()
         self.run: Any = None  # the W&B run, once the sender thread has started it
         self._ready = threading.Event()
+        self._quiet = cfg.wandb.quiet
         self._init = dict(
             project=cfg.wandb.project,
             entity=cfg.wandb.entity,
@@ -109,8 +112,9 @@ class Tracker:
         try:
             import wandb  # imported here: half a second that training need not wait for
 
-            # flowstudy prints its own progress; W&B capturing stdout/stderr would only slow it.
-            settings = wandb.Settings(console="off")
+            # flowstudy prints its own progress; W&B capturing stdout/stderr would only slow it,
+            # and its ~30 lines per run would bury a sweep's (finish() says where the run went).
+            settings = wandb.Settings(console="off", silent=self._quiet)
             try:
                 self.run = wandb.init(**self._init, settings=settings)
             except Exception as e:
@@ -187,6 +191,16 @@ class Tracker:
             self.run.tags = (*self.run.tags, status_for(error))
             self.run.notes = f"{type(error).__name__}: {error}"
         self.run.finish(exit_code=0 if error is None else 1)
+        if self._quiet:
+            self._say_where()
+
+    def _say_where(self) -> None:
+        """The one line that replaces W&B's own: where the run is, and how to upload it."""
+        if self._init["mode"] == "offline":
+            sync_dir = os.path.relpath(self.run.settings.sync_dir)
+            log.info("W&B run saved offline in %s (upload: wandb sync %s)", sync_dir, sync_dir)
+        elif self._init["mode"] == "online":
+            log.info("W&B run: %s", self.run.url)
 
     def __enter__(self) -> Tracker:
         return self

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -117,6 +118,10 @@ def test_joblib_jobs_share_the_cores(tmp_path: Path) -> None:
     assert code == 0, out
     cores = len(os.sched_getaffinity(0))
     assert {r.threads for r in results.values()} == {max(1, cores // 2)}
+    # The workers print the progress lines, counted from the sweep directory's files.
+    progress = sorted(re.findall(r"^\[(\d)/2\] (\S+)  completed", out, re.M))
+    assert progress == [("1", progress[0][1]), ("2", progress[1][1])]
+    assert {name for _, name in progress} == set(results)
 
 
 @pytest.mark.slow

@@ -1,0 +1,375 @@
+"""The report's figures, drawn only from the files runs leave; each is written as PNG and SVG.
+
+- ``val_loss``: each configuration's validation curve (the monitored loss), the mean over its
+  seeds with a ±1 std band, on a y-range set by the end of training, not by the first epoch.
+- ``samples``: the real test data first, then one panel per configuration, on shared axes (2-d
+  data; other vectors on the test data's top two principal components; digits as images).
+- ``nfe``: sample quality against the velocity evaluations spent, when the group's runs (or
+  evaluations beside their checkpoints, ``eval-*.json``) sample with several budgets.
+- ``data_size``: sample quality against ``dataset.n_train``, when the group varies it.
+
+A configuration is a (label, runs) pair: the runs of one config that differ only by seed.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from flowstudy.config import OBJECTIVES, identity
+from flowstudy.fileio import atomic_path
+from flowstudy.plots import grid_shape, image_canvas, pca_basis, pyplot, save_figure
+from flowstudy.results import RunResult, evaluation_records
+
+Configs = list[tuple[str, list[RunResult]]]
+
+METRIC_NAMES = {"w2": "W2", "mmd": "MMD²", "fd": "FD", "precision": "precision",
+                "recall": "recall", "best_val_loss": "best val loss"}
+
+
+def save_samples(path: Path, samples: torch.Tensor, reference: torch.Tensor) -> None:
+    """A run's end-of-run samples and the test points they were measured against, both in data
+    space, for the report's montage."""
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        np.savez(f, samples=samples.numpy(), reference=reference[:samples.shape[0]].numpy())
+
+
+def _samples_file(study: Path, run: RunResult) -> Path | None:
+    candidates = [study / "checkpoints" / run.name / "samples.npz"]
+    if run.checkpoint:
+        candidates.append(Path(run.checkpoint).parent / "samples.npz")
+    return next((p for p in candidates if p.exists()), None)
+
+
+def _label_parts(run: RunResult, skip: tuple[str, ...] = ()) -> str:
+    """``lr=0.0005, width=128``: the run's swept values (a sampled 0.0012520653814999472 shown as
+    0.001252), except seeds and ``skip``'s keys."""
+    return ", ".join(f"{k.rsplit('.', 1)[-1]}={f'{v:.4g}' if isinstance(v, float) else v}"
+                     for k, v in sorted(run.swept.items())
+                     if k != "seed" and not k.startswith(skip))
+
+
+def short_labels(configs: Configs) -> list[str]:
+    """What tells the configurations apart: their swept values, else the parts of their names
+    that not all of them share."""
+    labels = [_label_parts(runs[0]) for _, runs in configs]
+    if all(labels) and len(set(labels)) == len(labels):
+        return labels
+    tokens = [name.split("-") for name, _ in configs]
+    common = set.intersection(*(set(t) for t in tokens)) if len(tokens) > 1 else set()
+    return ["-".join(t for t in parts if t not in common) or name
+            for (name, _), parts in zip(configs, tokens, strict=True)]
+
+
+def _number(value: float) -> str:
+    return f"{value:.3f}" if 1e-3 <= abs(value) < 100 else f"{value:.3g}"
+
+
+def _spread(values: list[float]) -> str:
+    if len(values) > 1:
+        return f"{_number(statistics.fmean(values))} ± {_number(statistics.stdev(values))}"
+    return _number(values[0])
+
+
+# --- validation curves ---------------------------------------------------------------------------
+
+
+def _val_curve(study: Path, run: RunResult) -> dict[int, float]:
+    """step -> the validation loss the run monitored (EMA weights unless train.monitor=raw)."""
+    path = study / "runs" / run.name / "metrics.jsonl"
+    if not path.exists():
+        return {}
+    raw = run.config.get("train", {}).get("monitor") == "raw"
+    key = "val/raw_loss" if raw else "val/ema_loss"
+    points = (json.loads(line) for line in path.read_text().splitlines() if line.strip())
+    return {p["step"]: p[key] for p in points if key in p and np.isfinite(p[key])}
+
+
+def y_range(lows: list[float], highs: list[float]) -> tuple[float, float]:
+    """From the lowest point of any band to the 95th percentile of the curves' later values,
+    with a margin: the end of training fills the plot, the first epochs run off its top."""
+    low, high = min(lows), float(np.percentile(highs, 95))
+    margin = 0.06 * (high - low) if high > low else 0.05 * abs(high) + 1e-6
+    return low - margin, high + margin
+
+
+def validation_curves(configs: Configs, study: Path, png: Path, title: str) -> bool:
+    """Mean ± std over seeds per configuration; seeds that trained longer than the others (early
+    stopping) continue as thin dashed lines. False when no run has a curve."""
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(10, 5.2), dpi=120)
+    colors = plt.get_cmap("tab10")
+    lows: list[float] = []
+    highs: list[float] = []  # the last 80% of each curve, and where each ends
+    drawn = 0
+    for i, ((_, runs), label) in enumerate(zip(configs, short_labels(configs), strict=True)):
+        curves = [c for c in (_val_curve(study, r) for r in runs) if c]
+        if not curves:
+            continue
+        drawn += 1
+        color = colors(i % 10)
+        steps = sorted(set.intersection(*(set(c) for c in curves)))
+        values = np.array([[c[s] for s in steps] for c in curves])
+        mean = values.mean(0)
+        std = values.std(0, ddof=1) if len(curves) > 1 else np.zeros_like(mean)
+        seeds = f" ({len(curves)} seeds)" if len(curves) > 1 else ""
+        ax.plot(steps, mean, color=color, linewidth=1.6, label=f"{label}{seeds}")
+        if len(curves) > 1:
+            ax.fill_between(steps, mean - std, mean + std, color=color, alpha=0.2, linewidth=0)
+        best = int(mean.argmin())
+        ax.plot(steps[best], mean[best], "o", color=color, markersize=4)
+        late = len(steps) // 5
+        lows.extend(mean - std)
+        highs.extend((mean + std)[late:])
+        for c in curves:
+            tail = [s for s in sorted(c) if s > steps[-1]]
+            if tail:
+                ax.plot(tail, [c[s] for s in tail], color=color, linewidth=0.8, linestyle="--")
+                lows.extend(c[s] for s in tail)
+                highs.extend(c[s] for s in tail)
+    if not drawn:
+        pyplot().close(fig)
+        return False
+    ax.set_ylim(*y_range(lows, highs))
+    ax.set_xlabel("step")
+    ax.set_ylabel("validation loss (monitored weights)")
+    ax.set_title(f"{title}: mean ± std over seeds; dot: best", fontsize=11)
+    ax.legend(fontsize=9, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+    ax.grid(alpha=0.3)
+    save_figure(fig, png, svg=True)
+    return True
+
+
+# --- sample montage ------------------------------------------------------------------------------
+
+
+def _metric_text(runs: list[RunResult], metric: str) -> str:
+    values = [r.metrics[metric] for r in runs if metric in r.metrics]
+    return f"{METRIC_NAMES.get(metric, metric)} {_spread(values)}" if values else ""
+
+
+def sample_montage(configs: Configs, study: Path, png: Path, title: str, metric: str) -> bool:
+    """Real test data, then each configuration's samples (its lowest seed's), on the same axes
+    per dataset. False when no run left its samples."""
+    metric = metric if metric != "best_val_loss" else "fd"
+    panels: list[dict[str, Any]] = []
+    for (_, runs), label in zip(configs, short_labels(configs), strict=True):
+        run = min(runs, key=lambda r: r.config.get("seed", 0))
+        path = _samples_file(study, run)
+        if path is None:
+            continue
+        arrays = np.load(path)
+        seed = f", seed {run.config.get('seed', 0)} shown" if len(runs) > 1 else ""
+        panels.append({"title": f"{label}\n{_metric_text(runs, metric)}{seed}",
+                       "points": arrays["samples"], "reference": arrays["reference"],
+                       "dataset": _test_data_key(run),
+                       "floor": run.metrics.get(f"{metric}_floor")})
+    if not panels:
+        return False
+    cells: list[dict[str, Any]] = []
+    for dataset in dict.fromkeys(p["dataset"] for p in panels):
+        own = [p for p in panels if p["dataset"] == dataset]
+        floor = own[0]["floor"]
+        floor_text = (f"\n{METRIC_NAMES.get(metric, metric)} floor {_number(floor)}"
+                      if floor is not None else "")
+        cells.append({"title": f"test data{floor_text}", "points": own[0]["reference"],
+                      "reference": own[0]["reference"], "real": True,
+                      "dataset": dataset})
+        cells.extend(own)
+    for cell in cells:
+        cell["points"], cell["reference"], cell["axes"] = _plane(cell)
+    plt = pyplot()
+    rows, columns = grid_shape(len(cells))
+    low, high = _limits(cells[0]["reference"])
+    aspect = 1.0 if cells[0]["axes"] == "image" else min(1.5, max(0.4, (high - low)[1] /
+                                                                   (high - low)[0]))
+    fig, axes = plt.subplots(rows, columns, figsize=(3.4 * columns, (2.8 * aspect + 0.8) * rows
+                                                     + 0.4), dpi=110, squeeze=False)
+    for ax in axes.flat[len(cells):]:
+        ax.axis("off")
+    for ax, cell in zip(axes.flat, cells, strict=False):
+        _draw_panel(ax, cell)
+    fig.suptitle(f"{title}: samples of each configuration over the test data (gray)",
+                 fontsize=12)
+    save_figure(fig, png, svg=True)
+    return True
+
+
+def _plane(cell: dict[str, Any]) -> tuple[np.ndarray, np.ndarray, str]:
+    """(points, reference, axes) to draw: 2-d data as it is, digits as images, other vectors on
+    the test data's top two principal components (the same plane for every panel)."""
+    points, reference = cell["points"], cell["reference"]
+    if (json.loads(cell["dataset"]) or {}).get("name") == "digits":
+        return points, reference, "image"
+    if reference.shape[1] == 2:
+        return points, reference, "data"
+    mean, basis = pca_basis(torch.from_numpy(reference).double())
+    project = lambda x: ((torch.from_numpy(x).double() - mean) @ basis).numpy()  # noqa: E731
+    return project(points), project(reference), "PC"
+
+
+def _limits(reference: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    low, high = reference.min(0), reference.max(0)
+    pad = 0.08 * (high - low)
+    return low - pad, high + pad
+
+
+def _test_data_key(run: RunResult) -> str:
+    """Runs with equal keys were measured on the same test points (n_train picks training
+    points only)."""
+    dataset = {k: v for k, v in run.config.get("dataset", {}).items() if k != "n_train"}
+    return json.dumps(dataset, sort_keys=True)
+
+
+def _draw_panel(ax: Any, cell: dict[str, Any]) -> None:
+    points, reference = cell["points"], cell["reference"]
+    ax.set_title(cell["title"], fontsize=10)
+    if cell["axes"] == "image":
+        ax.imshow(image_canvas(torch.from_numpy(points), rows=6).numpy(), cmap="gray_r",
+                  vmin=0, vmax=16)
+        ax.axis("off")
+        return
+    size = float(np.clip(3000 / len(points), 1.5, 10))
+    if not cell.get("real"):
+        ax.scatter(reference[:, 0], reference[:, 1], s=size, alpha=0.25, color="tab:gray",
+                   rasterized=True, linewidths=0)
+    ax.scatter(points[:, 0], points[:, 1], s=size, alpha=0.6,
+               color="tab:gray" if cell.get("real") else "tab:blue", rasterized=True,
+               linewidths=0)
+    low, high = _limits(reference)
+    ax.set_xlim(low[0], high[0])
+    ax.set_ylim(low[1], high[1])
+    ax.set_aspect("equal", adjustable="box")
+    ax.tick_params(labelsize=8)
+    if cell["axes"] == "PC":
+        ax.set_xlabel("PC 1", fontsize=9)
+        ax.set_ylabel("PC 2", fontsize=9)
+
+
+# --- quality against a budget: NFE, training-set size ---------------------------------------------
+
+
+def _evaluations(run: RunResult) -> list[dict[str, Any]]:
+    """The run's own end-of-run evaluation and every ``python -m flowstudy.sample`` record beside
+    its checkpoint: (solver, nfe, metrics) each."""
+    solver = run.config.get("sample", {}).get("solver", "?")
+    found = [{"solver": solver, "nfe": run.nfe, "metrics": run.metrics}] if run.nfe else []
+    found += [{"solver": e["sample"]["solver"], "nfe": e["nfe"], "metrics": e["metrics"]}
+              for e in evaluation_records(run.checkpoint)]
+    unique = {(e["solver"], e["nfe"]): e for e in found}
+    return list(unique.values())
+
+
+def _without(config: dict[str, Any], keys: tuple[str, ...]) -> str:
+    """The run's identity less ``keys`` (``section`` or ``section.leaf``), as a grouping key."""
+    out = {k: v for k, v in identity(config).items() if k not in keys}
+    for key in keys:
+        section, _, leaf = key.partition(".")
+        if leaf and isinstance(out.get(section), dict):
+            out[section] = {k: v for k, v in out[section].items() if k != leaf}
+    return json.dumps(out, sort_keys=True, default=str)
+
+
+Point = tuple[str, float, float, float | None]  # (line, x, metric value, its floor)
+
+
+def _draw_budget(points: list[Point], png: Path, title: str, xlabel: str, metric: str) -> bool:
+    """One line per label of mean ± std over the points sharing an x; False unless some line
+    has two x values."""
+    lines: dict[str, dict[float, list[tuple[float, float | None]]]] = defaultdict(
+        lambda: defaultdict(list))
+    for label, x, value, floor in points:
+        lines[label][x].append((value, floor))
+    if not any(len(xs) > 1 for xs in lines.values()):
+        return False
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(8, 5), dpi=120)
+    colors = plt.get_cmap("tab10")
+    for i, (label, by_x) in enumerate(lines.items()):
+        xs = sorted(by_x)
+        means = [statistics.fmean(v for v, _ in by_x[x]) for x in xs]
+        stds = [statistics.stdev(v for v, _ in by_x[x]) if len(by_x[x]) > 1 else 0.0 for x in xs]
+        ax.errorbar(xs, means, yerr=stds, marker="o", markersize=4, capsize=3, linewidth=1.5,
+                    color=colors(i % 10), label=label or "all runs")
+        floors = [(x, [f for _, f in by_x[x] if f is not None]) for x in xs]
+        floors = [(x, statistics.fmean(f)) for x, f in floors if f]
+        if floors:  # the same metric between two real sets: what a perfect model would score
+            ax.plot(*zip(*floors, strict=True), linestyle="--", linewidth=1, color=colors(i % 10),
+                    label="floor (real vs real)" if i == 0 else None)
+    ax.set_xscale("log")
+    ticks = sorted({x for by_x in lines.values() for x in by_x})
+    ax.set_xticks(ticks, [f"{x:g}" for x in ticks])
+    ax.minorticks_off()
+    better = "lower" if OBJECTIVES[metric] == "minimize" else "higher"
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(f"{METRIC_NAMES.get(metric, metric)} ({better} is better)")
+    ax.set_title(title, fontsize=11)
+    ax.legend(fontsize=9)
+    ax.grid(alpha=0.3)
+    save_figure(fig, png, svg=True)
+    return True
+
+
+def nfe_points(runs: list[RunResult], study: Path, metric: str) -> list[Point]:
+    """(line, NFE, metric, floor) of every evaluation of every run; a line per training config
+    and solver."""
+    trained = _line_labels(runs, ("sample", "seed"), skip=("sample.",))
+    points: list[Point] = []
+    for run in runs:
+        for e in _evaluations(run):
+            if metric in e["metrics"]:
+                label = ", ".join(p for p in (trained[run.name], e["solver"]) if p)
+                points.append((label, float(e["nfe"]), e["metrics"][metric],
+                               e["metrics"].get(f"{metric}_floor")))
+    return points
+
+
+def data_size_points(runs: list[RunResult], metric: str) -> list[Point]:
+    """(line, dataset.n_train, metric, floor) of every completed run on a subset of the train
+    split (runs on all of it have no number to stand at); a line per config but for n_train."""
+    sized = [r for r in runs if r.status == "completed"
+             and r.config.get("dataset", {}).get("n_train")]
+    trained = _line_labels(sized, ("dataset.n_train", "seed"), skip=("dataset.n_train",))
+
+    def value(run: RunResult) -> float | None:
+        return run.best_val_loss if metric == "best_val_loss" else run.metrics.get(metric)
+
+    return [(trained[r.name], float(r.config["dataset"]["n_train"]), value(r),
+             r.metrics.get(f"{metric}_floor")) for r in sized if value(r) is not None]
+
+
+def quality_vs_nfe(runs: list[RunResult], study: Path, png: Path, title: str,
+                   metric: str) -> bool:
+    """Sample quality against NFE, when some line has two NFE values."""
+    metric = metric if metric != "best_val_loss" else "fd"
+    return _draw_budget(nfe_points(runs, study, metric), png,
+                        f"{title}: quality against sampling steps", "velocity evaluations (NFE)",
+                        metric)
+
+
+def quality_vs_data_size(runs: list[RunResult], study: Path, png: Path, title: str,
+                         metric: str) -> bool:
+    """Sample quality against ``dataset.n_train``, when some line has two sizes."""
+    return _draw_budget(data_size_points(runs, metric), png,
+                        f"{title}: quality against training-set size",
+                        "training points (dataset.n_train)", metric)
+
+
+def _line_labels(runs: list[RunResult], ignore: tuple[str, ...],
+                 skip: tuple[str, ...]) -> dict[str, str]:
+    """run name -> the label of its line: runs equal but for ``ignore`` share a line, labelled
+    by the first one's other swept values (or its name); empty when there is only one line."""
+    keys = {r.name: _without(r.config, ignore) for r in runs}
+    if len(set(keys.values())) <= 1:
+        return dict.fromkeys(keys, "")
+    first: dict[str, RunResult] = {}
+    for r in runs:
+        first.setdefault(keys[r.name], r)
+    labels = {key: _label_parts(r, skip) or r.name for key, r in first.items()}
+    return {name: labels[key] for name, key in keys.items()}

@@ -1,0 +1,88 @@
+"""Hyperparameter search with Hydra's Optuna sweeper, through the real CLI, and what a sweep job
+returns and prints."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+from flowstudy.config import name_suffix, objective_direction
+from flowstudy.errors import ConfigError
+from flowstudy.results import RunResult
+from flowstudy.sweep import objective, progress_line
+
+from .helpers import TINY, cli, compose_config
+
+
+@pytest.mark.slow
+def test_optuna_search_names_records_fails_and_skips_its_trials(tmp_path: Path) -> None:
+    pytest.importorskip("hydra_plugins.hydra_optuna_sweeper")
+    # Trials that draw n_train=4096 fail before training: only 512 training points exist.
+    args = ["-m", "hparams_search=lr_optuna", "hydra.sweeper.n_trials=6", *TINY,
+            "train.epochs=2", "dataset.n_train=choice(256,4096)", "objective=w2",
+            "wandb.mode=disabled", f"study_dir={tmp_path / 'study'}"]
+
+    def search(attempt: int) -> tuple[str, list[RunResult], Path]:
+        sweep_dir = tmp_path / f"sweep{attempt}"
+        proc = cli([*args, f"hydra.sweep.dir={sweep_dir}"], cwd=tmp_path, timeout=900)
+        assert proc.returncode == 1, proc.stderr[-3000:]  # some trial failed, the search went on
+        results = [RunResult.load(p) for p in (tmp_path / "study" / "runs").glob("*/result.json")]
+        return proc.stdout + proc.stderr, results, sweep_dir
+
+    out, results, sweep_dir = search(0)
+    assert {r.group for r in results} == {"lr_optuna"}
+    done = [r for r in results if r.status == "completed"]
+    failed = [r for r in results if r.status == "failed"]
+    assert done and failed and len(results) <= 6  # a repeated proposal reruns nothing
+    assert all("dataset.n_train=4096" in r.error for r in failed)
+    for r in results:  # each trial is named by, and records, its sampled values
+        lr, n_train = r.swept["train.lr"], r.swept["dataset.n_train"]
+        assert r.config["train"]["lr"] == lr and 1e-4 <= lr <= 1e-2
+        assert r.config["dataset"]["n_train"] == n_train
+        assert r.name == f"mlp-ot-moons-n{n_train}-none" + name_suffix({"train.lr": lr})
+    progress = re.findall(r"^\[(\d)/6\] (\S+)  (\w+)  w2 (\S+)", out, re.M)
+    assert [int(k) for k, *_ in progress] == [1, 2, 3, 4, 5, 6]
+    for _, name, status, value in progress:
+        run = next(r for r in results if r.name == name)
+        assert status in ("skipped", run.status)  # a repeated proposal is skipped as done
+        assert value == ("-" if run.status == "failed" else f"{run.metrics['w2']:.4f}")
+    best = yaml.safe_load((sweep_dir / "optimization_results.yaml").read_text())
+    assert best["best_value"] == min(r.metrics["w2"] for r in done)  # told the w2 of each
+    checkpoints = {r.name: Path(r.checkpoint).stat().st_mtime_ns for r in done}
+
+    out, results, _ = search(1)  # the seeded sampler proposes the same trials again
+    for r in done:
+        assert f"skipping {r.name}: completed with this config" in out
+        assert Path(r.checkpoint).stat().st_mtime_ns == checkpoints[r.name]
+    assert len(re.findall(r"^\[\d/6\] \S+  skipped", out, re.M)) >= len(done)
+    assert {r.name for r in results} == {r.name for r in done + failed}
+
+
+def test_a_job_returns_its_objective_or_none_for_optuna_to_fail_it() -> None:
+    result = RunResult(name="a", group="g", status="completed", best_val_loss=1.5,
+                       metrics={"w2": 0.2, "precision": 0.9})
+    assert objective(result, "best_val_loss") == 1.5 and objective(result, "w2") == 0.2
+    assert objective(result, "fd") is None  # a metric the run lacks
+    result.metrics["w2"] = float("nan")
+    assert objective(result, "w2") is None  # NaN would stop Optuna's whole study
+    result.status = "diverged"
+    assert objective(result, "best_val_loss") is None
+
+
+def test_the_objective_sets_the_direction_and_is_checked() -> None:
+    assert [objective_direction(m) for m in ("best_val_loss", "w2", "fd", "precision")] == [
+        "minimize", "minimize", "minimize", "maximize"]
+    with pytest.raises(ConfigError, match="objective='loss' is not allowed: one of best_val_loss"):
+        compose_config(["objective=loss"])
+
+
+def test_the_progress_line_counts_jobs_and_estimates_the_rest() -> None:
+    record = {"name": "mlp-ot-moons-none-lr5e-4", "status": "completed"}
+    assert progress_line(2, 6, record, "w2", 0.12345, 41.2, 125.0) == (
+        "[2/6] mlp-ot-moons-none-lr5e-4  completed  w2 0.1235  41s  (sweep 2m05s, ~4m10s left)")
+    failed = {"name": "b", "status": "failed", "error": "dataset.path=b.npy: no such file"}
+    assert progress_line(6, 6, failed, "best_val_loss", None, 3, 7300) == (
+        "[6/6] b  failed  best_val_loss -  3s  (sweep 2h01m)  (dataset.path=b.npy: no such file)")
