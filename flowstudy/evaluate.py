@@ -43,8 +43,8 @@ class Evaluation:
     nfe: int  # velocity evaluations of the solver
 
 
-def likelihood_metrics(model: nn.Module, data: DataSplits, gaussian: GaussianFit, cfg: SampleConfig,
-             data_seed: int) -> dict[str, float]:
+def likelihood_metrics(model: nn.Module, data: DataSplits, gaussian: GaussianFit,
+                       cfg: SampleConfig, data_seed: int) -> dict[str, float]:
     """Mean negative log-likelihood of the first ``likelihood_n`` test points, nats per dim in
     data space: the model's (``test_nll``) and the Gaussian fit's (``test_nll_baseline``)."""
     test = data.test[:cfg.likelihood_n]

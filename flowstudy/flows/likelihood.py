@@ -8,7 +8,7 @@ the integral is an unbiased estimate of an ODE that is itself well defined.
 
 Cost (``python -m benchmarks.evaluation``): 1,000 test points, the default MLP (width 256,
 depth 3), rk4 with 20 steps (80 velocity evaluations), CPU seconds of one thread on this machine:
-2-d exact 2.4 s; 64-d Hutchinson with one probe 2.3 s (exact: 53 s); 1024-d Hutchinson 4.2 s.
+2-d exact 2.7 s; 64-d Hutchinson with one probe 2.3 s (exact: 50 s); 1024-d Hutchinson 4.2 s.
 """
 
 from __future__ import annotations
