@@ -191,7 +191,8 @@ def report(study: Path, group: str, metric: str | None = None) -> Path:
     out = study / "reports" / group
     out.mkdir(parents=True, exist_ok=True)
     text = (f"# Study group `{group}`\n\n{len(runs)} runs, {len(rows)} configurations; "
-            f"best (bold) by {metric}; floors: the same metric between two real sample sets.\n\n"
+            f"best (bold) by {metric}; floor: the same metric between two real sample sets; "
+            f"gauss: for samples of a Gaussian fitted to the train split.\n\n"
             + markdown(header, cells, best) + "\n")
     evaluated = evaluations(runs)
     if evaluated:
