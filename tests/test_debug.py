@@ -9,8 +9,9 @@ import pytest
 import torch
 
 from flowstudy.batches import BatchSource
+from flowstudy.build import build
 from flowstudy.errors import ConfigError
-from flowstudy.train import build, run
+from flowstudy.run import run
 
 from .helpers import TINY, TINY_MOONS, compose_config
 

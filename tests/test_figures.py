@@ -8,7 +8,7 @@ import numpy as np
 
 from flowstudy import figures
 from flowstudy.report import report
-from flowstudy.train import run
+from flowstudy.run import run
 
 from .helpers import TINY, compose_config
 
