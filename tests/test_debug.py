@@ -43,7 +43,7 @@ def test_overfit_trains_on_one_fixed_batch_and_drives_its_loss_to_zero(tmp_path:
 def test_overfit_batches_beyond_an_epoch_are_refused() -> None:
     cfg = compose_config([*TINY, "train.overfit_batches=9"])  # 512 points / 64: 8 batches
     with pytest.raises(ConfigError, match=r"train.overfit_batches=9 is not allowed: at most the "
-                                          r"8 batches of an epoch"):
+                                          r"8 batches of a pass"):
         build(cfg, torch.device("cpu"))
     assert isinstance(build(compose_config([*TINY, "train.overfit_batches=8"]),
                             torch.device("cpu")).batches, BatchSource)

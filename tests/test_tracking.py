@@ -6,6 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from flowstudy.data.fingerprint import data_fingerprint
+from flowstudy.lineage import segment
 from flowstudy.tracking import Tracker
 
 from .helpers import TINY, compose_config
@@ -17,7 +19,8 @@ def test_wandb_prints_only_when_not_quiet(tmp_path: Path, quiet: bool,
                                           monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("WANDB_SILENT", raising=False)
     cfg = compose_config([*TINY, "wandb.mode=offline", f"wandb.quiet={str(quiet).lower()}"])
-    with Tracker(cfg, tmp_path / "out", tmp_path / "metrics.jsonl") as tracker:
+    lineage = [segment(cfg, data_fingerprint(cfg.dataset, tmp_path), None)]
+    with Tracker(cfg, tmp_path / "out", tmp_path / "metrics.jsonl", lineage) as tracker:
         tracker.log({"train/loss": 1.0}, step=1)
     captured = capfd.readouterr()
     printed = [line for line in (captured.out + captured.err).splitlines()

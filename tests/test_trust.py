@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -25,17 +26,19 @@ from flowstudy.checkpoint import CheckpointError, save_checkpoint
 from flowstudy.config import rules_text
 from flowstudy.data import build_data
 from flowstudy.data.files import load_vectors
+from flowstudy.data.fingerprint import data_fingerprint
 from flowstudy.devices import resolve_device
 from flowstudy.errors import ConfigError, UserError, describe
 from flowstudy.fileio import _HOST, run_lock
+from flowstudy.lineage import segment
 from flowstudy.report import load_runs
 from flowstudy.results import RunResult
 from flowstudy.run import run
 from flowstudy.tracking import Tracker, check_online
 
-from .helpers import TINY, cli, compose_config
+from .helpers import TINY, cli, compose_config, name_of
 
-NAME = "mlp-ot-moons-none"
+NAME = name_of(TINY)
 
 
 def _error(overrides: list[str]) -> str:
@@ -78,14 +81,15 @@ NAME_RULE = ("a run name of letters, digits and . _ - + = , starting with a lett
      "wandb.project='me/proj' is not allowed: at most 128 characters, none of / \\ # ? % :"),
     # issue 12, item 10: sizes evaluation could not handle
     ("sample.n=1000000", "sample.n=1000000 is not allowed: an integer from 4 to 10000 (W2 is an "
-     "exact n x n assignment)"),
+     "exact n x n assignment), or null for the test split's size"),
     ("dataset=sphere;dataset.dim=50000", "dataset.dim=50000 is not allowed: an integer from 1 to "
      "8192 (the Frechet distance's D x D matrices)"),
     # further likely mistakes
     ("arch=DiT", "arch=DiT is not an option; available: dit, mlp, unet"),
     ("ablation=architecture", "ablation=architecture is not an option; available: "
      "architectures, augmentations, dataset-size, flow-methods, none"),
-    ("train.batch_size=0", "train.batch_size=0 is not allowed: an integer >= 1"),
+    ("train.batch_size=0", "train.batch_size=0 is not allowed: an integer >= 1, or null for "
+     "256, or the train split where smaller"),
     ("sample.steps=0", "sample.steps=0 is not allowed: an integer >= 1"),
     ("train.patience=-3", "train.patience=-3 is not allowed: an integer >= 1"),
     ("dataset.normalize=none",
@@ -101,9 +105,10 @@ NAME_RULE = ("a run name of letters, digits and . _ - + = , starting with a lett
     ("hydra/launcher=nosuch", "hydra/launcher=nosuch is not an option; available: basic, "
      "joblib, submitit_local, submitit_slurm"),
     ("dataset.n_test=2", "dataset.n_test=2 is not allowed: an integer >= 4 (k-NN "
-     "precision/recall)"),
+     "precision/recall), or null for a tenth of the rows (100 to 2,000)"),
     ("arch=unet;arch.mults=[]",
-     "arch.mults=[] is not allowed: a non-empty list of integers >= 1"),
+     "arch.mults=[] is not allowed: a non-empty list of integers >= 1, or null to fit the data "
+     "dim"),
 ])
 def test_a_bad_value_is_one_line_naming_key_value_and_rule(override: str, expected: str) -> None:
     assert _error(override.split(";")) == expected
@@ -111,8 +116,9 @@ def test_a_bad_value_is_one_line_naming_key_value_and_rule(override: str, expect
 
 def test_help_lists_the_rule_of_every_key() -> None:
     text = rules_text()
-    assert "train.lr                a float > 0" in text.splitlines()
-    assert "seed                    an integer from 0 to 4294967294 (numpy's seed range)" in text
+    assert re.search(r"^train\.lr +a float > 0$", text, re.MULTILINE)
+    assert re.search(r"^seed +an integer from 0 to 4294967294 \(numpy's seed range\)$", text,
+                     re.MULTILINE)
     assert "arch.mults" in text and "wandb.tags" in text and "sample.n" in text
 
 
@@ -386,7 +392,8 @@ def test_a_full_metrics_directory_warns_once_and_training_goes_on(
         tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     cfg = compose_config([*TINY, "wandb.mode=disabled"])
     with tmpfs(tmp_path / "small", "64k") as small:
-        tracker = Tracker(cfg, tmp_path / "out", small / "metrics.jsonl")
+        lineage = [segment(cfg, data_fingerprint(cfg.dataset, tmp_path), None)]
+        tracker = Tracker(cfg, tmp_path / "out", small / "metrics.jsonl", lineage)
         with tracker:
             tracker.log({"train/loss": 1.0}, 1)
             _fill(small, "metrics.jsonl")
