@@ -106,7 +106,7 @@ def _cell(row: Row, key: str, digits: int = 4) -> str:
     if not values:
         return "-"
     mean, std = statistics.fmean(values), row.std(key)
-    if key in ("epochs", "params", "flops"):
+    if key in ("epochs", "steps", "params", "flops"):
         text = f"{mean:,.0f}" if key != "flops" else f"{mean:.3g}"
         return text if len(set(values)) == 1 else f"{text} ± {std:.{digits}g}"
     return f"{mean:.{digits}f}" + (f" ± {std:.{digits}f}" if std is not None else "")
@@ -133,13 +133,14 @@ def _status(row: Row) -> str:
 
 def table(rows: list[Row], metric: str) -> tuple[list[str], list[list[str]], int | None]:
     """Header, cells and the index of the best completed row by ``metric``."""
-    header = ["name", "swept", "seeds", "status", "epochs", "stop", "best val loss",
+    header = ["name", "swept", "seeds", "status", "epochs", "steps", "stop", "best val loss",
               *(f"{q} (floor, gauss)" for q in (*QUALITY, *CONTEXT)), "params", "FLOPs",
               "wall s"]
     cells = []
     for row in rows:
         cells.append([row.name, _swept(row), str(len(row.runs)), _status(row),
-                      _cell(row, "epochs"), "/".join(sorted({r.stop_reason or "-"
+                      _cell(row, "epochs"), _cell(row, "steps"),
+                      "/".join(sorted({r.stop_reason or "-"
                                                               for r in row.runs})),
                       _cell(row, "best_val_loss"),
                       *(_quality(row, q) for q in (*QUALITY, *CONTEXT)),

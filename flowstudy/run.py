@@ -213,12 +213,13 @@ def _fit(cfg: Config, result: RunResult, built: Built, start: Start,
                          save=lambda path, s: save_checkpoint(
                              path, {**s, **extra, "wandb_run_id": tracker.run_id}),
                          save_last=cfg.checkpoint.save_last, stop=stop, engine=built.engine)
-    finally:
+    finally:  # an interrupted run's record says how far it got and what best.pt holds
         result.epochs, result.steps = state.epoch, state.step
+        if state.stopper.best_epoch:
+            result.best_val_loss = state.stopper.best
+            result.best_epoch = state.stopper.best_epoch
     result.stop_reason = fitted.stop_reason
     result.step_mode = fitted.step_mode
-    result.best_val_loss = state.stopper.best
-    result.best_epoch = state.stopper.best_epoch
     record_cost(result, fitted, built.cfg.train.batch_size, built)
 
 
