@@ -47,7 +47,9 @@ from flowstudy.build import build
 from flowstudy.checkpoint import save_checkpoint
 from flowstudy.config import Config
 from flowstudy.cost import step_flops
+from flowstudy.data.fingerprint import data_fingerprint
 from flowstudy.devices import use_tf32
+from flowstudy.lineage import segment
 from flowstudy.precision import Precision
 from flowstudy.rng import seed_everything
 from flowstudy.tracking import Tracker
@@ -87,7 +89,7 @@ def bare(cfg: Config, device: torch.device, steps: int, graph: bool = False) -> 
     """A minimal step on the built model; with ``graph`` captured once and replayed."""
     seed_everything(0)
     built = build(cfg, device)
-    model, x, b = built.state.model, built.batches.train, cfg.train.batch_size
+    model, x, b = built.state.model, built.batches.train, built.cfg.train.batch_size
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.train.lr, fused=True,
                                   capturable=graph)
     precision = Precision.create(cfg.train.precision, device)
@@ -125,9 +127,10 @@ def flowstudy(cfg: Config, device: torch.device, work: Path) -> tuple[float, flo
     """(steps/s of ``fit``, compile seconds, step mode)."""
     seed_everything(0)
     built = build(cfg, device)
-    with Tracker(cfg, work, work / "metrics.jsonl") as tracker:
+    lineage = [segment(cfg, data_fingerprint(cfg.dataset, work), None)]
+    with Tracker(cfg, work, work / "metrics.jsonl", lineage) as tracker:
         _sync(device)
-        fitted = fit(cfg.train, built.state, built.batches, built.val, tracker, work,
+        fitted = fit(built.cfg.train, built.state, built.batches, built.val, tracker, work,
                      save=save_checkpoint, engine=built.engine)
         _sync(device)
     return fitted.steps_done / fitted.seconds, built.compile_s, fitted.step_mode
@@ -138,7 +141,7 @@ def lightning(cfg: Config, device: torch.device, steps: int, work: Path) -> floa
 
     seed_everything(0)
     built = build(cfg, device)
-    x, b = built.batches.train, cfg.train.batch_size
+    x, b = built.batches.train, built.cfg.train.batch_size
 
     class Module(L.LightningModule):
         def __init__(self) -> None:
@@ -228,7 +231,7 @@ def main() -> None:
             cfg = case(dit, dit_epochs, f"dit-{precision}", *extra, "wandb.mode=disabled")
             built = build(cfg, device)
             flops = step_flops(built.state.model, built.batches.flow.path,
-                               cfg.train.batch_size, built.data.dim, device)
+                               built.cfg.train.batch_size, built.data.dim, device)
             bare_rate = bare(case(dit, dit_epochs, f"dit-bare-{precision}", *extra), device,
                              max(3, steps // 20))
             fs_rate, seconds, _ = flowstudy(cfg, device, work(f"dit-{precision}-run"))

@@ -82,7 +82,7 @@ def flowstudy_loop(cfg: Config, steps: int, workdir: Path) -> float:
     built = build(cfg, torch.device("cpu"))
     lineage = [segment(cfg, data_fingerprint(cfg.dataset, workdir), None)]
     with Tracker(cfg, workdir, workdir / "metrics.jsonl", lineage) as tracker:
-        return seconds(lambda: fit(cfg.train, built.state, built.batches, built.val, tracker,
+        return seconds(lambda: fit(built.cfg.train, built.state, built.batches, built.val, tracker,
                                    workdir, save=save_checkpoint, engine=built.engine))
 
 

@@ -35,8 +35,8 @@ def step_seconds(batch: int, steps: int, flow_overrides: list[str]) -> float:
                   "train.epochs=1",
                   "wandb.mode=disabled"])
     built = build(cfg, torch.device("cpu"))
-    elapsed = seconds(lambda: fit(cfg.train, built.state, built.batches, built.val, NullSink(),
-                                  Path("."), save=lambda path, state: None))
+    elapsed = seconds(lambda: fit(built.cfg.train, built.state, built.batches, built.val,
+                                  NullSink(), Path("."), save=lambda path, state: None))
     return elapsed / steps
 
 
