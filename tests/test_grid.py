@@ -102,7 +102,7 @@ def test_each_ablation_sweeps_its_grid_with_distinct_names_in_its_group(
     results = [RunResult.load(p) for p in (tmp_path / "study" / "runs").glob("*/result.json")]
     names = {r.name for r in results}
     assert len(names) == len(results) == len(expected)
-    parts = {r.name.split("-", 2)[2].rsplit("-", 1)[0] if ablation == "dataset-size"
+    parts = {"-".join(r.name.split("-")[2:4]) if ablation == "dataset-size"
              else r.name.split("-")[{"arch": 0, "flow": 1, "aug": 3}[SWEEPS[ablation][2]]]
              for r in results}
     assert parts == expected
