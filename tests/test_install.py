@@ -14,6 +14,11 @@ from pathlib import Path
 
 import pytest
 
+from .helpers import name_of
+
+# The run debug=quick trains: named, as every run, by the settings it changes.
+QUICK = name_of(["debug=quick"])
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -85,17 +90,17 @@ def test_a_wheel_in_a_fresh_venv_trains_reports_and_completes_from_an_empty_dir(
     assert train.returncode == 0, output[-3000:]
     assert not [line for line in output.splitlines() if line.startswith("wandb")]  # quiet W&B
     assert "W&B run saved offline in outputs/" in output
-    run = work / "study" / "debug" / "runs" / "mlp-ot-moons-n1024-none"
+    run = work / "study" / "debug" / "runs" / QUICK
     result = json.loads((run / "result.json").read_text())
     assert (result["status"], result["epochs"], result["steps"]) == ("completed", 2, 8)
-    checkpoints = work / "study" / "debug" / "checkpoints" / "mlp-ot-moons-n1024-none"
+    checkpoints = work / "study" / "debug" / "checkpoints" / QUICK
     assert {p.name for p in checkpoints.iterdir()} >= {"best.pt", "samples.png", "samples.npz"}
     assert len(list(work.glob("outputs/*/*/wandb/offline-run-*/run-*.wandb"))) == 1
 
     report = _run(bindir, work, "flowstudy-report", "--study", "study/debug")
     assert report.returncode == 0, report.stderr
     reports = work / "study" / "debug" / "reports" / "default"
-    assert "mlp-ot-moons-n1024-none" in (reports / "report.md").read_text()
+    assert QUICK in (reports / "report.md").read_text()
     for figure in ("val_loss", "samples"):
         assert (reports / f"{figure}.png").read_bytes()[:4] == b"\x89PNG"
         assert b"<svg" in (reports / f"{figure}.svg").read_bytes()[:500]
