@@ -122,7 +122,7 @@ def test_torchrun_two_ranks_train_like_one_process_and_resume(tmp_path: Path) ->
     study, name = tmp_path / "two", name_of(common)
     assert [p.name for p in (study / "runs").iterdir()] == [name]
     ckpts = sorted(p.name for p in (study / "checkpoints" / name).iterdir())
-    assert ckpts == ["best.pt", "last.pt", "samples.png"]
+    assert ckpts == ["best.pt", "last.pt", "samples.npz", "samples.png"]
     assert len(find_run_files(tmp_path / "o2")) == 1
     assert read_run(find_run_files(tmp_path / "o2")[0]).exit_code == 0
     result = RunResult.load(study / "runs" / name / "result.json")

@@ -9,12 +9,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-from flowstudy.config import name_suffix, objective_direction
+from flowstudy.config import objective_direction
 from flowstudy.errors import ConfigError
 from flowstudy.results import RunResult
 from flowstudy.sweep import objective, progress_line
 
-from .helpers import TINY, cli, compose_config
+from .helpers import TINY, cli, compose_config, name_of
 
 
 @pytest.mark.slow
@@ -42,7 +42,8 @@ def test_optuna_search_names_records_fails_and_skips_its_trials(tmp_path: Path) 
         lr, n_train = r.swept["train.lr"], r.swept["dataset.n_train"]
         assert r.config["train"]["lr"] == lr and 1e-4 <= lr <= 1e-2
         assert r.config["dataset"]["n_train"] == n_train
-        assert r.name == f"mlp-ot-moons-n{n_train}-none" + name_suffix({"train.lr": lr})
+        assert r.name == name_of([*TINY, "train.epochs=2", f"dataset.n_train={n_train}",
+                                  f"train.lr={lr}"])
     progress = re.findall(r"^\[(\d)/6\] (\S+)  (\w+)  w2 (\S+)", out, re.M)
     assert [int(k) for k, *_ in progress] == [1, 2, 3, 4, 5, 6]
     for _, name, status, value in progress:
