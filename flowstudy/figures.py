@@ -67,8 +67,20 @@ def short_labels(configs: Configs) -> list[str]:
             for (name, _), parts in zip(configs, tokens, strict=True)]
 
 
+def _in_order(configs: Configs) -> list[tuple[tuple[str, list[RunResult]], str]]:
+    """Each configuration with its label, ordered by swept values (numbers as numbers: steps 2,
+    4, 16 rather than 16, 2, 4), then by name."""
+    def key(item: tuple[tuple[str, list[RunResult]], str]) -> list[tuple[str, int, Any]]:
+        (name, runs), _ = item
+        values = sorted((k, v) for k, v in runs[0].swept.items() if k != "seed")
+        return [(k, 0, v) if isinstance(v, (int, float)) else (k, 1, str(v))
+                for k, v in values] + [("", 1, name)]
+
+    return sorted(zip(configs, short_labels(configs), strict=True), key=key)
+
+
 def _number(value: float) -> str:
-    return f"{value:.3f}" if 1e-3 <= abs(value) < 100 else f"{value:.3g}"
+    return f"{value:.3f}" if 1e-3 <= abs(value) < 1 else f"{value:.3g}"
 
 
 def _spread(values: list[float]) -> str:
@@ -108,7 +120,7 @@ def validation_curves(configs: Configs, study: Path, png: Path, title: str) -> b
     lows: list[float] = []
     highs: list[float] = []  # the last 80% of each curve, and where each ends
     drawn = 0
-    for i, ((_, runs), label) in enumerate(zip(configs, short_labels(configs), strict=True)):
+    for i, ((_, runs), label) in enumerate(_in_order(configs)):
         curves = [c for c in (_val_curve(study, r) for r in runs) if c]
         if not curves:
             continue
@@ -159,25 +171,25 @@ def sample_montage(configs: Configs, study: Path, png: Path, title: str, metric:
     per dataset. False when no run left its samples."""
     metric = metric if metric != "best_val_loss" else "fd"
     panels: list[dict[str, Any]] = []
-    for (_, runs), label in zip(configs, short_labels(configs), strict=True):
+    for (_, runs), label in _in_order(configs):
         run = min(runs, key=lambda r: r.config.get("seed", 0))
         path = _samples_file(study, run)
         if path is None:
             continue
         arrays = np.load(path)
-        seed = f", seed {run.config.get('seed', 0)} shown" if len(runs) > 1 else ""
-        panels.append({"title": f"{label}\n{_metric_text(runs, metric)}{seed}",
+        panels.append({"title": f"{label}\n{_metric_text(runs, metric)}",
                        "points": arrays["samples"], "reference": arrays["reference"],
-                       "dataset": _test_data_key(run),
-                       "floor": run.metrics.get(f"{metric}_floor")})
+                       "dataset": _test_data_key(run), "seeds": len(runs),
+                       "floors": [r.metrics[f"{metric}_floor"] for r in runs
+                                  if f"{metric}_floor" in r.metrics]})
     if not panels:
         return False
     cells: list[dict[str, Any]] = []
     for dataset in dict.fromkeys(p["dataset"] for p in panels):
         own = [p for p in panels if p["dataset"] == dataset]
-        floor = own[0]["floor"]
-        floor_text = (f"\n{METRIC_NAMES.get(metric, metric)} floor {_number(floor)}"
-                      if floor is not None else "")
+        floors = [f for p in own for f in p["floors"]]
+        floor_text = (f"\n{METRIC_NAMES.get(metric, metric)} floor "
+                      f"{_number(statistics.fmean(floors))}" if floors else "")
         cells.append({"title": f"test data{floor_text}", "points": own[0]["reference"],
                       "reference": own[0]["reference"], "real": True,
                       "dataset": dataset})
@@ -190,13 +202,16 @@ def sample_montage(configs: Configs, study: Path, png: Path, title: str, metric:
     aspect = 1.0 if cells[0]["axes"] == "image" else min(1.5, max(0.4, (high - low)[1] /
                                                                    (high - low)[0]))
     fig, axes = plt.subplots(rows, columns, figsize=(3.4 * columns, (2.8 * aspect + 0.8) * rows
-                                                     + 0.4), dpi=110, squeeze=False)
+                                                     + 0.4), dpi=110, squeeze=False,
+                             layout="constrained")
+    fig.get_layout_engine().set(w_pad=0.1, wspace=0.05)
     for ax in axes.flat[len(cells):]:
         ax.axis("off")
     for ax, cell in zip(axes.flat, cells, strict=False):
         _draw_panel(ax, cell)
-    fig.suptitle(f"{title}: samples of each configuration over the test data (gray)",
-                 fontsize=12)
+    seeds = "; the first seed of each" if any(p["seeds"] > 1 for p in panels) else ""
+    where = "beside the test data" if cells[0]["axes"] == "image" else "over the test data (gray)"
+    fig.suptitle(f"{title}: samples of each configuration {where}{seeds}", fontsize=12)
     save_figure(fig, png, svg=True)
     return True
 
@@ -233,7 +248,8 @@ def _draw_panel(ax: Any, cell: dict[str, Any]) -> None:
     if cell["axes"] == "image":
         ax.imshow(image_canvas(torch.from_numpy(points), rows=6).numpy(), cmap="gray_r",
                   vmin=0, vmax=16)
-        ax.axis("off")
+        ax.set_xticks([])
+        ax.set_yticks([])  # the frame alone, so neighbouring panels stay apart
         return
     size = float(np.clip(3000 / len(points), 1.5, 10))
     if not cell.get("real"):
@@ -291,19 +307,27 @@ def _draw_budget(points: list[Point], png: Path, title: str, xlabel: str, metric
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(8, 5), dpi=120)
     colors = plt.get_cmap("tab10")
-    for i, (label, by_x) in enumerate(lines.items()):
+    # The same metric between two real sets, what a perfect model would score: one gray line
+    # when every point has the same floor (the same data), else a line per line, in its color.
+    all_floors = {round(f, 12) for by_x in lines.values() for points in by_x.values()
+                  for _, f in points if f is not None}
+    ticks = sorted({x for by_x in lines.values() for x in by_x})
+    if len(all_floors) == 1:
+        ax.plot([ticks[0], ticks[-1]], [all_floors.pop()] * 2, linestyle="--", linewidth=1,
+                color="tab:gray", label="floor (real vs real)")
+    for i, label in enumerate(sorted(lines)):
+        by_x, color = lines[label], colors(i % 10)
         xs = sorted(by_x)
         means = [statistics.fmean(v for v, _ in by_x[x]) for x in xs]
         stds = [statistics.stdev(v for v, _ in by_x[x]) if len(by_x[x]) > 1 else 0.0 for x in xs]
         ax.errorbar(xs, means, yerr=stds, marker="o", markersize=4, capsize=3, linewidth=1.5,
-                    color=colors(i % 10), label=label or "all runs")
+                    color=color, label=label or "mean ± std over seeds")
         floors = [(x, [f for _, f in by_x[x] if f is not None]) for x in xs]
         floors = [(x, statistics.fmean(f)) for x, f in floors if f]
-        if floors:  # the same metric between two real sets: what a perfect model would score
-            ax.plot(*zip(*floors, strict=True), linestyle="--", linewidth=1, color=colors(i % 10),
-                    label="floor (real vs real)" if i == 0 else None)
+        if floors and all_floors:
+            ax.plot(*zip(*floors, strict=True), linestyle="--", linewidth=1, color=color,
+                    label=f"{label}: floor (real vs real)" if label else "floor (real vs real)")
     ax.set_xscale("log")
-    ticks = sorted({x for by_x in lines.values() for x in by_x})
     ax.set_xticks(ticks, [f"{x:g}" for x in ticks])
     ax.minorticks_off()
     better = "lower" if OBJECTIVES[metric] == "minimize" else "higher"

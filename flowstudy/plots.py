@@ -24,7 +24,8 @@ def pyplot() -> Any:
 
 def save_figure(fig: Any, path: str | os.PathLike[str], svg: bool = False) -> None:
     """Write ``path`` (PNG), and with ``svg`` the same figure beside it as SVG."""
-    fig.tight_layout()
+    if fig.get_layout_engine() is None:
+        fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png")
     if svg:
@@ -90,7 +91,8 @@ def image_grid(samples: torch.Tensor, path: str | os.PathLike[str], title: str,
         ax.imshow(image_canvas(images, side, rows, vmax).numpy(), cmap="gray_r", vmin=0,
                   vmax=vmax)
         ax.set_title(label, fontsize=10)
-        ax.axis("off")
+        ax.set_xticks([])
+        ax.set_yticks([])  # the frame alone keeps real and generated images apart
     fig.suptitle(title, fontsize=10)
     save_figure(fig, path)
 
