@@ -487,8 +487,9 @@ def test_sighup_while_building_the_data_says_so_and_leaves_interrupted(tmp_path:
 def test_sigterm_during_final_evaluation_keeps_training_and_the_rerun_only_evaluates(
         tmp_path: Path, study: list[str]) -> None:
     args = [*TINY, *study, "wandb.mode=offline", "sample.steps=1500"]  # a long evaluation
+    name = name_of(args)
     proc = _start(args, tmp_path)
-    result = tmp_path / "study" / "runs" / NAME / "result.json"
+    result = tmp_path / "study" / "runs" / name / "result.json"
     _wait_for(result, '"status": "trained"', proc)
     proc.send_signal(signal.SIGTERM)
     _, stderr = proc.communicate(timeout=60)
@@ -499,15 +500,15 @@ def test_sigterm_during_final_evaluation_keeps_training_and_the_rerun_only_evalu
     assert lines[-2] == "continue with:"
     saved = RunResult.load(result)
     assert saved.status == "trained" and saved.epochs == 3 and saved.best_val_loss is not None
-    best = (tmp_path / "study" / "checkpoints" / NAME / "best.pt").read_bytes()
+    best = (tmp_path / "study" / "checkpoints" / name / "best.pt").read_bytes()
 
     rerun = cli([*args, "resume=auto"], cwd=tmp_path)
     assert rerun.returncode == 0, rerun.stderr
-    assert f"{NAME}: training finished earlier; evaluating" in rerun.stderr + rerun.stdout
+    assert f"{name}: training finished earlier; evaluating" in rerun.stderr + rerun.stdout
     done = RunResult.load(result)
     assert done.status == "completed" and done.metrics["w2"] > 0
     assert (done.epochs, done.best_val_loss) == (saved.epochs, saved.best_val_loss)
-    assert (tmp_path / "study" / "checkpoints" / NAME / "best.pt").read_bytes() == best
+    assert (tmp_path / "study" / "checkpoints" / name / "best.pt").read_bytes() == best
 
 
 @pytest.mark.slow
@@ -523,7 +524,8 @@ def test_a_full_log_directory_warns_once_and_the_run_completes(tmp_path: Path) -
     assert stderr.count(f"flowstudy: warning: could not write the log file {logs}/train.log "
                         f"([Errno 28] No space left on device); logging to the console "
                         f"only") == 1
-    assert RunResult.load(tmp_path / "study" / "runs" / NAME / "result.json").status == \
+    name = name_of([*TINY, "train.epochs=6"])
+    assert RunResult.load(tmp_path / "study" / "runs" / name / "result.json").status == \
         "completed"
 
 
@@ -533,9 +535,11 @@ def test_a_second_sweep_reports_a_run_another_process_trains_as_busy(tmp_path: P
     first = _start([*TINY, "train.epochs=200", f"study_dir={study}",
                     f"hydra.run.dir={tmp_path / 'o1'}", "wandb.mode=disabled"], tmp_path)
     try:
-        _wait_for(study / "runs" / NAME / "metrics.jsonl", '"step"', first)
+        _wait_for(study / "runs" / name_of([*TINY, "train.epochs=200"]) / "metrics.jsonl",
+                  '"step"', first)
+        # job 0 is the run the first process trains; job 1 a short one of its own
         second = cli(["-m", *TINY, f"study_dir={study}", f"hydra.sweep.dir={tmp_path / 'm'}",
-                      "wandb.mode=disabled", "seed=0,1"], cwd=tmp_path)
+                      "wandb.mode=disabled", "train.epochs=200,2"], cwd=tmp_path)
     finally:
         first.send_signal(signal.SIGTERM)
         first.communicate(timeout=120)
