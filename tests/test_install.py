@@ -17,7 +17,7 @@ import pytest
 from .helpers import name_of
 
 # The run debug=quick trains: named, as every run, by the settings it changes.
-QUICK = name_of(["debug=quick"])
+QUICK = name_of(["debug=quick", "dataset.n_val=128", "dataset.n_test=128"])
 
 ROOT = Path(__file__).resolve().parents[1]
 
