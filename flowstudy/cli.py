@@ -136,6 +136,9 @@ def run_cli(task: Callable[[], Any]) -> None:
     except KeyboardInterrupt:
         print("flowstudy: aborted", file=sys.stderr)
         sys.exit(130)
+    except BrokenPipeError:  # output piped into a reader that closed early (--help | head)
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(141)
     except Refused as e:
         exit_with_error(str(e))
     except Exception as e:
