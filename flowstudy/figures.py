@@ -47,36 +47,69 @@ def _samples_file(study: Path, run: RunResult) -> Path | None:
     return next((p for p in candidates if p.exists()), None)
 
 
-def _label_parts(run: RunResult, skip: tuple[str, ...] = ()) -> str:
-    """``lr=0.0005, width=128``: the run's swept values (a sampled 0.0012520653814999472 shown as
-    0.001252), except seeds and ``skip``'s keys."""
-    return ", ".join(f"{k.rsplit('.', 1)[-1]}={f'{v:.4g}' if isinstance(v, float) else v}"
-                     for k, v in sorted(run.swept.items())
-                     if k != "seed" and not k.startswith(skip))
+def _flat(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in config.items():
+        if isinstance(value, dict):
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def _differing(flats: list[dict[str, Any]]) -> list[str]:
+    """The keys whose values are not the same in all of ``flats``."""
+    keys = sorted({k for f in flats for k in f})
+    return [k for k in keys if len({json.dumps(f.get(k), default=str) for f in flats}) > 1]
+
+
+def difference_labels(configs: list[dict[str, Any]]) -> list[str]:
+    """``arch=dit``, ``n_train=500``, ``lr=0.0005, steps=16``: the settings in which each config
+    differs from the others (a group option by its name alone; a sampled 0.0012520653814999472
+    as 0.001252); empty strings when they do not differ."""
+    flats = [_flat(c) for c in configs]
+    differing = _differing(flats)
+    options = {k.rsplit(".", 1)[0] for k in differing if k.endswith(".name")}
+    shown = [k for k in differing if k.endswith(".name") or k.rsplit(".", 1)[0] not in options]
+    short = [k.rsplit(".", 1)[0] if k.endswith(".name") else k.rsplit(".", 1)[-1] for k in shown]
+    names = [s if short.count(s) == 1 else k for k, s in zip(shown, short, strict=True)]
+
+    def text(value: Any) -> str:
+        return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+    return [", ".join(f"{n}={text(f.get(k))}" for n, k in zip(names, shown, strict=True))
+            for f in flats]
+
+
+def _seedless(run: RunResult, ignore: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The run's identity less its seed and ``ignore`` (``section`` or ``section.leaf``)."""
+    out = {k: v for k, v in identity(run.config).items() if k != "seed" and k not in ignore}
+    for key in ignore:
+        section, _, leaf = key.partition(".")
+        if leaf and isinstance(out.get(section), dict):
+            out[section] = {k: v for k, v in out[section].items() if k != leaf}
+    return out
 
 
 def short_labels(configs: Configs) -> list[str]:
-    """What tells the configurations apart: their swept values, else the parts of their names
-    that not all of them share."""
-    labels = [_label_parts(runs[0]) for _, runs in configs]
-    if all(labels) and len(set(labels)) == len(labels):
-        return labels
-    tokens = [name.split("-") for name, _ in configs]
-    common = set.intersection(*(set(t) for t in tokens)) if len(tokens) > 1 else set()
-    return ["-".join(t for t in parts if t not in common) or name
-            for (name, _), parts in zip(configs, tokens, strict=True)]
+    """What tells the configurations apart (their names when nothing in their configs does)."""
+    labels = difference_labels([_seedless(runs[0]) for _, runs in configs])
+    return [label or name for label, (name, _) in zip(labels, configs, strict=True)]
 
 
 def _in_order(configs: Configs) -> list[tuple[tuple[str, list[RunResult]], str]]:
-    """Each configuration with its label, ordered by swept values (numbers as numbers: steps 2,
-    4, 16 rather than 16, 2, 4), then by name."""
-    def key(item: tuple[tuple[str, list[RunResult]], str]) -> list[tuple[str, int, Any]]:
-        (name, runs), _ = item
-        values = sorted((k, v) for k, v in runs[0].swept.items() if k != "seed")
-        return [(k, 0, v) if isinstance(v, (int, float)) else (k, 1, str(v))
-                for k, v in values] + [("", 1, name)]
+    """Each configuration with its label, ordered by the settings that differ (numbers as
+    numbers: steps 2, 4, 16 rather than 16, 2, 4), then by name."""
+    flats = [_flat(_seedless(runs[0])) for _, runs in configs]
+    differing = _differing(flats)
 
-    return sorted(zip(configs, short_labels(configs), strict=True), key=key)
+    def order(i: int) -> list[tuple[int, Any]]:
+        values = [flats[i].get(k) for k in differing]
+        return [(0, v) if isinstance(v, (int, float)) else (1, str(v)) for v in values] + [
+            (1, configs[i][0])]
+
+    labels = short_labels(configs)
+    return [(configs[i], labels[i]) for i in sorted(range(len(configs)), key=order)]
 
 
 def _number(value: float) -> str:
@@ -282,16 +315,6 @@ def _evaluations(run: RunResult) -> list[dict[str, Any]]:
     return list(unique.values())
 
 
-def _without(config: dict[str, Any], keys: tuple[str, ...]) -> str:
-    """The run's identity less ``keys`` (``section`` or ``section.leaf``), as a grouping key."""
-    out = {k: v for k, v in identity(config).items() if k not in keys}
-    for key in keys:
-        section, _, leaf = key.partition(".")
-        if leaf and isinstance(out.get(section), dict):
-            out[section] = {k: v for k, v in out[section].items() if k != leaf}
-    return json.dumps(out, sort_keys=True, default=str)
-
-
 Point = tuple[str, float, float, float | None]  # (line, x, metric value, its floor)
 
 
@@ -343,7 +366,7 @@ def _draw_budget(points: list[Point], png: Path, title: str, xlabel: str, metric
 def nfe_points(runs: list[RunResult], study: Path, metric: str) -> list[Point]:
     """(line, NFE, metric, floor) of every evaluation of every run; a line per training config
     and solver."""
-    trained = _line_labels(runs, ("sample", "seed"), skip=("sample.",))
+    trained = _line_labels(runs, ("sample",))
     points: list[Point] = []
     for run in runs:
         for e in _evaluations(run):
@@ -359,7 +382,7 @@ def data_size_points(runs: list[RunResult], metric: str) -> list[Point]:
     split (runs on all of it have no number to stand at); a line per config but for n_train."""
     sized = [r for r in runs if r.status == "completed"
              and r.config.get("dataset", {}).get("n_train")]
-    trained = _line_labels(sized, ("dataset.n_train", "seed"), skip=("dataset.n_train",))
+    trained = _line_labels(sized, ("dataset.n_train",))
 
     def value(run: RunResult) -> float | None:
         return run.best_val_loss if metric == "best_val_loss" else run.metrics.get(metric)
@@ -385,15 +408,13 @@ def quality_vs_data_size(runs: list[RunResult], study: Path, png: Path, title: s
                         "training points (dataset.n_train)", metric)
 
 
-def _line_labels(runs: list[RunResult], ignore: tuple[str, ...],
-                 skip: tuple[str, ...]) -> dict[str, str]:
-    """run name -> the label of its line: runs equal but for ``ignore`` share a line, labelled
-    by the first one's other swept values (or its name); empty when there is only one line."""
-    keys = {r.name: _without(r.config, ignore) for r in runs}
-    if len(set(keys.values())) <= 1:
-        return dict.fromkeys(keys, "")
+def _line_labels(runs: list[RunResult], ignore: tuple[str, ...]) -> dict[str, str]:
+    """run name -> the label of its line: runs equal but for their seed and ``ignore`` share a
+    line, labelled by what sets it apart from the other lines (empty when there is one)."""
+    keys = {r.name: json.dumps(_seedless(r, ignore), sort_keys=True, default=str) for r in runs}
     first: dict[str, RunResult] = {}
     for r in runs:
         first.setdefault(keys[r.name], r)
-    labels = {key: _label_parts(r, skip) or r.name for key, r in first.items()}
+    labels = dict(zip(first, difference_labels([_seedless(r, ignore) for r in first.values()]),
+                      strict=True))
     return {name: labels[key] for name, key in keys.items()}
