@@ -10,7 +10,6 @@ sampling settings, e.g. ``sample.steps=1,2,4,8,16,32,100`` for an NFE-vs-quality
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import logging
 import time
 from pathlib import Path
@@ -25,20 +24,13 @@ from omegaconf import DictConfig, OmegaConf
 from flowstudy.cli import exit_with_error, run_cli
 from flowstudy.config import CONF_DIR, EvalConfig, SampleConfig, _format_value, validate
 from flowstudy.data import build_data
+from flowstudy.data.fingerprint import file_sha256
 from flowstudy.errors import UserError
 from flowstudy.evaluate import evaluate
 from flowstudy.fileio import atomic_path, write_json
 from flowstudy.loading import TrainedRun, load
 
 log = logging.getLogger("flowstudy")
-
-
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def eval_name(trained: TrainedRun, s: SampleConfig, n: int, seed: int) -> str:
@@ -75,7 +67,7 @@ def evaluate_checkpoint(cfg: EvalConfig, overrides: list[str]) -> dict[str, Any]
     out = Path(cfg.resume).parent / "eval" / eval_name(trained, run_cfg.sample, n, seed)
     record = {
         "run": run_cfg.name, "checkpoint": str(cfg.resume),
-        "checkpoint_sha256": sha256(Path(cfg.resume)), "epoch": trained.epoch,
+        "checkpoint_sha256": file_sha256(cfg.resume), "epoch": trained.epoch,
         "step": trained.step, "seed": seed, "sample": dataclasses.asdict(run_cfg.sample),
         "n": n, "nfe": evaluation.nfe, "metrics": evaluation.metrics,
         "samples": str(out.with_suffix(".pt")) if cfg.save_samples else None,
