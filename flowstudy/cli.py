@@ -21,6 +21,7 @@ from flowstudy import distributed, sweep
 from flowstudy.config import CONF_DIR, load_config
 from flowstudy.errors import Refused, UserError, describe
 from flowstudy.interrupt import Interrupted
+from flowstudy.metrics import HEADLINE
 from flowstudy.results import status_for
 from flowstudy.run import run
 from flowstudy.sweep import parallel_jobs, swept_values, write_job_record
@@ -94,7 +95,7 @@ def _sweep_job(cfg: DictConfig, hydra_cfg: DictConfig) -> float | None:
                      parallel=parallel_jobs(hydra_cfg))
         record.update(status="skipped" if result.skipped else result.status,
                       best_val_loss=result.best_val_loss,
-                      metric={k: v for k, v in result.metrics.items() if k in ("w2", "fd")})
+                      metric={k: v for k, v in result.metrics.items() if k in HEADLINE})
         return sweep.objective(result, config.objective)
     except Interrupted as e:
         e.command = _resume_command(hydra_cfg.overrides.task, e) + " -m"

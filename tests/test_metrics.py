@@ -21,7 +21,7 @@ from flowstudy.flows.likelihood import (
     nll_per_dim,
     rademacher,
 )
-from flowstudy.metrics import (
+from flowstudy.metrics.sets import (
     SET_METRICS,
     GaussianFit,
     density_coverage,

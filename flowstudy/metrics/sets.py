@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from flowstudy.metrics import SET_METRICS
 from flowstudy.transport import optimal_assignment
 
 
@@ -160,9 +161,6 @@ class GaussianFit:
                        + len(self.mean) * math.log(2 * math.pi))
 
 
-# Metrics of one sample set against the test split; memorisation is against the train split.
-SET_METRICS = ("w2", "mmd", "fd", "precision", "recall", "density", "coverage", "memorized",
-               "nn_dist")
 
 
 def sample_metrics(samples: torch.Tensor, test: torch.Tensor, reference: torch.Tensor,
