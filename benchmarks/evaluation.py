@@ -28,6 +28,7 @@ from flowstudy.data.normalize import Normalizer
 from flowstudy.evaluate import evaluate
 from flowstudy.flows.likelihood import EXACT_MAX_DIM, choose_divergence, nll_per_dim
 from flowstudy.models import build_model
+from flowstudy.resolve import arch_sizes
 
 
 def timed(fn: Callable[[], Any]) -> tuple[float, float]:
@@ -44,13 +45,14 @@ def sphere(n: int, dim: int, seed: int) -> torch.Tensor:
 def main() -> None:
     args = benchmark_parser(__doc__).parse_args()
     torch.set_num_threads(1)
-    arch, sample = config(["wandb.mode=disabled"]).arch, SampleConfig()
+    requested, sample = config(["wandb.mode=disabled"]).arch, SampleConfig()
     points, train_rows = (50, 2_000) if args.smoke else (1_000, 100_000)
     cases = [(2, "auto"), (64, "auto"), (1024, "auto")]
     if not args.smoke:
         cases.insert(2, (64, "exact"))
     rows = []
     for dim, divergence in cases:
+        arch = arch_sizes(requested, dim)
         model = build_model(arch, dim).eval().requires_grad_(False)
         x = sphere(points, dim, 1)
         g = torch.Generator().manual_seed(0)
@@ -64,6 +66,7 @@ def main() -> None:
     train = sphere(train_rows, dim, 0)
     data = DataSplits("sphere", train, sphere(points, dim, 1), sphere(points, dim, 2),
                       Normalizer.fit(train), Source())
+    arch = arch_sizes(requested, dim)
     model = build_model(arch, dim).eval().requires_grad_(False)
     for likelihood in (False, True):
         cfg = SampleConfig(n=points, likelihood=likelihood)
@@ -73,7 +76,7 @@ def main() -> None:
                      "wall_s": wall, "cpu_s": cpu})
     publish("evaluation", rows, ["what", "points", "wall_s", "cpu_s"], args.save,
             likelihood_steps=sample.likelihood_steps, hutchinson_probes=sample.hutchinson_probes,
-            arch=dataclasses.asdict(arch))
+            arch=dataclasses.asdict(requested))
 
 
 if __name__ == "__main__":

@@ -23,20 +23,12 @@ import numpy as np
 import torch
 
 from flowstudy.config import identity
-from flowstudy.fileio import atomic_path
 from flowstudy.metrics import METRICS
 from flowstudy.metrics import label as metric_label
 from flowstudy.plots import grid_shape, image_canvas, pca_basis, pyplot, save_figure
 from flowstudy.results import RunResult, evaluation_records
 
 Configs = list[tuple[str, list[RunResult]]]
-
-def save_samples(path: Path, samples: torch.Tensor, reference: torch.Tensor) -> None:
-    """A run's end-of-run samples and the test points they were measured against, both in data
-    space, for the report's montage."""
-    with atomic_path(path) as tmp, open(tmp, "wb") as f:
-        np.savez(f, samples=samples.numpy(), reference=reference[:samples.shape[0]].numpy())
-
 
 def _samples_file(study: Path, run: RunResult) -> Path | None:
     candidates = [study / "checkpoints" / run.name / "samples.npz"]

@@ -12,7 +12,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from flowstudy.checkpoint import CheckpointError, load_checkpoint
+from flowstudy.checkpoint import Checkpoint, CheckpointError
 from flowstudy.config import (
     GROUP_SCHEMAS,
     CheckpointConfig,
@@ -25,6 +25,7 @@ from flowstudy.data import Source, build_source
 from flowstudy.data.normalize import Normalizer
 from flowstudy.flows.solvers import solve
 from flowstudy.models import build_model
+from flowstudy.resolve import arch_sizes
 
 SECTIONS = {"train": TrainConfig, "checkpoint": CheckpointConfig, "wandb": WandbConfig,
             "sample": SampleConfig}
@@ -67,6 +68,7 @@ class TrainedRun:
     epoch: int
     step: int
     path: Path
+    sha256: str  # of the checkpoint's bytes as read: what this object was made from
 
     @property
     def dim(self) -> int:
@@ -94,17 +96,18 @@ class TrainedRun:
 
 def load(path: str | os.PathLike[str], device: str | torch.device = "cpu") -> TrainedRun:
     """Load a flowstudy checkpoint (``best.pt``, ``last.pt``) for sampling or inspection."""
-    ckpt = load_checkpoint(path, device)
-    missing = [k for k in ("config", "ema", "normalizer") if k not in ckpt]
-    if missing:
-        raise CheckpointError(f"{path}: checkpoint lacks {', '.join(missing)}")
-    config = config_from_dict(ckpt["config"])
-    normalizer = Normalizer(**{k: v.cpu() for k, v in ckpt["normalizer"].items()})
-    # The sizes the data decided (``resolved``) where the config said null.
-    resolved = ckpt.get("resolved", {}).get("arch")
-    arch = _group_node("arch", resolved) if resolved else config.arch
-    model = build_model(arch, normalizer.shift.shape[0]).to(device)
-    model.load_state_dict(ckpt["ema"]["module"])
+    ckpt = Checkpoint.load(path, device)
+    if ckpt.normalizer is None:
+        raise CheckpointError(f"{path}: checkpoint lacks normalizer")
+    config = config_from_dict(ckpt.config)
+    normalizer = Normalizer(**{k: v.cpu() for k, v in ckpt.normalizer.items()})
+    dim = normalizer.shift.shape[0]
+    # The sizes the data decided (``resolved``) where the config said null; a checkpoint from
+    # before they were recorded resolves them again, by the same rule.
+    resolved = (ckpt.resolved or {}).get("arch")
+    arch = _group_node("arch", resolved) if resolved else arch_sizes(config.arch, dim)
+    model = build_model(arch, dim).to(device)
+    model.load_state_dict(ckpt.ema_weights())
     return TrainedRun(config=config, model=model.eval().requires_grad_(False),
                       normalizer=normalizer, source=build_source(config.dataset),
-                      epoch=int(ckpt["epoch"]), step=int(ckpt["step"]), path=Path(path))
+                      epoch=ckpt.epoch, step=ckpt.step, path=Path(path), sha256=ckpt.sha256)

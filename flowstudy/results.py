@@ -55,11 +55,16 @@ class RunResult:
     config: dict[str, Any] = field(default_factory=dict)  # as requested
     # Its identity: the segments that trained it (config, data hashes, checkpoint started from).
     lineage: list[dict[str, Any]] = field(default_factory=list)
-    # What the data decided where the config said null (flowstudy.auto.Resolved): split sizes,
+    # What the data decided where the config said null (flowstudy.resolve.Resolved): split sizes,
     # batch, passes and steps per epoch, planned steps, architecture sizes, sample count.
     resolved: dict[str, Any] = field(default_factory=dict)
     # True only on the result handed back for a completed run that was not retrained.
     skipped: bool = False
+
+    def full_lineage(self) -> list[dict[str, Any]]:
+        from flowstudy.lineage import lineage_of  # lineage reads configs; results stay light
+
+        return lineage_of(self.lineage, self.config)
 
     def save(self, path: str | os.PathLike[str]) -> None:
         write_json(path, {**asdict(self), "skipped": False})

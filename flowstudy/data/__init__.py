@@ -4,7 +4,7 @@ Every dataset is a pool of points split once by the data seed (``dataset.seed``)
 val, the rest is train; ``dataset.n_train`` takes the first n of a seeded order of the train
 split, so smaller subsets are nested in larger ones. Files' splits are stored under
 ``<study_dir>/datasets/<name>/`` on first use and reused afterwards. Null split sizes are
-resolved from the number of rows (``flowstudy.auto.split_sizes``).
+resolved from the number of rows (``flowstudy.resolve.split_sizes``).
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ from pathlib import Path
 
 import torch
 
-from flowstudy.auto import split_sizes
 from flowstudy.config import (
     MAX_EVAL_DIM,
     MIN_EVAL_POINTS,
@@ -32,6 +31,7 @@ from flowstudy.data.normalize import Normalizer
 from flowstudy.data.toy2d import toy2d
 from flowstudy.errors import ConfigError
 from flowstudy.fileio import read_json, write_json
+from flowstudy.resolve import split_sizes
 
 
 @dataclass

@@ -7,7 +7,6 @@ from typing import Any
 
 from torch import nn
 
-from flowstudy.auto import arch_sizes
 from flowstudy.models.dit import DiT
 from flowstudy.models.mlp import MLP
 from flowstudy.models.unet import UNet1D
@@ -22,8 +21,9 @@ MODELS: dict[str, Callable[[Any, int], nn.Module]] = {
 
 
 def build_model(cfg: Any, dim: int) -> nn.Module:
-    """The model of arch config ``cfg`` for ``dim``-d data, its null sizes set for ``dim``."""
-    return MODELS[cfg.name](arch_sizes(cfg, dim), dim)
+    """The model of arch config ``cfg`` for ``dim``-d data; its sizes must be resolved already
+    (``flowstudy.resolve``: a run's built config, or a checkpoint's ``resolved``)."""
+    return MODELS[cfg.name](cfg, dim)
 
 
 def count_parameters(model: nn.Module) -> int:
