@@ -66,7 +66,7 @@ class EvaluateOnly:
 class Continue:
     checkpoint: Path
     start: Start
-    prior: RunResult | None  # the unfinished run's record, if any
+    prior: RunResult | None = None  # the unfinished run's record, if any
 
 
 @dataclass(frozen=True)
