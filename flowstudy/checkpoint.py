@@ -22,7 +22,6 @@ import torch
 from flowstudy.config import differences
 from flowstudy.errors import UserError
 from flowstudy.fileio import atomic_path
-from flowstudy.lineage import lineage_of
 from flowstudy.rng import rng_state
 
 FORMAT_VERSION = 1
@@ -73,9 +72,6 @@ class Checkpoint:
     @property
     def step(self) -> int:
         return int(self.train["step"])
-
-    def full_lineage(self) -> list[dict[str, Any]]:
-        return lineage_of(self.lineage, self.config)
 
     def ema_weights(self) -> dict[str, torch.Tensor]:
         return self.train["ema"]["module"]

@@ -14,8 +14,9 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from flowstudy.checkpoint import Checkpoint
 from flowstudy.config import (
     GROUP_SCHEMAS,
     Config,
@@ -27,9 +28,6 @@ from flowstudy.config import (
 )
 from flowstudy.data.fingerprint import short
 from flowstudy.errors import UserError
-
-if TYPE_CHECKING:  # a checkpoint is read by run.py; lineage only looks at it
-    from flowstudy.checkpoint import Checkpoint
 
 log = logging.getLogger("flowstudy")
 
@@ -66,7 +64,7 @@ def resumed_start(cfg: Config, data: dict[str, Any], ckpt: Checkpoint,
                   path: str | os.PathLike[str]) -> Start:
     """The run that ``resume=path`` makes: the checkpoint's own run continued, or a branch."""
     saved = ckpt.config
-    parent_name, parent = saved["name"], ckpt.full_lineage()
+    parent_name, parent = saved["name"], lineage_of(ckpt.lineage, saved)
     if cfg.seed != saved["seed"]:
         raise UserError(f"seed={cfg.seed}: a resumed run continues the random state of "
                         f"{path} (trained with seed={saved['seed']}), so it cannot take another "

@@ -25,7 +25,7 @@ from flowstudy.distributed import Dist, from_environment
 from flowstudy.evaluate import evaluate_best
 from flowstudy.fileio import ensure_writable_dir, run_lock
 from flowstudy.interrupt import Interrupted, StopRequest
-from flowstudy.lineage import Start, parent_metrics, resumed_start, segment
+from flowstudy.lineage import Start, lineage_of, parent_metrics, resumed_start, segment
 from flowstudy.models import count_parameters
 from flowstudy.plan import (
     Branch,
@@ -132,8 +132,9 @@ def _on_disk(cfg: Config, paths: RunPaths,
     if cfg.resume == "auto" and not cfg.force and last_pt.exists():
         last = Checkpoint.load(last_pt, device)
         check_compatible(last_pt, last.config, to_dict(cfg))
+    last_lineage = lineage_of(last.lineage, last.config) if last is not None else None
     disk = Disk(paths.results, paths.checkpoints, result, (paths.checkpoints / "best.pt").exists(),
-                last_pt.exists(), last.full_lineage() if last is not None else None)
+                last_pt.exists(), last_lineage)
     return disk, last
 
 
