@@ -21,7 +21,8 @@ from flowstudy.data import DataSplits
 from flowstudy.figures import save_samples
 from flowstudy.flows.likelihood import choose_divergence, nll_per_dim
 from flowstudy.flows.solvers import solve
-from flowstudy.metrics.sets import GaussianFit, sample_metrics
+from flowstudy.metrics.gaussian import GaussianFit
+from flowstudy.metrics.sets import sample_metrics
 from flowstudy.plots import image_grid, pca_scatter, scatter
 from flowstudy.results import COST_KEYS, RunResult
 from flowstudy.tracking import Tracker

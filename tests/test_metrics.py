@@ -21,19 +21,21 @@ from flowstudy.flows.likelihood import (
     nll_per_dim,
     rademacher,
 )
-from flowstudy.metrics.sets import (
-    SET_METRICS,
-    GaussianFit,
-    density_coverage,
+from flowstudy.metrics import SET_METRICS
+from flowstudy.metrics.distances import (
     frechet_distance,
     frechet_from_stats,
-    memorization,
     mmd2_unbiased,
-    nearest_two,
-    precision_recall,
-    sample_metrics,
     wasserstein2,
 )
+from flowstudy.metrics.gaussian import GaussianFit
+from flowstudy.metrics.neighbours import (
+    density_coverage,
+    memorization,
+    nearest_two,
+    precision_recall,
+)
+from flowstudy.metrics.sets import sample_metrics
 from flowstudy.report import rows_for, table
 from flowstudy.results import RunResult
 

@@ -3,7 +3,9 @@ direction that is better, the yardsticks it is reported with, and whether a swee
 it. Report, sweep, CLI, objective validation, W&B summaries and completion all read this table,
 so a metric is added in one place. Torch-free: validation and ``--help`` import it.
 
-The functions that compute the sample metrics live beside it (``flowstudy.metrics.sets``).
+The functions live beside it, one module per kind: ``distances`` (w2, fd, mmd), ``neighbours``
+(precision/recall, density/coverage, memorisation), ``gaussian`` (the baseline's fit) and
+``sets`` (``sample_metrics``: every set metric with its floor and baseline).
 """
 
 from __future__ import annotations
