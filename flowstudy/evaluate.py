@@ -77,7 +77,8 @@ def evaluate(model: nn.Module, data: DataSplits, cfg: SampleConfig, seed: int,
     reference = data.train[order[:n]]
     gaussian = GaussianFit.fit(data.train[order[:GAUSSIAN_FIT_ROWS]])
     baseline = gaussian.sample(n, g).to(data.train.dtype)
-    metrics = sample_metrics(samples[:n], data.test[:n], reference, baseline, data.train, device)
+    metrics = sample_metrics(samples[:n], data.test[:n], reference, baseline, data.train, device,
+                             seed=data_seed)
     if cfg.likelihood:
         metrics |= likelihood_metrics(model, data, gaussian, cfg, data_seed)
     return Evaluation(samples=samples, metrics=metrics, nfe=nfe)

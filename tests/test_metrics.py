@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import functools
 import itertools
 import logging
 import math
+from pathlib import Path
 
 import pytest
 import torch
 from torch import nn
 
+import flowstudy.data
 from flowstudy.config import SampleConfig
 from flowstudy.data import DataSplits, Source
+from flowstudy.data.files import load_vectors
 from flowstudy.data.normalize import Normalizer
 from flowstudy.evaluate import evaluate
 from flowstudy.flows.likelihood import (
@@ -21,7 +25,8 @@ from flowstudy.flows.likelihood import (
     nll_per_dim,
     rademacher,
 )
-from flowstudy.metrics import SET_METRICS
+from flowstudy.metrics import METRICS, SET_METRICS
+from flowstudy.metrics.c2st import c2st
 from flowstudy.metrics.distances import (
     frechet_distance,
     frechet_from_stats,
@@ -35,6 +40,7 @@ from flowstudy.metrics.neighbours import (
     nearest_two,
     precision_recall,
 )
+from flowstudy.metrics.norms import norm_metrics
 from flowstudy.metrics.sets import sample_metrics
 from flowstudy.report import rows_for, table
 from flowstudy.results import RunResult
@@ -91,6 +97,10 @@ def test_sample_metrics_report_each_metric_with_its_floor_and_baseline() -> None
     bad = sample_metrics(_normal(300, 2, 5) + 2.0, test, reference, baseline, train)
     assert bad["w2"] > 5 * good["w2"] and bad["fd"] > 5 * good["fd"]
     assert good["w2_floor"] == bad["w2_floor"] > 0 and good["w2_baseline"] == bad["w2_baseline"]
+    # N(0, I) vs N((2, 2), I): the best classifier's accuracy is Phi(sqrt(8) / 2) = 0.92.
+    assert good["c2st"] < 0.6 and good["c2st_floor"] < 0.6 and bad["c2st"] > 0.88
+    assert good["c2st"] == max(good["c2st_lr"], good["c2st_mlp"])
+    assert bad["norm_w1"] > 5 * good["norm_w1"] and good["norm_w1_floor"] == bad["norm_w1_floor"]
     nan = sample_metrics(torch.full((300, 2), float("nan")), test, reference, baseline, train)
     assert all(nan[k] != nan[k] for k in SET_METRICS)  # NaN, not a crash
     assert nan["w2_floor"] == good["w2_floor"] and nan["fd_baseline"] == good["fd_baseline"]
@@ -168,6 +178,76 @@ def test_a_gaussian_against_itself_sits_at_the_floor_and_so_does_its_gaussian_fi
     assert m["nn_dist"] == pytest.approx(m["nn_dist_floor"], rel=0.2)
 
 
+def test_c2st_is_chance_for_one_distribution_and_certain_for_separated_sets() -> None:
+    a = _normal(500, 8, 0)
+    for seed in range(3):
+        same = c2st(a, _normal(500, 8, 1 + seed), seed=seed)
+        assert abs(same.lr - 0.5) < 0.05 and abs(same.mlp - 0.5) < 0.05, same
+        assert same.accuracy == max(same.lr, same.mlp) and 0 < same.std < 0.1
+    far = c2st(a, _normal(500, 8, 9) + 3.0, seed=0)
+    assert far.lr > 0.99 and far.mlp > 0.99
+    # Twice the spread, the same mean: no linear classifier sees it, the MLP does, and the
+    # headline is the classifier that sees it.
+    wide = c2st(a, 2 * _normal(500, 8, 10), seed=0)
+    assert abs(wide.lr - 0.5) < 0.05 and wide.mlp > 0.8 and wide.accuracy == wide.mlp
+    assert wide.as_metrics() == {"c2st": wide.mlp, "c2st_std": wide.std, "c2st_lr": wide.lr,
+                                 "c2st_mlp": wide.mlp}
+
+
+def test_c2st_is_deterministic_for_a_seed_and_nan_for_too_few_or_non_finite_points() -> None:
+    a, b = _normal(300, 16, 0), _normal(300, 16, 1) + 0.1
+    assert c2st(a, b, seed=3) == c2st(a.float(), b.float(), seed=3)
+    assert c2st(a, b, seed=3) != c2st(a, b, seed=4)  # other folds, another initialisation
+    for nan in (c2st(a[:9], b[:9]), c2st(a, b * math.nan)):
+        assert all(math.isnan(v) for v in nan.as_metrics().values())
+
+
+def test_norm_metrics_on_scaled_rotated_and_identical_sets() -> None:
+    x = _normal(400, 5, 0) + 1.0
+    mean_norm = float(x.norm(dim=1).mean())
+    shrunk = norm_metrics(0.9 * x, x)
+    assert shrunk["norm_w1"] == pytest.approx(0.1 * mean_norm, rel=1e-9)
+    assert shrunk["norm_mean"] == pytest.approx(0.9 * mean_norm, rel=1e-9)
+    assert shrunk["norm_std"] == pytest.approx(0.9 * float(x.norm(dim=1).std()), rel=1e-9)
+    perm = torch.randperm(400, generator=torch.Generator().manual_seed(1))
+    assert norm_metrics(x, x[perm])["norm_w1"] == pytest.approx(0.0, abs=1e-12)
+    q = torch.linalg.qr(_normal(5, 5, 2))[0]  # a rotation moves every point, no norm
+    assert norm_metrics(x @ q, x)["norm_w1"] == pytest.approx(0.0, abs=1e-12)
+    unit = torch.nn.functional.normalize(_normal(300, 64, 3), dim=1)
+    other = torch.nn.functional.normalize(_normal(200, 64, 4), dim=1)  # sizes may differ
+    m = norm_metrics(unit, other)
+    assert m["norm_w1"] < 1e-12 and m["norm_mean"] == pytest.approx(1.0) and m["norm_std"] < 1e-12
+
+
+BUILTIN = Path(flowstudy.data.__file__).parent / "builtin" / "minilm_stdlib.npy"
+
+
+@functools.cache
+def _embeddings(n: int = 1000) -> tuple[torch.Tensor, ...]:
+    """The bundled 384-d sentence embeddings, shuffled by seed 0 and split as evaluate() does:
+    (test, a fresh real set that is neither test nor train, the floor's train draw, a Gaussian
+    fit's samples, train)."""
+    x = load_vectors(str(BUILTIN))
+    g = torch.Generator().manual_seed(0)
+    x = x[torch.randperm(len(x), generator=g)]
+    test, fresh, train = x[-n:], x[-2 * n:-n], x[:-2 * n]
+    baseline = GaussianFit.fit(train).sample(n, g).float()
+    return test, fresh, train[:n], baseline, train
+
+
+def test_c2st_tells_a_gaussian_fit_from_real_embeddings_better_than_real_from_real() -> None:
+    test, fresh, reference, baseline, train = _embeddings()
+    m = sample_metrics(fresh, test, reference, baseline, train, seed=0)
+    # Measured: model (a fresh real set) 0.505, floor 0.517, Gaussian fit 0.557 (its MLP;
+    # logistic regression 0.516): about two fold deviations (0.02-0.03) above the floor.
+    assert abs(m["c2st"] - 0.5) < 0.04 and abs(m["c2st_floor"] - 0.5) < 0.04
+    assert m["c2st_baseline"] > max(m["c2st"], m["c2st_floor"]) + 0.03
+    # Real embeddings are unit vectors; the Gaussian's are not (1.00 +- 0.075).
+    assert m["norm_w1_floor"] < 1e-3 and 0.04 < m["norm_w1_baseline"] < 0.08
+    assert m["norm_mean_baseline"] == pytest.approx(1.0, abs=0.01)
+    assert m["norm_std_baseline"] > 50 * m["norm_std_floor"]
+
+
 class AffineFlow(nn.Module):
     """The velocity whose flow carries N(0, I) at t=0 exactly to N(mu, A^2) at t=1, A symmetric
     positive definite: x_t = M_t x0 + t mu with M_t = (1 - t) I + t A, so
@@ -238,9 +318,13 @@ def test_evaluate_scores_a_known_flow_against_data_seeded_floors_and_baselines(
     again = evaluate(flow, data, cfg, seed=1, data_seed=0).metrics
     moved = evaluate(flow, data, cfg, seed=0, data_seed=1).metrics
     yardsticks = [k for k in first if k.endswith(("_floor", "_baseline"))]
-    assert len(yardsticks) == 2 * len(SET_METRICS) + 1  # and test_nll_baseline
+    # Every set metric's floor and baseline, and test_nll's baseline (it has no floor).
+    registered = {f"{m.name}_{kind}" for m in METRICS.values() if m.sample_set or m.name in first
+                  for kind in ("floor", "baseline") if getattr(m, kind)}
+    assert sorted(yardsticks) == sorted(registered) and "test_nll_baseline" in registered
     assert all(first[k] == again[k] for k in yardsticks)  # the run seed moves only the model
     assert first["w2"] != again["w2"] and first["w2_floor"] != moved["w2_floor"]
+    assert first["c2st_floor"] != moved["c2st_floor"]  # the C2ST's folds follow the data seed
     # The flow is the data's distribution exactly: at the floor, and its likelihood is the
     # Gaussian fit's (the fit is the true model here).
     assert first["w2"] == pytest.approx(first["w2_floor"], rel=0.5)

@@ -13,13 +13,15 @@ import math
 import torch
 
 from flowstudy.metrics import SET_METRICS
+from flowstudy.metrics.c2st import c2st
 from flowstudy.metrics.distances import frechet_distance, mmd2_unbiased, wasserstein2
 from flowstudy.metrics.neighbours import density_coverage, memorization, precision_recall
+from flowstudy.metrics.norms import norm_metrics
 
 
 def sample_metrics(samples: torch.Tensor, test: torch.Tensor, reference: torch.Tensor,
                    baseline: torch.Tensor, train: torch.Tensor,
-                   device: torch.device | str = "cpu") -> dict[str, float]:
+                   device: torch.device | str = "cpu", seed: int = 0) -> dict[str, float]:
     """Every metric in ``SET_METRICS`` of ``samples`` against ``test``, with two yardsticks:
 
     ``<key>_floor``: the same metric for ``reference``, real points from the train split
@@ -27,7 +29,8 @@ def sample_metrics(samples: torch.Tensor, test: torch.Tensor, reference: torch.T
     ``<key>_baseline``: the same metric for ``baseline``, samples of a Gaussian fitted to train.
     ``samples``, ``test``, ``reference`` and ``baseline`` must have the same size (exact W2).
     Non-finite samples give NaN metrics. The distances to the train set, the one cost that
-    grows with the data, are computed on ``device``.
+    grows with the data, are computed on ``device``. ``seed`` (the data seed) fixes the C2ST's
+    folds and classifier initialisation, the same for all three sets.
     """
     def scores(x: torch.Tensor, memorized_from: torch.Tensor) -> dict[str, float]:
         if not torch.isfinite(x).all():
@@ -38,7 +41,8 @@ def sample_metrics(samples: torch.Tensor, test: torch.Tensor, reference: torch.T
         computed = {"w2": wasserstein2(x, test), "mmd": mmd2_unbiased(x, test),
                     "fd": frechet_distance(x, test), "precision": precision, "recall": recall,
                     "density": density, "coverage": coverage, "memorized": memorized,
-                    "nn_dist": nn_dist}
+                    "nn_dist": nn_dist, **c2st(x, test, seed).as_metrics(),
+                    **norm_metrics(x, test)}
         return {key: computed[key] for key in SET_METRICS}  # the registry's order, all of it
 
     model, floor = scores(samples, samples), scores(reference, test)
