@@ -27,6 +27,7 @@ from flowstudy.flows.likelihood import (
 )
 from flowstudy.metrics import METRICS, SET_METRICS
 from flowstudy.metrics.c2st import c2st
+from flowstudy.metrics.collapse import collapse_flags, collapse_warnings
 from flowstudy.metrics.distances import (
     frechet_distance,
     frechet_from_stats,
@@ -43,7 +44,7 @@ from flowstudy.metrics.neighbours import (
 from flowstudy.metrics.norms import norm_metrics
 from flowstudy.metrics.sets import sample_metrics
 from flowstudy.report import rows_for, table
-from flowstudy.results import RunResult
+from flowstudy.results import RunResult, log_summary
 
 
 def _normal(n: int, d: int, seed: int) -> torch.Tensor:
@@ -176,6 +177,8 @@ def test_a_gaussian_against_itself_sits_at_the_floor_and_so_does_its_gaussian_fi
     assert m["memorized"] == pytest.approx(m["memorized_floor"], abs=0.04)
     assert m["memorized_baseline"] == pytest.approx(m["memorized_floor"], abs=0.04)
     assert m["nn_dist"] == pytest.approx(m["nn_dist_floor"], rel=0.2)
+    # Neither collapsed nor over-spread, and the fit of a Gaussian is a Gaussian: no flags.
+    assert collapse_warnings(m) == [] and collapse_warnings(m, "_baseline") == []
 
 
 def test_c2st_is_chance_for_one_distribution_and_certain_for_separated_sets() -> None:
@@ -235,9 +238,15 @@ def _embeddings(n: int = 1000) -> tuple[torch.Tensor, ...]:
     return test, fresh, train[:n], baseline, train
 
 
-def test_c2st_tells_a_gaussian_fit_from_real_embeddings_better_than_real_from_real() -> None:
+@functools.cache
+def _embedding_metrics(scale: float) -> dict[str, float]:
+    """sample_metrics of a fresh real set of embeddings, times ``scale``, against the test set."""
     test, fresh, reference, baseline, train = _embeddings()
-    m = sample_metrics(fresh, test, reference, baseline, train, seed=0)
+    return sample_metrics(scale * fresh, test, reference, baseline, train, seed=0)
+
+
+def test_c2st_tells_a_gaussian_fit_from_real_embeddings_better_than_real_from_real() -> None:
+    m = _embedding_metrics(1.0)
     # Measured: model (a fresh real set) 0.505, floor 0.517, Gaussian fit 0.557 (its MLP;
     # logistic regression 0.516): about two fold deviations (0.02-0.03) above the floor.
     assert abs(m["c2st"] - 0.5) < 0.04 and abs(m["c2st_floor"] - 0.5) < 0.04
@@ -246,6 +255,57 @@ def test_c2st_tells_a_gaussian_fit_from_real_embeddings_better_than_real_from_re
     assert m["norm_w1_floor"] < 1e-3 and 0.04 < m["norm_w1_baseline"] < 0.08
     assert m["norm_mean_baseline"] == pytest.approx(1.0, abs=0.01)
     assert m["norm_std_baseline"] > 50 * m["norm_std_floor"]
+
+
+@pytest.mark.slow  # three sample_metrics of 1,000 384-d points (C2ST thrice each): ~15 s
+def test_collapse_warnings_fire_on_shrunk_and_spread_embeddings_and_not_on_real_ones() -> None:
+    assert collapse_warnings(_embedding_metrics(1.0)) == []  # a fresh real draw
+    # Shrunk by 0.9: FD at its floor, W2, precision and coverage better than theirs, yet
+    # density 2.9 (floor 1.0), recall 0.61 (floor 0.88) and every norm 0.9.
+    shrunk = _embedding_metrics(0.9)
+    assert [f.kind for f in collapse_flags(shrunk)] == ["collapse", "collapse"]
+    *flags, named = collapse_warnings(shrunk)
+    assert flags[0].startswith("collapse: density 2.") and "norm W1 0.1 " in flags[1]
+    assert named.endswith("flagged, not a win")
+    assert all(f"{key} " in named for key in ("fd", "w2", "precision", "coverage"))
+    # Spread by 1.2: density 0.17 with recall 1.0 (flattered), norms 1.2. Nothing is at its
+    # floor, so nothing is named.
+    spread = _embedding_metrics(1.2)
+    assert [f.kind for f in collapse_flags(spread)] == ["over-spread", "over-spread"]
+    assert len(collapse_warnings(spread)) == 2
+    # The Gaussian fit's norms are 1.00 +- 0.075, not on the sphere: the norm rule sees it.
+    assert [f.kind for f in collapse_flags(shrunk, "_baseline")] == ["norms off"]
+
+
+def _prdc(density: float, recall: float, **extra: float) -> dict[str, float]:
+    return {"density": density, "density_floor": 1.0, "recall": recall, "recall_floor": 0.9,
+            "fd": 0.1, "fd_floor": 0.1, "w2": 2.0, "w2_floor": 1.0, "precision": 0.5,
+            "precision_floor": 0.9, "coverage": 0.97, "coverage_floor": 0.95, **extra}
+
+
+def test_collapse_rule_thresholds_directions_and_missing_metrics() -> None:
+    assert collapse_warnings(_prdc(1.29, 0.5)) == []  # density within 0.3 of its floor
+    assert collapse_warnings(_prdc(2.0, 0.81)) == []  # recall within 0.1 of its floor
+    assert collapse_warnings(_prdc(0.5, 0.5)) == []  # poor, not over-spread: nothing flattered
+    collapsed = collapse_warnings(_prdc(2.0, 0.5))
+    assert collapsed[0].startswith("collapse: density 2 is 1 above its floor 1")
+    # fd at its floor, coverage above it: named; w2 twice its floor, precision far below: not.
+    assert collapsed[1] == ("fd 0.1 (floor 0.1), coverage 0.97 (floor 0.95) at or better than "
+                            "the floor: flagged, not a win")
+    assert [f.kind for f in collapse_flags(_prdc(0.5, 0.95))] == ["over-spread"]
+    norms = {"norm_w1_floor": 0.01, "norm_mean_floor": 2.0, "norm_std": 0.1,
+             "norm_std_floor": 0.1}
+    def kinds(w1: float, mean: float) -> list[str]:
+        return [f.kind for f in collapse_flags({**norms, "norm_w1": w1, "norm_mean": mean})]
+    assert kinds(0.109, 1.9) == []  # 4.95% of the mean norm 2 above the floor: within 5%
+    assert kinds(0.2, 1.8) == ["collapse"] and kinds(0.2, 2.2) == ["over-spread"]
+    assert kinds(0.2, 2.02) == ["norms off"]  # the spread is off, not the mean
+    # Old results (no norm metrics), NaN metrics (a diverged model): no rule fires.
+    assert collapse_warnings({"fd": 0.1, "fd_floor": 0.1}) == []
+    assert collapse_warnings(_prdc(math.nan, math.nan, norm_w1=math.nan)) == []
+    # A yardstick's own flags, against the same floors.
+    assert [f.kind for f in collapse_flags({**_prdc(1.0, 0.9), "density_baseline": 2.0,
+                                            "recall_baseline": 0.5}, "_baseline")] == ["collapse"]
 
 
 class AffineFlow(nn.Module):
@@ -378,3 +438,22 @@ def test_the_report_shows_each_metric_with_its_floor_and_gaussian_baseline() -> 
     assert row["w2 (floor, gauss)"] == "0.2000 ± 0.0000 (floor 0.1000, gauss 0.5000)"
     assert row["test_nll (floor, gauss)"] == "0.6000 ± 0.1414 (gauss 1.2500)"  # no floor
     assert row["density (floor, gauss)"] == "-" and best == 0
+
+
+def test_the_end_of_run_log_shows_the_new_metrics_and_warns_of_collapse(
+        caplog: pytest.LogCaptureFixture, tmp_path: Path) -> None:
+    metrics = {f"{key}{kind}": 0.5 for key in SET_METRICS for kind in ("", "_floor", "_baseline")}
+    metrics |= _prdc(2.0, 0.5, density_baseline=0.2, recall_baseline=0.6)
+    result = RunResult(name="run", group="g", status="completed", epochs=3, best_val_loss=1.0,
+                       best_epoch=2, stop_reason="max_epochs", nfe=100, flops_6nd=1e9,
+                       metrics=metrics)
+    with caplog.at_level(logging.INFO, logger="flowstudy"):
+        log_summary(result, tmp_path / "result.json")
+    lines = [r.getMessage() for r in caplog.records]
+    for key in ("c2st", "c2st_mlp", "norm_w1", "norm_mean"):  # model / floor / gauss
+        assert any(line.split() == [key, "0.5", "/", "0.5", "/", "0.5"] for line in lines), key
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert warnings == [f"samples: {w}" for w in collapse_warnings(metrics)]
+    assert warnings[0].startswith("samples: collapse: density 2 ")
+    assert warnings[-1].endswith("flagged, not a win")
+

@@ -5,7 +5,8 @@ so a metric is added in one place. Torch-free: validation and ``--help`` import 
 
 The functions live beside it, one module per kind: ``distances`` (w2, fd, mmd), ``neighbours``
 (precision/recall, density/coverage, memorisation), ``c2st``, ``norms``, ``gaussian`` (the
-baseline's fit) and ``sets`` (``sample_metrics``: every set metric with its floor and baseline).
+baseline's fit), ``sets`` (``sample_metrics``: every set metric with its floor and baseline) and
+``collapse`` (torch-free: the collapse / over-spread rule, read from a run's metrics).
 """
 
 from __future__ import annotations
