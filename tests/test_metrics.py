@@ -13,10 +13,11 @@ import torch
 from torch import nn
 
 import flowstudy.data
-from flowstudy.config import SampleConfig
+from flowstudy.config import SampleConfig, objective_direction
 from flowstudy.data import DataSplits, Source
 from flowstudy.data.files import load_vectors
 from flowstudy.data.normalize import Normalizer
+from flowstudy.errors import ConfigError
 from flowstudy.evaluate import evaluate
 from flowstudy.flows.likelihood import (
     EXACT_MAX_DIM,
@@ -456,4 +457,13 @@ def test_the_end_of_run_log_shows_the_new_metrics_and_warns_of_collapse(
     assert warnings == [f"samples: {w}" for w in collapse_warnings(metrics)]
     assert warnings[0].startswith("samples: collapse: density 2 ")
     assert warnings[-1].endswith("flagged, not a win")
+
+
+def test_c2st_and_norm_w1_are_objectives_minimised_and_their_context_is_not_ranked() -> None:
+    # Closer to 0.5 is better and below 0.5 is noise: an objective minimises the accuracy.
+    assert objective_direction("c2st") == "minimize" == objective_direction("norm_w1")
+    for context in ("c2st_std", "c2st_lr", "c2st_mlp", "norm_mean", "norm_std"):
+        assert METRICS[context].direction is None and METRICS[context].sample_set, context
+        with pytest.raises(ConfigError):
+            objective_direction(context)
 
