@@ -202,7 +202,7 @@ def test_c2st_is_deterministic_for_a_seed_and_nan_for_too_few_or_non_finite_poin
     a, b = _normal(300, 16, 0), _normal(300, 16, 1) + 0.1
     assert c2st(a, b, seed=3) == c2st(a.float(), b.float(), seed=3)
     assert c2st(a, b, seed=3) != c2st(a, b, seed=4)  # other folds, another initialisation
-    for nan in (c2st(a[:9], b[:9]), c2st(a, b * math.nan)):
+    for nan in (c2st(a[:9], b[:9]), c2st(a, b * math.nan), c2st(a, b * 1e300)):
         assert all(math.isnan(v) for v in nan.as_metrics().values())
 
 

@@ -78,11 +78,11 @@ def _classifiers(seed: int) -> dict[str, object]:
 def c2st(x: torch.Tensor, y: torch.Tensor, seed: int = 0, folds: int = 5) -> C2ST:
     """Cross-validated accuracy of logistic regression and a small MLP telling ``x`` from ``y``.
 
-    Sets with fewer than ``2 * folds`` points, or non-finite ones, give NaN."""
-    if min(len(x), len(y)) < 2 * folds or not (torch.isfinite(x).all()
-                                               and torch.isfinite(y).all()):
-        return C2ST(math.nan, math.nan, math.nan)
+    Sets with fewer than ``2 * folds`` points, or non-finite ones (in float32, which the
+    classifiers fit in), give NaN."""
     features = torch.cat([x, y]).detach().cpu().float().numpy()
+    if min(len(x), len(y)) < 2 * folds or not np.isfinite(features).all():
+        return C2ST(math.nan, math.nan, math.nan)
     labels = np.r_[np.zeros(len(x), dtype=np.int64), np.ones(len(y), dtype=np.int64)]
     cv = StratifiedKFold(folds, shuffle=True, random_state=seed)
     scores = {}
