@@ -23,7 +23,8 @@ from flowstudy.data import DataSplits
 from flowstudy.fileio import atomic_path
 from flowstudy.flows.likelihood import choose_divergence, nll_per_dim
 from flowstudy.flows.solvers import solve
-from flowstudy.metrics.sets import GaussianFit, sample_metrics
+from flowstudy.metrics.gaussian import GaussianFit
+from flowstudy.metrics.sets import sample_metrics
 from flowstudy.plots import image_grid, pca_scatter, scatter
 from flowstudy.results import COST_KEYS, RunResult
 from flowstudy.tracking import Tracker
@@ -77,7 +78,8 @@ def evaluate(model: nn.Module, data: DataSplits, cfg: SampleConfig, seed: int,
     reference = data.train[order[:n]]
     gaussian = GaussianFit.fit(data.train[order[:GAUSSIAN_FIT_ROWS]])
     baseline = gaussian.sample(n, g).to(data.train.dtype)
-    metrics = sample_metrics(samples[:n], data.test[:n], reference, baseline, data.train, device)
+    metrics = sample_metrics(samples[:n], data.test[:n], reference, baseline, data.train, device,
+                             seed=data_seed)
     if cfg.likelihood:
         metrics |= likelihood_metrics(model, data, gaussian, cfg, data_seed)
     return Evaluation(samples=samples, metrics=metrics, nfe=nfe)

@@ -13,6 +13,7 @@ from flowstudy.errors import Busy, Diverged, UserError
 from flowstudy.fileio import read_json, write_json
 from flowstudy.interrupt import Interrupted
 from flowstudy.metrics import SET_METRICS
+from flowstudy.metrics.collapse import collapse_warnings
 
 log = logging.getLogger("flowstudy")
 
@@ -116,6 +117,10 @@ def log_summary(result: RunResult, result_path: Path) -> None:
     if "test_nll" in m:
         log.info("  test NLL  %10.4g nats/dim (gauss %.4g)", m["test_nll"],
                  m["test_nll_baseline"])
+    # Collapse and over-spread, read from the metrics above (flowstudy.metrics.collapse): one
+    # line per rule that fires, and the metrics that then sit at the floor without a win.
+    for warning in collapse_warnings(m):
+        log.warning("samples: %s", warning)
     log.info("cost: %.3g FLOPs (6ND estimate %.3g), %.1f steps/s, %.0f samples/s, peak memory "
              "%.0f MiB, %.1f s", result.flops or float("nan"), result.flops_6nd,
              result.steps_per_s or 0, result.samples_per_s or 0,

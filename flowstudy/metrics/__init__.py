@@ -3,7 +3,10 @@ direction that is better, the yardsticks it is reported with, and whether a swee
 it. Report, sweep, CLI, objective validation, W&B summaries and completion all read this table,
 so a metric is added in one place. Torch-free: validation and ``--help`` import it.
 
-The functions that compute the sample metrics live beside it (``flowstudy.metrics.sets``).
+The functions live beside it, one module per kind: ``distances`` (w2, fd, mmd), ``neighbours``
+(precision/recall, density/coverage, memorisation), ``c2st``, ``norms``, ``gaussian`` (the
+baseline's fit), ``sets`` (``sample_metrics``: every set metric with its floor and baseline) and
+``collapse`` (torch-free: the collapse / over-spread rule, read from a run's metrics).
 """
 
 from __future__ import annotations
@@ -43,10 +46,22 @@ _ALL = (
     Metric("recall", "recall", "maximize"),
     Metric("density", "density", "maximize"),
     Metric("coverage", "coverage", "maximize"),
+    # Cross-validated accuracy of the better of two classifiers telling samples from test points:
+    # 0.5 = indistinguishable. Below 0.5 is noise, so closer to 0.5 is lower: minimised.
+    Metric("c2st", "C2ST", "minimize"),
+    # 1-d W1 between the norms of the samples and of the test points (collapse, over-spread).
+    Metric("norm_w1", "norm W1", "minimize"),
     Metric("test_nll", "test NLL", "minimize", floor=False, sample_set=False),
     Metric("memorized", "memorised", "minimize", objective=False),
     # Small means copies of training points, large means off the data: context for memorised.
     Metric("nn_dist", "NN distance", None),
+    # Context for c2st: its fold spread, and each classifier's accuracy (c2st is the larger).
+    Metric("c2st_std", "C2ST fold std", None),
+    Metric("c2st_lr", "C2ST (logistic)", None),
+    Metric("c2st_mlp", "C2ST (MLP)", None),
+    # Context for norm_w1: the samples' own norms (the floor's: real points').
+    Metric("norm_mean", "mean norm", None),
+    Metric("norm_std", "norm std", None),
 )
 METRICS: dict[str, Metric] = {m.name: m for m in _ALL}
 
