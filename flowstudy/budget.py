@@ -34,6 +34,17 @@ from flowstudy.errors import ConfigError
 KINDS = ("flops", "steps", "seconds")
 
 
+def chosen(budget: Any) -> tuple[str, float] | None:
+    """The one budget set in a ``train.budget`` section (kind, value), or None."""
+    if budget is None:
+        return None
+    set_ = [(k, getattr(budget, k)) for k in KINDS if getattr(budget, k) is not None]
+    if len(set_) > 1:  # validation refuses this first; kept for direct callers
+        raise ConfigError("train.budget", dict(set_), "at most one of train.budget.flops, "
+                          "train.budget.steps, train.budget.seconds")
+    return set_[0] if set_ else None
+
+
 def planned_steps(kind: str, value: float, flops_per_step: float) -> int | None:
     """The steps a budget allows: floor(value / flops_per_step) for flops, the value for steps,
     None for seconds (decided by the clock; see the module docstring)."""

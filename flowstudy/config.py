@@ -227,6 +227,18 @@ class MixupAugConfig(AugConfig):
 
 
 @dataclass
+class BudgetConfig:
+    """Compute budgets (flowstudy.budget): at most one set; the run stops at it and its cosine
+    schedule ends there (warmup unchanged). epochs and early stopping still apply."""
+
+    # FLOPs of training: floor(flops / FLOPs per step) steps, the step counted at build
+    flops: float | None = checked(None, POSITIVE_FLOAT.or_null("for no FLOP budget"))
+    steps: int | None = checked(None, POSITIVE.or_null("for no step budget"))
+    # Wall time of training, validation included; not comparable across machines
+    seconds: float | None = checked(None, POSITIVE_FLOAT.or_null("for no time budget"))
+
+
+@dataclass
 class TrainConfig:
     epochs: int = checked(100, POSITIVE)
     # drop_last: every step sees a full batch; null: 256, or the train split rounded down to a
@@ -277,6 +289,8 @@ class TrainConfig:
     # Record a torch.profiler trace of this many steps (after 1 skipped, 1 warm-up) next to the
     # checkpoints (debug=profile); 0: off.
     profile_steps: int = checked(0, ints(0, why="0: off"))
+    # Stop every run at the same measured cost: flops, steps or seconds (at most one)
+    budget: BudgetConfig = field(default_factory=BudgetConfig)
 
 
 @dataclass
@@ -372,8 +386,9 @@ GROUP_SCHEMAS: dict[str, dict[str, type]] = {
 }
 
 
-SECTIONS: dict[str, type] = {c.__name__: c for c in (TrainConfig, CheckpointConfig,
-                                                      WandbConfig, SampleConfig)}
+SECTIONS: dict[str, type] = {c.__name__: c for c in (TrainConfig, BudgetConfig,
+                                                      CheckpointConfig, WandbConfig,
+                                                      SampleConfig)}
 
 
 def register_configs() -> None:
@@ -435,6 +450,9 @@ def validate(cfg: Config) -> None:
     if cfg.experiment is not None:
         _check(cfg.experiment in group_options("experiment"), "experiment", cfg.experiment,
                f"one of {', '.join(group_options('experiment'))}")
+    budgets = {k: v for k, v in dataclasses.asdict(t.budget).items() if v is not None}
+    _check(len(budgets) <= 1, "train.budget", ", ".join(f"{k}={v:g}" for k, v in budgets.items()),
+           "at most one of train.budget.flops, train.budget.steps, train.budget.seconds")
     _check(t.batch_size is None or t.batch_size % t.accum_steps == 0, "train.batch_size",
            t.batch_size, f"a multiple of train.accum_steps={t.accum_steps}")
     if isinstance(a, DiTConfig):

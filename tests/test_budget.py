@@ -13,7 +13,9 @@ from flowstudy.build import build
 from flowstudy.config import Config
 from flowstudy.cost import step_flops
 from flowstudy.errors import ConfigError
+from flowstudy.results import RunResult
 from flowstudy.rng import seed_everything
+from flowstudy.run import run
 from flowstudy.schedule import WarmupCosine
 from flowstudy.trainer import Checkpoints, fit
 
@@ -102,3 +104,26 @@ def test_a_seconds_budget_stops_at_the_first_log_point_past_its_time(tmp_path: P
                  budget=Budget.plan("seconds", 1e-6, 1.0, device="cpu"))
     assert (fitted.stop_reason, fitted.steps, fitted.epochs) == ("budget", 4, 1)
     assert fitted.budget["device"] == "cpu" and fitted.budget["steps_taken"] == 4
+
+
+def test_a_run_with_a_flop_budget_ends_within_one_step_of_it(tmp_path: Path) -> None:
+    budget = 3e7  # the tiny MLP's step is 1.35e6 FLOPs: 22 steps, in epoch 3 of 8 steps each
+    result = run(_config(tmp_path, f"train.budget.flops={budget}", "train.epochs=20",
+                         "sample.likelihood=false"), tmp_path / "out")
+    assert result.status == "completed" and result.stop_reason == "budget"
+    fps = result.flops_per_step
+    assert budget - fps < result.flops <= budget
+    assert result.budget["planned_steps"] == result.steps == math.floor(budget / fps)
+    assert result.budget["flops_spent"] == result.flops
+    assert result.resolved["budget"] == "flops" and result.resolved["budget_steps"] == 22
+    assert result.resolved["flops_per_step"] == fps and result.resolved["planned_steps"] == 22
+    saved = RunResult.load(tmp_path / "study" / "runs" / result.name / "result.json")
+    assert saved.budget == result.budget
+
+
+def test_two_budgets_at_once_are_refused_in_one_line_naming_the_keys() -> None:
+    with pytest.raises(ConfigError) as e:
+        compose_config([*TINY, "train.budget.flops=1e9", "train.budget.seconds=60"])
+    message = str(e.value)
+    assert "\n" not in message and "train.budget.flops" in message
+    assert "train.budget.steps" in message and "train.budget.seconds" in message
