@@ -316,7 +316,7 @@ def against_yardstick(values: Mapping[int, float], yardstick: Mapping[int, float
                       confidence: float = CONFIDENCE) -> tuple[str | None, Comparison]:
     """A plain verdict of a metric against its yardstick ({seed: value} each, the yardstick
     measured beside each run): for the Gaussian baseline "beats gauss" / "≈ gauss" / "worse than
-    gauss", for the floor "at floor" / "worse than floor" / "better than floor", from the
+    gauss", for the floor "≈ floor" / "worse than floor" / "better than floor", from the
     (paired) interval of metric - yardstick; None without an interval."""
     c = compare(values, yardstick, "", direction, ("model", kind), method, confidence)
     if c.difference is None or not c.difference.known:
@@ -325,5 +325,5 @@ def against_yardstick(values: Mapping[int, float], yardstick: Mapping[int, float
         word = "beats gauss" if c.a_better else "worse than gauss" if c.b_better else "≈ gauss"
     else:
         word = "better than floor" if c.a_better else (
-            "worse than floor" if c.b_better else "at floor")
+            "worse than floor" if c.b_better else "≈ floor")
     return word, c

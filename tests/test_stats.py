@@ -126,7 +126,7 @@ def test_the_yardstick_verdicts_follow_the_paired_interval_and_the_direction() -
     assert stats.against_yardstick(w2, {s: 0.25 for s in w2}, "minimize", "baseline")[0] == \
         "worse than gauss"
     assert stats.against_yardstick(w2, {0: 0.29, 1: 0.33, 2: 0.31}, "minimize", "floor")[0] == \
-        "at floor"
+        "≈ floor"
     assert stats.against_yardstick(w2, {s: 0.1 for s in w2}, "minimize", "floor")[0] == \
         "worse than floor"
     recall = {0: 0.90, 1: 0.92, 2: 0.91}  # higher is better: above the baseline beats it

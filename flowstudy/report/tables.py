@@ -214,19 +214,21 @@ def _better(key: str) -> str:
 
 
 def comparisons_markdown(s: Summary, key: str) -> str:
-    """One line per pair of configurations: A - B with its interval, P(A better), paired wins,
-    and what it means."""
+    """One line per pair of configurations with an interval: A - B with it, P(A better), paired
+    wins, and what it means."""
+    known = [c for c in s.comparisons.get(key, []) if c.difference and c.difference.known]
+    if not known:
+        return ("No pair has an interval: a configuration needs two seeds (e.g. `seed=0,1,2`) "
+                "to be compared.")
     lines = ["| A | B | seeds | A − B [95% interval] | P(A better) | A wins | reading |",
              "|---|---|---|---|---|---|---|"]
-    for c in s.comparisons.get(key, []):
+    for c in known:
         d = c.difference
         seeds = f"{c.shared} paired" if c.paired else "unpaired"
         wins = f"{c.wins}/{c.shared}" if c.wins is not None else "-"
         p = "-" if c.p_improvement is None else f"{c.p_improvement:.2f}"
         if c.a_better or c.b_better:
             reading = f"{c.a if c.a_better else c.b} better"
-        elif d is None or not d.known:
-            reading = "no interval (1 seed)"
         elif (n := c.seeds_to_settle) is not None:
             reading = f"no clear difference; ~{n} seeds would settle it"
         else:
@@ -274,7 +276,7 @@ def summary_markdown(s: Summary) -> str:
     if yard:
         parts.append("## Against the yardsticks\n\nFrom the paired interval of the metric minus "
                      "its yardstick over seeds: beats gauss / ≈ gauss / worse than gauss (the "
-                     "Gaussian fitted to train), at floor / worse than floor (real vs real "
+                     "Gaussian fitted to train), ≈ floor / worse than floor (real vs real "
                      "data).\n\n" + yard)
     return "\n\n".join(parts)
 
