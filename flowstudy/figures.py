@@ -26,7 +26,6 @@ from typing import Any
 import numpy as np
 import torch
 
-from flowstudy.fileio import atomic_path
 from flowstudy.labels import Configs, difference_labels, differing, flat, seedless, short_labels
 from flowstudy.metrics import METRICS
 from flowstudy.metrics import label as metric_label
