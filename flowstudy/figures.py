@@ -1,10 +1,14 @@
 """The report's figures, drawn only from the files runs leave; each is written as PNG and SVG.
 
+- ``metrics``: every ranked metric of every configuration as its mean with the 95% interval
+  over seeds (``flowstudy.stats``), each seed a dot, its floor and Gaussian baseline marked.
 - ``val_loss``: each configuration's validation curve (the monitored loss), the mean over its
-  seeds with a ±1 std band, on a y-range set by the end of training, not by the first epoch.
+  seeds with a band of the 95% interval of that mean, on a y-range set by the end of training,
+  not by the first epoch.
 - ``samples``: the real test data first, then one panel per configuration, on shared axes (2-d
   data; other vectors on the test data's top two principal components; digits as images).
-- ``nfe``: sample quality against the velocity evaluations spent, when the group's runs (or
+- ``nfe``: sample quality (mean and 95% interval over seeds) against the velocity evaluations
+  spent, when the group's runs (or
   evaluations beside their checkpoints, ``eval-*.json``) sample with several budgets.
 - ``data_size``: sample quality against ``dataset.n_train``, when the group varies it.
 
@@ -22,13 +26,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from flowstudy.config import identity
+from flowstudy.labels import Configs, difference_labels, differing, flat, seedless, short_labels
 from flowstudy.metrics import METRICS
 from flowstudy.metrics import label as metric_label
 from flowstudy.plots import grid_shape, image_canvas, pca_basis, pyplot, save_figure
 from flowstudy.results import RunResult, evaluation_records
 
-Configs = list[tuple[str, list[RunResult]]]
 
 def _samples_file(study: Path, run: RunResult) -> Path | None:
     candidates = [study / "checkpoints" / run.name / "samples.npz"]
@@ -37,64 +40,14 @@ def _samples_file(study: Path, run: RunResult) -> Path | None:
     return next((p for p in candidates if p.exists()), None)
 
 
-def _flat(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in config.items():
-        if isinstance(value, dict):
-            out.update(_flat(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
-
-
-def _differing(flats: list[dict[str, Any]]) -> list[str]:
-    """The keys whose values are not the same in all of ``flats``."""
-    keys = sorted({k for f in flats for k in f})
-    return [k for k in keys if len({json.dumps(f.get(k), default=str) for f in flats}) > 1]
-
-
-def difference_labels(configs: list[dict[str, Any]]) -> list[str]:
-    """``arch=dit``, ``n_train=500``, ``lr=0.0005, steps=16``: the settings in which each config
-    differs from the others (a group option by its name alone; a sampled 0.0012520653814999472
-    as 0.001252); empty strings when they do not differ."""
-    flats = [_flat(c) for c in configs]
-    differing = _differing(flats)
-    options = {k.rsplit(".", 1)[0] for k in differing if k.endswith(".name")}
-    shown = [k for k in differing if k.endswith(".name") or k.rsplit(".", 1)[0] not in options]
-    short = [k.rsplit(".", 1)[0] if k.endswith(".name") else k.rsplit(".", 1)[-1] for k in shown]
-    names = [s if short.count(s) == 1 else k for k, s in zip(shown, short, strict=True)]
-
-    def text(value: Any) -> str:
-        return f"{value:.4g}" if isinstance(value, float) else str(value)
-
-    return [", ".join(f"{n}={text(f.get(k))}" for n, k in zip(names, shown, strict=True))
-            for f in flats]
-
-
-def _seedless(run: RunResult, ignore: tuple[str, ...] = ()) -> dict[str, Any]:
-    """The run's identity less its seed and ``ignore`` (``section`` or ``section.leaf``)."""
-    out = {k: v for k, v in identity(run.config).items() if k != "seed" and k not in ignore}
-    for key in ignore:
-        section, _, leaf = key.partition(".")
-        if leaf and isinstance(out.get(section), dict):
-            out[section] = {k: v for k, v in out[section].items() if k != leaf}
-    return out
-
-
-def short_labels(configs: Configs) -> list[str]:
-    """What tells the configurations apart (their names when nothing in their configs does)."""
-    labels = difference_labels([_seedless(runs[0]) for _, runs in configs])
-    return [label or name for label, (name, _) in zip(labels, configs, strict=True)]
-
-
 def _in_order(configs: Configs) -> list[tuple[tuple[str, list[RunResult]], str]]:
     """Each configuration with its label, ordered by the settings that differ (numbers as
     numbers: steps 2, 4, 16 rather than 16, 2, 4), then by name."""
-    flats = [_flat(_seedless(runs[0])) for _, runs in configs]
-    differing = _differing(flats)
+    flats = [flat(seedless(runs[0])) for _, runs in configs]
+    keys = differing(flats)
 
     def order(i: int) -> list[tuple[int, Any]]:
-        values = [flats[i].get(k) for k in differing]
+        values = [flats[i].get(k) for k in keys]
         return [(0, v) if isinstance(v, (int, float)) else (1, str(v)) for v in values] + [
             (1, configs[i][0])]
 
@@ -106,10 +59,93 @@ def _number(value: float) -> str:
     return f"{value:.3f}" if 1e-3 <= abs(value) < 1 else f"{value:.3g}"
 
 
+def _ci(values: list[float]) -> Any:
+    """The mean of ``values`` and its 95% interval over seeds (flowstudy.stats)."""
+    from flowstudy import stats  # imported here: training imports this module, not scipy.stats
+
+    return stats.interval(values)
+
+
+def _half_widths(values: np.ndarray) -> np.ndarray:
+    """Per column of ``values`` (seeds x points), the half-width of the t interval of the mean
+    (flowstudy.stats's default interval); zeros for one seed."""
+    n = values.shape[0]
+    if n < 2:
+        return np.zeros(values.shape[1])
+    from scipy import stats as sps
+
+    return sps.t.ppf(0.975, n - 1) * values.std(0, ddof=1) / np.sqrt(n)
+
+
 def _spread(values: list[float]) -> str:
-    if len(values) > 1:
-        return f"{_number(statistics.fmean(values))} ± {_number(statistics.stdev(values))}"
-    return _number(values[0])
+    """``0.120 [0.081, 0.159]``: the mean with its 95% interval over seeds."""
+    iv = _ci(values)
+    if iv.known:
+        return f"{_number(iv.mean)} [{_number(iv.low)}, {_number(iv.high)}]"
+    return _number(iv.mean)
+
+
+# --- every metric with its interval ------------------------------------------------------------
+
+
+def metric_intervals(summary: Any, png: Path, title: str) -> bool:
+    """One panel per ranked metric (``summary``: the report's ``tables.Summary``): for each
+    configuration its mean with the 95% interval over seeds, each seed a dot, its floor (real vs
+    real) and Gaussian baseline marked; the panel names the winner, or says there is none.
+    False when no configuration has two seeds of any metric."""
+    from flowstudy.report.tables import STATISTICS
+
+    keys = [k for k in STATISTICS if METRICS[k].direction
+            and any(c[k].interval is not None for c in summary.cells)]
+    if not keys or not any(c[k].interval is not None and c[k].interval.known
+                           for c in summary.cells for k in keys):
+        return False
+    plt = pyplot()
+    rows, columns = grid_shape(len(keys), max_columns=3)
+    n = len(summary.labels)
+    fig, axes = plt.subplots(rows, columns, figsize=(4.6 * columns, (0.42 * n + 1.3) * rows),
+                             dpi=110, squeeze=False, layout="constrained")
+    for ax in axes.flat[len(keys):]:
+        ax.axis("off")
+    colors = plt.get_cmap("tab10")
+    ys = np.arange(n)[::-1]
+    for ax, key in zip(axes.flat, keys, strict=False):
+        for y, cells, i in zip(ys, summary.cells, range(n), strict=True):
+            c = cells[key]
+            if c.interval is None:
+                continue
+            color = colors(i % 10)
+            for yard, marker, mcolor in ((c.floor, "|", "tab:gray"), (c.baseline, "x", "tab:red")):
+                if yard is not None:  # under the model's marks, which must stay visible
+                    ax.plot(yard.mean, y, marker, color=mcolor, markersize=11, mew=1.6,
+                            alpha=0.8, zorder=1)
+            seeds = list(c.seeds.values())
+            iv = c.interval
+            if iv.known:
+                ax.plot([iv.low, iv.high], [y, y], color=color, linewidth=2.2, zorder=2)
+            ax.plot(seeds, [y] * len(seeds), "o", color="k", alpha=0.45, markersize=3, zorder=3)
+            ax.plot(iv.mean, y, "D", color=color, markersize=5.5, mec="k", mew=0.6, zorder=4)
+        verdict = summary.verdicts.get(key)
+        said = ("no comparison" if verdict is None or verdict.runner_up is None else
+                f"winner: {verdict.winner}" if verdict.winner else "no clear winner")
+        better = "lower" if METRICS[key].lower_is_better else "higher"
+        ax.set_title(f"{metric_label(key)} ({better} is better)\n{said}", fontsize=9.5)
+        ax.set_yticks(ys, summary.labels, fontsize=8.5)
+        ax.set_ylim(-0.7, n - 0.3)
+        ax.tick_params(axis="x", labelsize=8)
+        ax.grid(axis="x", alpha=0.3)
+    handles = [plt.Line2D([], [], color="k", marker="D", linewidth=2.2, markersize=5,
+                          label="mean, 95% interval over seeds"),
+               plt.Line2D([], [], color="k", marker="o", alpha=0.45, linestyle="",
+                          markersize=3, label="one seed"),
+               plt.Line2D([], [], color="tab:gray", marker="|", linestyle="", markersize=11,
+                          mew=1.6, label="floor (real vs real)"),
+               plt.Line2D([], [], color="tab:red", marker="x", linestyle="", markersize=9,
+                          mew=1.6, label="gauss (Gaussian fit)")]
+    fig.legend(handles=handles, loc="outside lower center", ncols=4, fontsize=9, frameon=False)
+    fig.suptitle(f"{title}: every metric over seeds", fontsize=12)
+    save_figure(fig, png, svg=True)
+    return True
 
 
 # --- validation curves ---------------------------------------------------------------------------
@@ -135,7 +171,8 @@ def y_range(lows: list[float], highs: list[float]) -> tuple[float, float]:
 
 
 def validation_curves(configs: Configs, study: Path, png: Path, title: str) -> bool:
-    """Mean ± std over seeds per configuration; seeds that trained longer than the others (early
+    """Mean over seeds per configuration with the 95% interval of that mean as a band; seeds
+    that trained longer than the others (early
     stopping) continue as thin dashed lines. False when no run has a curve."""
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(10, 5.2), dpi=120)
@@ -152,7 +189,7 @@ def validation_curves(configs: Configs, study: Path, png: Path, title: str) -> b
         steps = sorted(set.intersection(*(set(c) for c in curves)))
         values = np.array([[c[s] for s in steps] for c in curves])
         mean = values.mean(0)
-        std = values.std(0, ddof=1) if len(curves) > 1 else np.zeros_like(mean)
+        std = _half_widths(values)  # the band: the 95% interval of the mean at each step
         seeds = f" ({len(curves)} seeds)" if len(curves) > 1 else ""
         ax.plot(steps, mean, color=color, linewidth=1.6, label=f"{label}{seeds}")
         if len(curves) > 1:
@@ -174,7 +211,7 @@ def validation_curves(configs: Configs, study: Path, png: Path, title: str) -> b
     ax.set_ylim(*y_range(lows, highs))
     ax.set_xlabel("step")
     ax.set_ylabel("validation loss (monitored weights)")
-    ax.set_title(f"{title}: mean ± std over seeds; dot: best", fontsize=11)
+    ax.set_title(f"{title}: mean over seeds, band: its 95% interval; dot: best", fontsize=11)
     ax.legend(fontsize=9, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
     ax.grid(alpha=0.3)
     save_figure(fig, png, svg=True)
@@ -309,7 +346,8 @@ Point = tuple[str, float, float, float | None]  # (line, x, metric value, its fl
 
 
 def _draw_budget(points: list[Point], png: Path, title: str, xlabel: str, metric: str) -> bool:
-    """One line per label of mean ± std over the points sharing an x; False unless some line
+    """One line per label of the mean over the points sharing an x, error bars its 95% interval
+    over seeds; False unless some line
     has two x values."""
     lines: dict[str, dict[float, list[tuple[float, float | None]]]] = defaultdict(
         lambda: defaultdict(list))
@@ -331,10 +369,12 @@ def _draw_budget(points: list[Point], png: Path, title: str, xlabel: str, metric
     for i, label in enumerate(sorted(lines)):
         by_x, color = lines[label], colors(i % 10)
         xs = sorted(by_x)
-        means = [statistics.fmean(v for v, _ in by_x[x]) for x in xs]
-        stds = [statistics.stdev(v for v, _ in by_x[x]) if len(by_x[x]) > 1 else 0.0 for x in xs]
-        ax.errorbar(xs, means, yerr=stds, marker="o", markersize=4, capsize=3, linewidth=1.5,
-                    color=color, label=label or "mean ± std over seeds")
+        ivs = [_ci([v for v, _ in by_x[x]]) for x in xs]
+        means = [iv.mean for iv in ivs]
+        errors = np.array([[iv.mean - iv.low, iv.high - iv.mean] if iv.known else [0.0, 0.0]
+                           for iv in ivs]).T
+        ax.errorbar(xs, means, yerr=errors, marker="o", markersize=4, capsize=3, linewidth=1.5,
+                    color=color, label=label or "mean, 95% interval over seeds")
         floors = [(x, [f for _, f in by_x[x] if f is not None]) for x in xs]
         floors = [(x, statistics.fmean(f)) for x, f in floors if f]
         if floors and all_floors:
@@ -401,10 +441,10 @@ def quality_vs_data_size(runs: list[RunResult], study: Path, png: Path, title: s
 def _line_labels(runs: list[RunResult], ignore: tuple[str, ...]) -> dict[str, str]:
     """run name -> the label of its line: runs equal but for their seed and ``ignore`` share a
     line, labelled by what sets it apart from the other lines (empty when there is one)."""
-    keys = {r.name: json.dumps(_seedless(r, ignore), sort_keys=True, default=str) for r in runs}
+    keys = {r.name: json.dumps(seedless(r, ignore), sort_keys=True, default=str) for r in runs}
     first: dict[str, RunResult] = {}
     for r in runs:
         first.setdefault(keys[r.name], r)
-    labels = dict(zip(first, difference_labels([_seedless(r, ignore) for r in first.values()]),
+    labels = dict(zip(first, difference_labels([seedless(r, ignore) for r in first.values()]),
                       strict=True))
     return {name: labels[key] for name, key in keys.items()}

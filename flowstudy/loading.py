@@ -14,7 +14,6 @@ from torch import nn
 
 from flowstudy.checkpoint import Checkpoint, CheckpointError
 from flowstudy.config import (
-    GROUP_SCHEMAS,
     CheckpointConfig,
     Config,
     SampleConfig,
@@ -25,6 +24,7 @@ from flowstudy.data import Source, build_source
 from flowstudy.data.normalize import Normalizer
 from flowstudy.flows.solvers import solve
 from flowstudy.models import build_model
+from flowstudy.options import OPTIONS, option
 from flowstudy.resolve import arch_sizes
 
 SECTIONS = {"train": TrainConfig, "checkpoint": CheckpointConfig, "wandb": WandbConfig,
@@ -38,19 +38,14 @@ def _section(schema: type, values: dict[str, Any]) -> Any:
 
 
 def _group_node(group: str, values: dict[str, Any]) -> Any:
-    """The schema of a saved group option is the narrowest one holding all its keys."""
-    fitting = [s for s in GROUP_SCHEMAS[group].values()
-               if set(values) <= {f.name for f in dataclasses.fields(s)}]
-    if not fitting:
-        raise ValueError(f"no {group} schema has the keys {sorted(values)}")
-    narrowest = min(fitting, key=lambda s: len(dataclasses.fields(s)))
-    return narrowest(**values)
+    """A saved group option as its schema (its row in flowstudy.options)."""
+    return _section(option(group, values["name"]).schema, values)
 
 
 def config_from_dict(saved: dict[str, Any]) -> Config:
     """The typed ``Config`` a checkpoint or result.json recorded (``to_dict``'s inverse)."""
-    top = {k: v for k, v in saved.items() if k not in (*GROUP_SCHEMAS, *SECTIONS)}
-    return Config(**{k: _group_node(k, saved[k]) for k in GROUP_SCHEMAS},
+    top = {k: v for k, v in saved.items() if k not in (*OPTIONS, *SECTIONS)}
+    return Config(**{k: _group_node(k, saved[k]) for k in OPTIONS},
                   **{k: _section(s, saved.get(k, {})) for k, s in SECTIONS.items()},
                   **{k: v for k, v in top.items()
                      if k in {f.name for f in dataclasses.fields(Config)}})

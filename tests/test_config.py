@@ -22,7 +22,6 @@ from flowstudy.config import (
 )
 from flowstudy.errors import ConfigError, describe
 from flowstudy.flows.solvers import SOLVERS as SOLVER_FUNCTIONS
-from flowstudy.models import MODELS
 
 from .helpers import CONF, cli, compose_config
 
@@ -56,10 +55,6 @@ def test_every_group_option_is_built_on_a_schema_and_named_after_its_file(group:
         node = getattr(compose_config(overrides), group)
         assert type(node) in GROUP_SCHEMAS[group].values() and isinstance(node, BASES[group])
         assert node.name == option
-
-
-def test_every_arch_option_has_a_model() -> None:
-    assert set(MODELS) == set(group_options("arch"))
 
 
 def test_names_are_derived_and_overridable() -> None:

@@ -9,6 +9,7 @@ import math
 from pathlib import Path
 
 import pytest
+import scipy.stats
 import torch
 from torch import nn
 
@@ -436,9 +437,14 @@ def test_the_report_shows_each_metric_with_its_floor_and_gaussian_baseline() -> 
                              "memorized_baseline": 0.0})
     header, cells, best = table(rows_for([result(0, 0.5), result(1, 0.7)]), "test_nll")
     row = dict(zip(header, cells[0], strict=True))
-    assert row["w2 (floor, gauss)"] == "0.2000 ± 0.0000 (floor 0.1000, gauss 0.5000)"
-    assert row["test_nll (floor, gauss)"] == "0.6000 ± 0.1414 (gauss 1.2500)"  # no floor
-    assert row["density (floor, gauss)"] == "-" and best == 0
+    # The mean [95% interval over seeds]: the seeds agree on W2, so its interval has no width.
+    assert row["w2 (floor, gauss)"] == "0.2000 [0.2000, 0.2000] (floor 0.1000, gauss 0.5000)"
+    # Two seeds 0.2 apart: the t interval (12.7 standard errors each side), shown to the
+    # decimals its width allows; no floor.
+    low, high = scipy.stats.ttest_1samp([0.5, 0.7], 0.0).confidence_interval()
+    assert row["test_nll (floor, gauss)"] == f"0.6 [{low:.1f}, {high:.1f}] (gauss 1.2)"
+    # One configuration wins nothing: it has nothing to be compared with.
+    assert row["density (floor, gauss)"] == "-" and best is None
 
 
 def test_the_end_of_run_log_shows_the_new_metrics_and_warns_of_collapse(

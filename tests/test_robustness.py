@@ -18,12 +18,12 @@ import torch
 from torch import nn
 
 from flowstudy import checkpoint as checkpoint_module
+from flowstudy import models
 from flowstudy.build import build
 from flowstudy.checkpoint import Checkpoint, CheckpointError
 from flowstudy.config import Config
 from flowstudy.errors import UserError
 from flowstudy.interrupt import Interrupted, StopRequest
-from flowstudy.models import MODELS
 from flowstudy.results import RunResult
 from flowstudy.rng import seed_everything, set_rng_state
 from flowstudy.run import run
@@ -221,7 +221,7 @@ class WrongShape(nn.Module):
 
 def test_a_model_with_the_wrong_output_shape_is_refused(tmp_path: Path,
                                                         monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(MODELS, "mlp", lambda cfg, dim: WrongShape(dim))
+    monkeypatch.setattr(models, "mlp", lambda cfg, dim: WrongShape(dim))
     with pytest.raises(UserError, match=r"maps x_t of shape \[2, 2\] to \[2, 3\]"):
         run(_config(tmp_path), tmp_path / "out")
     result = RunResult.load(tmp_path / "study" / "runs" / TINY_NAME / "result.json")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import os
 import re
 import signal
@@ -14,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import scipy.stats
 
 from flowstudy.devices import auto_device
 from flowstudy.interrupt import Interrupted
@@ -150,13 +152,31 @@ def test_the_report_tabulates_the_group_from_the_files(tmp_path: Path) -> None:
         runs = [r for r in results.values()
                 if r.config["arch"]["name"] == row["name"].split("-")[0]]
         assert row["seeds"] == "2" and len(runs) == 2
+        # The mean over the two seeds with its 95% t interval, as numbers and as shown.
         losses = [r.best_val_loss for r in runs]
-        mean, std = np.mean(losses), np.std(losses, ddof=1)
-        assert row["best val loss"] == f"{mean:.4f} ± {std:.4f}"
+        low, high = scipy.stats.ttest_1samp(losses, 0.0).confidence_interval()
+        assert float(row["best_val_loss_mean"]) == pytest.approx(np.mean(losses))
+        assert (float(row["best_val_loss_ci_low"]), float(row["best_val_loss_ci_high"])) == \
+            pytest.approx((low, high))
+        shown = re.fullmatch(r"(-?[\d.]+) \[(-?[\d.]+), (-?[\d.]+)\]", row["best val loss"])
+        assert shown, row["best val loss"]
+        places = len(shown[1].split(".")[1]) if "." in shown[1] else 0
+        assert [float(x) for x in shown.groups()] == pytest.approx(
+            [np.mean(losses), low, high], abs=0.51 * 10 ** -places)
         assert row["swept"] == f"arch={row['name'].split('-')[0]}"
-    w2 = {r["name"]: float(r["w2 (floor, gauss)"].split(" ")[0]) for r in rows}
-    assert [r["name"] for r in rows if r["best"] == "yes"] == [min(w2, key=w2.get)]
+    # A best row only when the verdict names a winner; the leader has the lowest mean W2.
+    verdict = json.loads((out_dir / "report.json").read_text())["verdicts"]["w2"]
+    w2 = {r["name"]: float(r["w2_mean"]) for r in rows}
+    leader = next(r["name"] for r in rows if r["label"] == verdict["leader"])
+    assert leader == min(w2, key=w2.get)
+    best = [r["name"] for r in rows if r["best"] == "yes"]
+    assert best == ([leader] if verdict["winner"] else [])
+    assert verdict["text"] in report.stdout
+    if not verdict["winner"]:
+        assert "no clear winner by W2: " in report.stdout and "**" not in report.stdout.split(
+            "## Comparisons")[0]
     assert "| name | swept | seeds |" in report.stdout
+    assert "## Comparisons by W2 (lower is better)" in report.stdout
     for png in ("val_loss.png", "samples.png"):
         assert (out_dir / png).read_bytes()[:4] == b"\x89PNG"
 

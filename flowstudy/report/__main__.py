@@ -1,0 +1,3 @@
+from flowstudy.report.command import main
+
+main()

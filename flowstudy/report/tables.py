@@ -1,0 +1,341 @@
+"""The report's statistics and tables: every metric cell with its interval over seeds, the
+paired comparisons, the verdicts, as Markdown, CSV rows and a JSON document (torch-free).
+
+Metrics and their directions and yardsticks come from the registry (``flowstudy.metrics``), so
+a metric added there gets a column, an interval, comparisons and verdicts here by itself.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from dataclasses import dataclass, field
+from itertools import combinations
+from typing import Any
+
+from flowstudy import stats
+from flowstudy.labels import short_labels
+from flowstudy.metrics import METRICS, QUALITY
+from flowstudy.metrics import label as metric_label
+from flowstudy.report.rows import Row
+from flowstudy.results import RunResult, evaluation_records
+
+# Ranked columns, then those shown for context only (never used to pick a best row).
+RANKED = tuple(q for q in QUALITY if METRICS[q].direction is not None)
+CONTEXT = tuple(q for q in QUALITY if METRICS[q].direction is None)
+# Every metric a row gets statistics for: the validation loss, then the sample metrics.
+STATISTICS = ("best_val_loss", *RANKED, *CONTEXT)
+COSTS = (("epochs", "epochs"), ("steps", "steps"), ("params", "params"), ("flops", "FLOPs"),
+         ("wall_time_s", "wall s"))
+ALL_PAIRS = 8  # up to this many ranked configurations every pair is compared; beyond, each
+# against the leader
+
+
+def decimals(iv: stats.Interval | None) -> int:
+    """Decimals that show the interval's half-width to two significant digits (0.120 [0.081,
+    0.159]); 4 without an interval."""
+    if iv is None or not iv.known or iv.high == iv.low:
+        return 4
+    half = (iv.high - iv.low) / 2  # type: ignore[operator]
+    return min(6, max(0, 1 - math.floor(math.log10(half))))
+
+
+def number(x: float, places: int = 4) -> str:
+    if x != 0 and not 1e-4 <= abs(x) < 1e6 and places >= 4:
+        return f"{x:.3g}"
+    return f"{x:.{places}f}"
+
+
+def interval_text(iv: stats.Interval | None, places: int | None = None) -> str:
+    """``0.120 [0.081, 0.159]``; the mean alone for one seed; ``-`` for none."""
+    if iv is None:
+        return "-"
+    places = decimals(iv) if places is None else places
+    if not iv.known:
+        return number(iv.mean, places)
+    return (f"{number(iv.mean, places)} [{number(iv.low, places)}, "  # type: ignore[arg-type]
+            f"{number(iv.high, places)}]")  # type: ignore[arg-type]
+
+
+@dataclass
+class Cell:
+    """One metric of one configuration: its value per seed, the interval of their mean, its
+    yardsticks (each measured beside each run) and the plain verdicts against them."""
+
+    key: str
+    seeds: dict[int, float]
+    interval: stats.Interval | None
+    floor: stats.Interval | None = None
+    baseline: stats.Interval | None = None
+    vs_floor: str | None = None
+    vs_gauss: str | None = None
+
+    def text(self) -> str:
+        """``0.120 [0.081, 0.159] (floor 0.089, gauss 0.500)``."""
+        value = interval_text(self.interval)
+        if self.interval is None:
+            return value
+        places = decimals(self.interval)
+        marks = [f"{name} {number(iv.mean, places)}"
+                 for name, iv in (("floor", self.floor), ("gauss", self.baseline)) if iv]
+        return value if not marks else f"{value} ({', '.join(marks)})"
+
+    def to_dict(self) -> dict[str, Any]:
+        iv = self.interval
+        out: dict[str, Any] = {
+            "mean": iv and iv.mean, "ci": iv and [iv.low, iv.high], "n": iv.n if iv else 0,
+            "sd": iv and iv.sd, "seeds": list(self.seeds), "values": list(self.seeds.values())}
+        for name, yard in (("floor", self.floor), ("baseline", self.baseline)):
+            if yard is not None:
+                out[name] = {"mean": yard.mean, "ci": [yard.low, yard.high], "n": yard.n}
+        out["vs_floor"], out["vs_gauss"] = self.vs_floor, self.vs_gauss
+        return out
+
+
+def cell(row: Row, key: str, method: stats.Method = "t") -> Cell:
+    seeds = row.by_seed(key)
+    c = Cell(key, seeds, stats.interval(list(seeds.values()), method))
+    metric = METRICS.get(key)
+    if metric is None or c.interval is None:
+        return c
+    for kind, wanted in (("floor", metric.floor), ("baseline", metric.baseline)):
+        yard = row.by_seed(f"{key}_{kind}") if wanted else {}
+        if not yard:
+            continue
+        setattr(c, kind, stats.interval(list(yard.values()), method))
+        if metric.direction is not None:
+            word, _ = stats.against_yardstick(seeds, yard, metric.direction, kind, method)
+            setattr(c, "vs_floor" if kind == "floor" else "vs_gauss", word)
+    return c
+
+
+@dataclass
+class Summary:
+    """Everything the report says about a group, computed once: a Cell per row and metric, the
+    labels that tell the rows apart, each metric's comparisons and verdict, the best row."""
+
+    rows: list[Row]
+    metric: str
+    method: str
+    labels: list[str]
+    cells: list[dict[str, Cell]]
+    comparisons: dict[str, list[stats.Comparison]] = field(default_factory=dict)
+    verdicts: dict[str, stats.Verdict] = field(default_factory=dict)
+    best: int | None = None  # the winner by ``metric``, when there is one
+
+    @property
+    def verdict(self) -> stats.Verdict | None:
+        return self.verdicts.get(self.metric)
+
+
+def summarise(rows: list[Row], metric: str, method: stats.Method = "t") -> Summary:
+    labels = short_labels([(row.name, row.runs) for row in rows])
+    if len(set(labels)) < len(labels):  # settings that print alike: the names tell them apart
+        labels = [row.name for row in rows]
+    s = Summary(rows, metric, method, labels,
+                [{key: cell(row, key, method) for key in STATISTICS} for row in rows])
+    ranked = [i for i, row in enumerate(rows) if row.completed]
+    for key in (metric, *(k for k in ("best_val_loss", *RANKED) if k != metric)):
+        direction = METRICS[key].direction
+        arms = {i: s.cells[i][key].seeds for i in ranked if s.cells[i][key].seeds}
+        if len(arms) < 2 and key != metric:
+            continue
+        v = stats.verdict({labels[i]: arms[i] for i in arms}, key, direction,  # type: ignore
+                          metric_label(key), method)  # type: ignore[arg-type]
+        s.verdicts[key] = v
+        by_label = {labels[i]: i for i in arms}
+        if key == metric and v.winner is not None:
+            s.best = by_label[v.winner]
+        if len(arms) < 2:
+            continue
+        order = sorted(arms, key=lambda i: (1 if direction == "minimize" else -1)
+                       * s.cells[i][key].interval.mean)  # type: ignore[union-attr]
+        pairs = (list(combinations(order, 2)) if len(order) <= ALL_PAIRS
+                 else [(order[0], j) for j in order[1:]])
+        s.comparisons[key] = [stats.compare(arms[a], arms[b], key, direction,  # type: ignore
+                                            (labels[a], labels[b]), method)
+                              for a, b in pairs]
+    return s
+
+
+def _cost(row: Row, key: str, digits: int = 4) -> str:
+    """``mean ± std`` over the row's runs; counts as integers, equal values without a spread."""
+    values = row.values(key)
+    if not values:
+        return "-"
+    mean, std = statistics.fmean(values), row.std(key)
+    if key in ("epochs", "steps", "params", "flops"):
+        text = f"{mean:,.0f}" if key != "flops" else f"{mean:.3g}"
+        return text if len(set(values)) == 1 else f"{text} ± {std:.{digits}g}"
+    digits = 2 if key == "wall_time_s" else digits
+    return f"{mean:.{digits}f}" + (f" ± {std:.{digits}f}" if std is not None else "")
+
+
+def _swept(row: Row) -> str:
+    keys = sorted({k for r in row.runs for k in r.swept if k != "seed" or len(row.runs) == 1})
+    return ", ".join(f"{k}={row.runs[0].swept[k]}" for k in keys if k in row.runs[0].swept)
+
+
+def header() -> list[str]:
+    return ["name", "swept", "seeds", "status", "epochs", "steps", "stop", "best val loss",
+            *(f"{q} (floor, gauss)" for q in (*RANKED, *CONTEXT)), "params", "FLOPs", "wall s"]
+
+
+def table_cells(s: Summary) -> list[list[str]]:
+    out = []
+    for row, cells in zip(s.rows, s.cells, strict=True):
+        out.append([row.name, _swept(row), str(len(row.runs)),
+                    "/".join(sorted({r.status for r in row.runs})),
+                    _cost(row, "epochs"), _cost(row, "steps"),
+                    "/".join(sorted({r.stop_reason or "-" for r in row.runs})),
+                    *(cells[k].text() for k in STATISTICS),
+                    _cost(row, "params"), _cost(row, "flops"), _cost(row, "wall_time_s")])
+    return out
+
+
+def table(rows: list[Row], metric: str, method: stats.Method = "t",
+          summary: Summary | None = None) -> tuple[list[str], list[list[str]], int | None]:
+    """Header, cells and the index of the row that wins by ``metric`` outside the noise (None
+    when no row does)."""
+    s = summary or summarise(rows, metric, method)
+    return header(), table_cells(s), s.best
+
+
+def markdown(head: list[str], cells: list[list[str]], best: int | None) -> str:
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for i, line in enumerate(cells):
+        shown = [f"**{c}**" if i == best and c not in ("-", "") else c for c in line]
+        lines.append("| " + " | ".join(shown) + " |")
+    return "\n".join(lines)
+
+
+def _better(key: str) -> str:
+    return "lower is better" if METRICS[key].lower_is_better else "higher is better"
+
+
+def comparisons_markdown(s: Summary, key: str) -> str:
+    """One line per pair of configurations with an interval: A - B with it, P(A better), paired
+    wins, and what it means."""
+    known = [c for c in s.comparisons.get(key, []) if c.difference and c.difference.known]
+    if not known:
+        return ("No pair has an interval: a configuration needs two seeds (e.g. `seed=0,1,2`) "
+                "to be compared.")
+    lines = ["| A | B | seeds | A − B [95% interval] | P(A better) | A wins | reading |",
+             "|---|---|---|---|---|---|---|"]
+    for c in known:
+        d = c.difference
+        seeds = f"{c.shared} paired" if c.paired else "unpaired"
+        wins = f"{c.wins}/{c.shared}" if c.wins is not None else "-"
+        p = "-" if c.p_improvement is None else f"{c.p_improvement:.2f}"
+        if c.a_better or c.b_better:
+            reading = f"{c.a if c.a_better else c.b} better"
+        elif (n := c.seeds_to_settle) is not None:
+            reading = f"no clear difference; ~{n} seeds would settle it"
+        else:
+            reading = "no clear difference"
+        lines.append(f"| {c.a} | {c.b} | {seeds} | {interval_text(d)} | {p} | {wins} | "
+                     f"{reading} |")
+    return "\n".join(lines)
+
+
+def yardsticks_markdown(s: Summary) -> str | None:
+    """Per configuration and metric: beats the Gaussian baseline or not, at the floor or not."""
+    keys = [k for k in RANKED if METRICS[k].floor or METRICS[k].baseline
+            if any(c[k].vs_floor or c[k].vs_gauss for c in s.cells)]
+    if not keys:
+        return None
+    lines = ["| configuration | " + " | ".join(metric_label(k) for k in keys) + " |",
+             "|" + "---|" * (len(keys) + 1)]
+    for label, cells in zip(s.labels, s.cells, strict=True):
+        words = [", ".join(w for w in (cells[k].vs_gauss, cells[k].vs_floor) if w) or "-"
+                 for k in keys]
+        lines.append(f"| {label} | " + " | ".join(words) + " |")
+    return "\n".join(lines)
+
+
+def summary_markdown(s: Summary) -> str:
+    """The verdict under the table, the comparisons by the report's metric, every metric's
+    verdict, and the yardstick verdicts."""
+    parts = []
+    if s.verdict is not None:
+        parts.append(("**" + s.verdict.text + "**") if s.best is not None else s.verdict.text)
+    key = s.metric
+    if s.comparisons.get(key):
+        parts.append(
+            f"## Comparisons by {metric_label(key)} ({_better(key)})\n\n"
+            "A − B is paired by seed where the two share seeds (the per-seed differences' "
+            "t interval), else Welch's; P(A better) is rliable's probability of improvement "
+            "(over every pair of a run of A and a run of B, ties half); A wins: the shared seeds "
+            "on which A is better.\n\n" + comparisons_markdown(s, key))
+    others = [v.text for k, v in s.verdicts.items() if k != s.metric]
+    if others:
+        parts.append("## Verdicts by the other metrics\n\nEach on its own at 95%: across ten "
+                     "metrics, one spurious \"best\" in a report is no surprise.\n\n"
+                     + "\n".join(f"- {t}" for t in others))
+    yard = yardsticks_markdown(s)
+    if yard:
+        parts.append("## Against the yardsticks\n\nFrom the paired interval of the metric minus "
+                     "its yardstick over seeds: beats gauss / ≈ gauss / worse than gauss (the "
+                     "Gaussian fitted to train), ≈ floor / worse than floor (real vs real "
+                     "data).\n\n" + yard)
+    return "\n\n".join(parts)
+
+
+def csv_rows(s: Summary) -> tuple[list[str], list[list[Any]]]:
+    """The table's columns, ``best``, then every statistic as numbers: per metric its mean,
+    interval, seeds, sd, yardstick means and verdicts."""
+    numeric = ["mean", "ci_low", "ci_high", "n", "sd", "floor", "baseline", "vs_floor",
+               "vs_gauss"]
+    head = [*header(), "best", "label",
+            *(f"{k}_{n}" for k in STATISTICS for n in numeric)]
+    out = []
+    for i, line in enumerate(table_cells(s)):
+        values: list[Any] = []
+        for k in STATISTICS:
+            c = s.cells[i][k]
+            iv = c.interval
+            values += [iv and iv.mean, iv and iv.low, iv and iv.high, iv.n if iv else 0,
+                       iv and iv.sd, c.floor and c.floor.mean, c.baseline and c.baseline.mean,
+                       c.vs_floor, c.vs_gauss]
+        out.append([*line, "yes" if i == s.best else "", s.labels[i],
+                    *("" if v is None else v for v in values)])
+    return head, out
+
+
+def document(s: Summary, group: str) -> dict[str, Any]:
+    """report.json: what a notebook needs, with no parsing of cells."""
+    return {
+        "group": group, "metric": s.metric, "interval": s.method,
+        "confidence": stats.CONFIDENCE,
+        "directions": {k: METRICS[k].direction for k in STATISTICS},
+        "rows": [{"name": row.name, "label": s.labels[i], "swept": _swept(row),
+                  "status": sorted({r.status for r in row.runs}), "seeds": row.seeds,
+                  "runs": [r.name for r in row.runs], "best": i == s.best,
+                  "cells": {k: c.to_dict() for k, c in s.cells[i].items() if c.seeds},
+                  "cost": {k: row.mean(k) for k, _ in COSTS}}
+                 for i, row in enumerate(s.rows)],
+        "comparisons": {k: [c.to_dict() for c in cs] for k, cs in s.comparisons.items()},
+        "verdicts": {k: v.to_dict() for k, v in s.verdicts.items()},
+    }
+
+
+def evaluations(runs: list[RunResult]) -> list[dict[str, Any]]:
+    """The records ``python -m flowstudy.sample`` wrote beside each run's checkpoint."""
+    records = [e for r in runs for e in evaluation_records(r.checkpoint)]
+    return sorted(records, key=lambda e: (e["run"], e["sample"]["solver"], e["nfe"]))
+
+
+def evaluations_markdown(records: list[dict[str, Any]], metric: str) -> str:
+    """Sampling cost against quality: one line per checkpoint evaluation."""
+    keys = [k for k in (metric, "w2", "fd") if k in QUALITY]
+    keys = list(dict.fromkeys(keys))
+    lines = ["| run | epoch | solver | steps | NFE | seed | "
+             + " | ".join(f"{k} (floor)" for k in keys) + " |",
+             "|" + "---|" * (6 + len(keys))]
+    for e in records:
+        m, smp = e["metrics"], e["sample"]
+        quality = [f"{m[k]:.4f} ({m[k + '_floor']:.4f})" if k in m else "-" for k in keys]
+        steps = "-" if smp["solver"] == "dopri5" else str(smp["steps"])
+        lines.append(f"| {e['run']} | {e['epoch']} | {smp['solver']} | {steps} | {e['nfe']} | "
+                     f"{e['seed']} | " + " | ".join(quality) + " |")
+    return "\n".join(lines)
