@@ -13,6 +13,7 @@ from flowstudy import stats
 from flowstudy.completion import shell_completion
 from flowstudy.fileio import atomic_path
 from flowstudy.metrics import METRICS
+from flowstudy.report.compute import compute_matched
 from flowstudy.report.rows import default_metric, load_runs, rows_for, study_groups
 from flowstudy.report.tables import (
     csv_rows,
@@ -50,6 +51,9 @@ def report(study: Path, group: str, metric: str | None = None, method: stats.Met
             f"to the train split). A row is bold only when it wins by {metric} outside the "
             f"interval.{warning}\n\n" + markdown(head, cells, best) + "\n\n"
             + summary_markdown(s) + "\n")
+    matched = compute_matched(runs, metric, method)  # FLOP-budget runs at two budgets or more
+    if matched is not None:
+        text += "\n" + matched.markdown() + "\n"
     evaluated = evaluations(runs)
     if evaluated:
         text += ("\n## Sampling cost vs quality\n\nCheckpoints re-sampled with "
@@ -65,7 +69,10 @@ def report(study: Path, group: str, metric: str | None = None, method: stats.Met
     with atomic_path(out / "report.csv") as tmp:
         tmp.write_text(buffer.getvalue())
     with atomic_path(out / "report.json") as tmp:
-        tmp.write_text(json.dumps(document(s, group), indent=1, allow_nan=False) + "\n")
+        doc = document(s, group)
+        if matched is not None:
+            doc["compute_matched"] = matched.to_dict()
+        tmp.write_text(json.dumps(doc, indent=1, allow_nan=False) + "\n")
     from flowstudy import figures  # imported here: the tables (and --help) need no torch
 
     configs = [(row.name, row.runs) for row in rows]
@@ -75,7 +82,8 @@ def report(study: Path, group: str, metric: str | None = None, method: stats.Met
         ("samples", figures.sample_montage(configs, study, out / "samples.png", group, metric)),
         ("nfe", figures.quality_vs_nfe(runs, study, out / "nfe.png", group, metric)),
         ("data_size", figures.quality_vs_data_size(runs, study, out / "data_size.png", group,
-                                                   metric))) if made]
+                                                   metric)),
+        ("isoflop", figures.isoflop(matched, out / "isoflop.png", group))) if made]
     print(text)
     print(f"wrote {out}/report.md, report.csv, report.json"
           + "".join(f", {n}.png/.svg" for n in drawn))
