@@ -18,7 +18,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from flowstudy import distributed, sweep
-from flowstudy.config import CONF_DIR, load_config
+from flowstudy.config import CONF_DIR, load_config, register_configs
 from flowstudy.errors import Refused, UserError, describe
 from flowstudy.interrupt import Interrupted
 from flowstudy.results import status_for
@@ -164,4 +164,5 @@ def main() -> None:
         exit_with_error(f"{named[0]}: a sweep names each of its runs by its config "
                         f"(<arch>-<flow>-<dataset>-<aug>-<overrides>); drop name=, or label the "
                         f"sweep with group= or wandb.tags=")
+    register_configs()
     run_cli(_hydra_main)

@@ -22,7 +22,14 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf
 
 from flowstudy.cli import exit_with_error, run_cli
-from flowstudy.config import CONF_DIR, EvalConfig, SampleConfig, _format_value, validate
+from flowstudy.config import (
+    CONF_DIR,
+    EvalConfig,
+    SampleConfig,
+    format_value,
+    register_configs,
+    validate,
+)
 from flowstudy.data import build_data
 from flowstudy.data.fingerprint import file_sha256
 from flowstudy.errors import UserError
@@ -36,7 +43,7 @@ log = logging.getLogger("flowstudy")
 def eval_name(trained: TrainedRun, s: SampleConfig, n: int, seed: int) -> str:
     """``best-e35-rk4-4-n1000-seed0``: the checkpoint (and its epoch, so a later best.pt gets
     files of its own) and every setting that changes the numbers."""
-    solver = (f"dopri5-atol{_format_value(s.atol)}-rtol{_format_value(s.rtol)}"
+    solver = (f"dopri5-atol{format_value(s.atol)}-rtol{format_value(s.rtol)}"
               if s.solver == "dopri5" else f"{s.solver}-{s.steps}")
     return f"{trained.path.stem}-e{trained.epoch}-{solver}-n{n}-seed{seed}"
 
@@ -95,6 +102,7 @@ def _hydra_main(cfg: DictConfig) -> None:
 
 
 def main() -> None:
+    register_configs()
     run_cli(_hydra_main)
 
 
