@@ -17,12 +17,11 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from flowstudy import distributed, sweep
-from flowstudy.config import CONF_DIR, load_config, register_configs
+from flowstudy import sweep
+from flowstudy.config import CONF_DIR, Config, load_config, register_configs
 from flowstudy.errors import Refused, UserError, describe
 from flowstudy.interrupt import Interrupted
-from flowstudy.results import status_for
-from flowstudy.run import run
+from flowstudy.results import RunResult, status_for
 from flowstudy.sweep import parallel_jobs, swept_values, write_job_record
 
 log = logging.getLogger("flowstudy")
@@ -44,13 +43,22 @@ def _hydra_main(cfg: DictConfig) -> float | None:
     if hydra_cfg.mode != RunMode.MULTIRUN:
         try:
             config = load_config(cfg)
-            return run(config, Path(hydra_cfg.runtime.output_dir)).best_val_loss
+            return _run(config, Path(hydra_cfg.runtime.output_dir)).best_val_loss
         except Interrupted as e:
             e.command = _resume_command(hydra_cfg.overrides.task, e)
             raise
         except UserError as e:  # Hydra would add its own "Error executing job" line
             exit_with_error(str(e))
     return _sweep_job(cfg, hydra_cfg)
+
+
+def _run(config: Config, output_dir: Path, **sweep_job: Any) -> RunResult:
+    """Start the run. The training stack (torch, wandb, the models) is imported here, the one
+    place a run starts, and not with this module: composing, validating, ``--help`` and shell
+    completion need none of it, and its imports alone take seconds."""
+    from flowstudy.run import run
+
+    return run(config, output_dir, **sweep_job)
 
 
 def _drop_failing_log_files() -> None:
@@ -90,8 +98,8 @@ def _sweep_job(cfg: DictConfig, hydra_cfg: DictConfig) -> float | None:
         swept = swept_values(cfg, hydra_cfg)
         config = load_config(cfg)
         record["name"] = config.name
-        result = run(config, job_dir, swept=swept, job_num=hydra_cfg.job.num,
-                     parallel=parallel_jobs(hydra_cfg))
+        result = _run(config, job_dir, swept=swept, job_num=hydra_cfg.job.num,
+                      parallel=parallel_jobs(hydra_cfg))
         record.update(status="skipped" if result.skipped else result.status,
                       best_val_loss=result.best_val_loss,
                       metric={k: v for k, v in result.metrics.items() if k in ("w2", "fd")})
@@ -119,7 +127,7 @@ def run_cli(task: Callable[[], Any]) -> None:
     os.environ["HYDRA_FULL_ERROR"] = "1"
     try:
         task()
-        distributed.shutdown()
+        _leave_process_group()
         if sweep.last_sweep is not None and sweep.last_sweep[1]:
             jobs, bad, _ = sweep.last_sweep
             print(f"flowstudy: {bad} of {jobs} runs did not complete (see the summary above)",
@@ -146,6 +154,14 @@ def run_cli(task: Callable[[], Any]) -> None:
         if message is None:
             raise
         exit_with_error(message)
+
+
+def _leave_process_group() -> None:
+    """Leave torchrun's process group, which only a run joins (through flowstudy.distributed):
+    where no run started there is none, and no reason to import torch to say so."""
+    distributed = sys.modules.get("flowstudy.distributed")
+    if distributed is not None:
+        distributed.shutdown()
 
 
 def _output_dir_error(e: Exception) -> str | None:

@@ -20,7 +20,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from flowstudy import figures
 from flowstudy.completion import shell_completion
 from flowstudy.config import identity
 from flowstudy.errors import UserError
@@ -209,6 +208,10 @@ def report(study: Path, group: str, metric: str | None = None) -> Path:
         writer.writerow([*line, "yes" if i == best else ""])
     with atomic_path(out / "report.csv") as tmp:
         tmp.write_text(buffer.getvalue())
+    # The figures need torch (samples on disk are tensors) and matplotlib: imported here, where
+    # they are drawn, so --help, completion and the table need neither.
+    from flowstudy import figures
+
     configs = [(row.name, row.runs) for row in rows]
     drawn = [name for name, made in (
         ("val_loss", figures.validation_curves(configs, study, out / "val_loss.png", group)),

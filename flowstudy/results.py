@@ -12,7 +12,6 @@ from typing import Any
 from flowstudy.errors import Busy, Diverged, UserError
 from flowstudy.fileio import read_json, write_json
 from flowstudy.interrupt import Interrupted
-from flowstudy.metrics import SET_METRICS
 
 log = logging.getLogger("flowstudy")
 
@@ -99,6 +98,10 @@ def status_for(error: BaseException | None) -> str:
 
 def log_summary(result: RunResult, result_path: Path) -> None:
     """The end-of-run lines: how training ended, sample quality, cost, and where the files are."""
+    # Imported here, at the end of a run, because flowstudy.metrics imports torch and the report
+    # and the CLI read results without it (until the metric names have a torch-free home).
+    from flowstudy.metrics import SET_METRICS
+
     m = result.metrics
     log.info("done: %s after %d epochs (%s); best val loss %.4f at epoch %d", result.name,
              result.epochs, result.stop_reason, result.best_val_loss, result.best_epoch)

@@ -13,10 +13,9 @@ import dataclasses
 import logging
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import hydra
-import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf
@@ -30,12 +29,11 @@ from flowstudy.config import (
     register_configs,
     validate,
 )
-from flowstudy.data import build_data
-from flowstudy.data.fingerprint import file_sha256
 from flowstudy.errors import UserError
-from flowstudy.evaluate import evaluate
 from flowstudy.fileio import atomic_path, write_json
-from flowstudy.loading import TrainedRun, load
+
+if TYPE_CHECKING:
+    from flowstudy.loading import TrainedRun
 
 log = logging.getLogger("flowstudy")
 
@@ -60,6 +58,15 @@ def sample_settings(run_sample: SampleConfig, given: SampleConfig,
 def evaluate_checkpoint(cfg: EvalConfig, overrides: list[str]) -> dict[str, Any]:
     """Sample ``cfg.resume`` with the run's settings changed by ``overrides``; write and
     return the record."""
+    # The sampling stack (torch, the data, the model) is imported here, where sampling starts,
+    # and not with this module: --help and a bad override need none of it.
+    import torch
+
+    from flowstudy.data import build_data
+    from flowstudy.data.fingerprint import file_sha256
+    from flowstudy.evaluate import evaluate
+    from flowstudy.loading import load
+
     started = time.perf_counter()
     device = "cuda" if torch.cuda.is_available() else "cpu"
     trained = load(cfg.resume, device)
