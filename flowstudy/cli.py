@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import os
 import shlex
+import string
 import sys
 from collections.abc import Callable
 from functools import partial
@@ -13,9 +14,10 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 import hydra
+from hydra._internal.hydra import Hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from flowstudy import sweep
 from flowstudy.config import CONF_DIR, Config, load_config, register_configs
@@ -120,8 +122,27 @@ def _sweep_job(cfg: DictConfig, hydra_cfg: DictConfig) -> float | None:
         write_job_record(job_dir, record)
 
 
+_hydra_get_help = Hydra.get_help
+
+
+def _get_help(hydra_app: Hydra, help_cfg: DictConfig, cfg: DictConfig, args_parser: Any,
+              resolve: bool) -> str:
+    """Hydra's help text, listing the config groups only where the template shows them.
+
+    Hydra lists every group for ``$APP_CONFIG_GROUPS`` and ``$HYDRA_CONFIG_GROUPS`` whether or
+    not the template uses them: about a hundred deep copies of the ConfigStore, two thirds of
+    what ``--help`` costs. Our templates list the options themselves (``${flowstudy_groups:}``);
+    ``--hydra-help``, whose template shows Hydra's groups, keeps Hydra's own code."""
+    if "CONFIG_GROUPS" in help_cfg.template:
+        return _hydra_get_help(hydra_app, help_cfg, cfg, args_parser, resolve)
+    return string.Template(help_cfg.template).substitute(
+        FLAGS_HELP=hydra_app.format_args_help(args_parser),
+        CONFIG=OmegaConf.to_yaml(cfg, resolve=resolve))
+
+
 def run_cli(task: Callable[[], Any]) -> None:
     """Run a Hydra entry point: user errors become one line on stderr and exit status 2."""
+    Hydra.get_help = _get_help  # type: ignore[method-assign]
     keep_traceback = os.environ.get("HYDRA_FULL_ERROR") == "1"
     # Let exceptions reach this frame instead of Hydra's multi-line report.
     os.environ["HYDRA_FULL_ERROR"] = "1"
