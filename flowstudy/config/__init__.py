@@ -6,6 +6,7 @@
 ``validation``    each field's rule and the rules between fields; ``--help``'s rule texts
 ``naming``        a run's derived name and identity
 ``registration``  the ConfigStore and resolvers, registered by the entry points (not on import)
+``reference``     docs/configuration.md, generated from the schemas and the options
 
 Nothing here imports torch or wandb: composing, validating, naming, ``--help`` and completion
 stay quick (tests/test_startup.py).
