@@ -44,7 +44,6 @@ import torch.nn.functional as F
 from benchmarks.common import config, publish, table
 from benchmarks.common import parser as benchmark_parser
 from flowstudy.build import build
-from flowstudy.checkpoint import save_checkpoint
 from flowstudy.config import Config
 from flowstudy.cost import step_flops
 from flowstudy.data.fingerprint import data_fingerprint
@@ -53,7 +52,7 @@ from flowstudy.lineage import segment
 from flowstudy.precision import Precision
 from flowstudy.rng import seed_everything
 from flowstudy.tracking import Tracker
-from flowstudy.trainer import fit
+from flowstudy.trainer import Checkpoints, fit
 
 MLP = ["dataset=moons", "arch=mlp", "arch.width=256", "arch.depth=3", "train.batch_size=256"]
 DIT = ["dataset=sphere", "arch=dit", "arch.dim=512", "arch.depth=8", "arch.patch=16",
@@ -130,8 +129,8 @@ def flowstudy(cfg: Config, device: torch.device, work: Path) -> tuple[float, flo
     lineage = [segment(cfg, data_fingerprint(cfg.dataset, work), None)]
     with Tracker(cfg, work, work / "metrics.jsonl", lineage) as tracker:
         _sync(device)
-        fitted = fit(built.cfg.train, built.state, built.batches, built.val, tracker, work,
-                     save=save_checkpoint, engine=built.engine)
+        fitted = fit(built.cfg.train, built.state, built.batches, built.val, tracker,
+                     Checkpoints(work), engine=built.engine)
         _sync(device)
     return fitted.steps_done / fitted.seconds, built.compile_s, fitted.step_mode
 

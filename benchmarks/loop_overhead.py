@@ -31,7 +31,6 @@ import torch.nn.functional as F
 from benchmarks.common import config, publish, seconds
 from benchmarks.common import parser as benchmark_parser
 from flowstudy.build import build
-from flowstudy.checkpoint import save_checkpoint
 from flowstudy.config import Config
 from flowstudy.data.fingerprint import data_fingerprint
 from flowstudy.ema import EMA
@@ -39,7 +38,7 @@ from flowstudy.lineage import segment
 from flowstudy.rng import seed_everything
 from flowstudy.schedule import WarmupCosine
 from flowstudy.tracking import Tracker
-from flowstudy.trainer import fit
+from flowstudy.trainer import Checkpoints, fit
 
 CASES = {
     "2d-mlp256": ["dataset=moons", "arch.width=256"],
@@ -83,7 +82,7 @@ def flowstudy_loop(cfg: Config, steps: int, workdir: Path) -> float:
     lineage = [segment(cfg, data_fingerprint(cfg.dataset, workdir), None)]
     with Tracker(cfg, workdir, workdir / "metrics.jsonl", lineage) as tracker:
         return seconds(lambda: fit(built.cfg.train, built.state, built.batches, built.val, tracker,
-                                   workdir, save=save_checkpoint, engine=built.engine))
+                                   Checkpoints(workdir), engine=built.engine))
 
 
 def lightning_loop(cfg: Config, steps: int, workdir: Path) -> float:

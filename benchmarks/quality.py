@@ -29,7 +29,7 @@ from benchmarks.common import parser as benchmark_parser
 from flowstudy.config import Config
 from flowstudy.data import build_data
 from flowstudy.flows.solvers import solve
-from flowstudy.metrics import wasserstein2
+from flowstudy.metrics.distances import wasserstein2
 from flowstudy.run import run
 
 SOURCES = {"gaussian->moons": "gaussian", "8gaussians->moons": "8gaussians"}

@@ -6,7 +6,7 @@ a generator seeded by (seed, epoch, batch), so a prefetched run is identical to 
 a run resumed mid-epoch can replay the draws it skips.
 
 An epoch is ``passes`` shuffled passes over the train split (more than one where a pass alone
-would be shorter than ``train.min_epoch_steps``; see flowstudy.auto), drawn in one sequence, so
+would be shorter than ``train.min_epoch_steps``; see flowstudy.resolve), drawn in one sequence, so
 the same replay covers a resume in any pass.
 
 With ``overfit_batches`` N > 0 (``debug=overfit``) every epoch cycles through the same N batches,

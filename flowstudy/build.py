@@ -1,5 +1,5 @@
 """Build everything a run trains with from its config: data, the values the data decides
-(flowstudy.auto), batches, validation set, model, optimizer, EMA, early stopping and the step
+(flowstudy.resolve), batches, validation set, model, optimizer, EMA, early stopping and the step
 engine."""
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from flowstudy.auto import Resolved, resolve
 from flowstudy.batches import BatchSource
 from flowstudy.config import Config
 from flowstudy.data import DataSplits, build_data
@@ -26,7 +25,8 @@ from flowstudy.errors import ConfigError, UserError
 from flowstudy.flows import build_flow
 from flowstudy.models import build_model
 from flowstudy.precision import Precision
-from flowstudy.trainer import Engine, TrainState, ValidationSet
+from flowstudy.resolve import Resolved, resolve
+from flowstudy.state import Engine, TrainState, ValidationSet
 
 log = logging.getLogger("flowstudy")
 

@@ -1,8 +1,19 @@
-"""Checkpoint files: atomic save, and a load that explains what is wrong with a bad file."""
+"""The one checkpoint schema: what a checkpoint file holds, written and read only here.
+
+A file is one flat dict (``format_version`` 1, unchanged since the first release, so old
+checkpoints stay readable): the training state (``TrainState.state_dict()``: model, ema,
+optimizer, early_stopping, generators, epoch, step, batch, window, nonfinite, scaler), the global
+RNG states, and what the run is (its requested config, lineage, the values the data resolved,
+the normaliser and the W&B run id). ``Checkpoint.capture`` assembles it, ``Checkpoint.save`` writes
+it atomically, ``Checkpoint.load`` reads it once and explains what is wrong with a bad file.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import io
 import os
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -11,61 +22,109 @@ import torch
 from flowstudy.config import differences
 from flowstudy.errors import UserError
 from flowstudy.fileio import atomic_path
+from flowstudy.rng import rng_state
 
 FORMAT_VERSION = 1
 COMPATIBLE_SECTIONS = ("arch", "flow", "dataset")
+# The training state a resumable file must hold; a file without it is damaged or foreign.
+TRAIN_KEYS = ("model", "ema", "optimizer", "early_stopping", "generators", "epoch", "step",
+              "batch", "window", "nonfinite")
+HEADER_KEYS = ("config", "lineage", "resolved", "normalizer", "wandb_run_id")
 
 
 class CheckpointError(UserError):
     pass
 
 
-# What a run's checkpoints hold and resuming reads; a file without them is damaged or foreign.
-RESUMABLE = ("config", "model", "ema", "optimizer", "early_stopping", "generators", "epoch",
-                 "step", "batch", "window", "nonfinite", "rng")
+@dataclass(frozen=True)
+class RunHeader:
+    """What every checkpoint of a run carries beside its training state."""
+
+    config: dict[str, Any] = field(default_factory=dict)  # as requested (to_dict)
+    lineage: list[dict[str, Any]] = field(default_factory=list)
+    resolved: dict[str, Any] = field(default_factory=dict)  # flowstudy.resolve.Resolved
+    normalizer: dict[str, Any] = field(default_factory=dict)
 
 
-def save_checkpoint(path: str | os.PathLike[str], state: dict[str, Any]) -> None:
-    try:
-        # Through a Python file, so a full disk is an OSError (ENOSPC) that torch's zip writer
-        # at most wraps: its own file writer reports only a RuntimeError about stream positions.
-        with atomic_path(path) as tmp, open(tmp, "wb") as f:
-            torch.save({"format_version": FORMAT_VERSION, **state}, f)
-    except (OSError, RuntimeError) as e:  # disk full, quota, vanished directory: say so
-        os_error = next((c for c in (e, e.__cause__, e.__context__) if isinstance(c, OSError)),
-                        None)
-        if os_error is None:  # torch's own failure, not the file's
-            raise
-        raise CheckpointError(f"could not write {path} ({os_error.strerror or os_error}); the "
-                              f"previous {Path(path).name}, if any, is intact") from e
+@dataclass
+class Checkpoint:
+    train: dict[str, Any]  # TrainState.state_dict()
+    rng: dict[str, Any]  # flowstudy.rng.rng_state()
+    config: dict[str, Any]
+    lineage: list[dict[str, Any]] | None = None  # None: written before lineages were recorded
+    resolved: dict[str, Any] | None = None
+    normalizer: dict[str, Any] | None = None
+    wandb_run_id: str | None = None
+    # Of the bytes this object was read from (None: not read from a file).
+    sha256: str | None = field(default=None, compare=False)
 
+    @classmethod
+    def capture(cls, state: Any, header: RunHeader, wandb_run_id: str | None) -> Checkpoint:
+        """The checkpoint of ``state`` (a TrainState) now, with the global RNG states."""
+        return cls(train=state.state_dict(), rng=rng_state(), config=header.config,
+                   lineage=header.lineage, resolved=header.resolved,
+                   normalizer=header.normalizer, wandb_run_id=wandb_run_id)
 
-def load_checkpoint(path: str | os.PathLike[str], map_location: str | torch.device,
-                    require: tuple[str, ...] = ()) -> dict:
-    """The checkpoint at ``path``, with the ``require``d keys (e.g. ``RESUMABLE``), or one line
-    saying what is wrong with it."""
-    p = Path(path)
-    if not p.exists():
-        raise CheckpointError(f"resume={path}: no such file")
-    if p.is_dir():
-        raise CheckpointError(f"resume={path}: is a directory; give the checkpoint file inside "
-                              f"it, e.g. resume={p / 'best.pt'}")
-    try:
-        ckpt = torch.load(p, map_location=map_location, weights_only=True)
-    except Exception as e:  # torch raises several types for truncated or foreign files
-        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise CheckpointError(f"resume={path}: not a readable checkpoint ({reason})") from e
-    if not isinstance(ckpt, dict) or "format_version" not in ckpt:
-        raise CheckpointError(f"resume={path}: not a flowstudy checkpoint")
-    if ckpt["format_version"] > FORMAT_VERSION:
-        raise CheckpointError(
-            f"resume={path}: checkpoint format {ckpt['format_version']} is newer than this "
-            f"flowstudy reads (up to {FORMAT_VERSION}); upgrade flowstudy"
-        )
-    missing = [k for k in require if k not in ckpt]
-    if missing:
-        raise CheckpointError(f"resume={path}: damaged checkpoint, it lacks {', '.join(missing)}")
-    return ckpt
+    @property
+    def epoch(self) -> int:
+        return int(self.train["epoch"])
+
+    @property
+    def step(self) -> int:
+        return int(self.train["step"])
+
+    def ema_weights(self) -> dict[str, torch.Tensor]:
+        return self.train["ema"]["module"]
+
+    def save(self, path: str | os.PathLike[str]) -> None:
+        content = {"format_version": FORMAT_VERSION, **self.train, "rng": self.rng,
+                   "config": self.config, "lineage": self.lineage, "resolved": self.resolved,
+                   "normalizer": self.normalizer, "wandb_run_id": self.wandb_run_id}
+        try:
+            # Through a Python file, so a full disk is an OSError (ENOSPC) that torch's zip
+            # writer at most wraps: its own file writer reports only a RuntimeError about
+            # stream positions.
+            with atomic_path(path) as tmp, open(tmp, "wb") as f:
+                torch.save(content, f)
+        except (OSError, RuntimeError) as e:  # disk full, quota, vanished directory: say so
+            os_error = next((c for c in (e, e.__cause__, e.__context__)
+                             if isinstance(c, OSError)), None)
+            if os_error is None:  # torch's own failure, not the file's
+                raise
+            raise CheckpointError(f"could not write {path} ({os_error.strerror or os_error}); "
+                                  f"the previous {Path(path).name}, if any, is intact") from e
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str],
+             map_location: str | torch.device = "cpu") -> Checkpoint:
+        """The checkpoint at ``path``, read once (its sha256 is of exactly the bytes read, so a
+        file replaced meanwhile cannot be hashed for it), or one line saying what is wrong."""
+        p = Path(path)
+        if not p.exists():
+            raise CheckpointError(f"resume={path}: no such file")
+        if p.is_dir():
+            raise CheckpointError(f"resume={path}: is a directory; give the checkpoint file "
+                                  f"inside it, e.g. resume={p / 'best.pt'}")
+        try:
+            raw = p.read_bytes()
+            content = torch.load(io.BytesIO(raw), map_location=map_location, weights_only=True)
+        except Exception as e:  # torch raises several types for truncated or foreign files
+            reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise CheckpointError(f"resume={path}: not a readable checkpoint ({reason})") from e
+        if not isinstance(content, dict) or "format_version" not in content:
+            raise CheckpointError(f"resume={path}: not a flowstudy checkpoint")
+        if content["format_version"] > FORMAT_VERSION:
+            raise CheckpointError(
+                f"resume={path}: checkpoint format {content['format_version']} is newer than "
+                f"this flowstudy reads (up to {FORMAT_VERSION}); upgrade flowstudy")
+        missing = [k for k in ("config", *TRAIN_KEYS, "rng") if k not in content]
+        if missing:
+            raise CheckpointError(f"resume={path}: damaged checkpoint, it lacks "
+                                  f"{', '.join(missing)}")
+        train = {k: v for k, v in content.items()
+                 if k not in (*HEADER_KEYS, "rng", "format_version")}
+        return cls(train=train, rng=content["rng"], sha256=hashlib.sha256(raw).hexdigest(),
+                   **{k: content.get(k) for k in HEADER_KEYS})
 
 
 def check_compatible(path: str | os.PathLike[str], saved: dict, current: dict) -> None:

@@ -23,6 +23,7 @@ from flowstudy import sweep
 from flowstudy.config import CONF_DIR, Config, load_config, register_configs
 from flowstudy.errors import Refused, UserError, describe
 from flowstudy.interrupt import Interrupted
+from flowstudy.metrics import HEADLINE
 from flowstudy.results import RunResult, status_for
 from flowstudy.sweep import parallel_jobs, swept_values, write_job_record
 
@@ -104,7 +105,7 @@ def _sweep_job(cfg: DictConfig, hydra_cfg: DictConfig) -> float | None:
                       parallel=parallel_jobs(hydra_cfg))
         record.update(status="skipped" if result.skipped else result.status,
                       best_val_loss=result.best_val_loss,
-                      metric={k: v for k, v in result.metrics.items() if k in ("w2", "fd")})
+                      metric={k: v for k, v in result.metrics.items() if k in HEADLINE})
         return sweep.objective(result, config.objective)
     except Interrupted as e:
         e.command = _resume_command(hydra_cfg.overrides.task, e) + " -m"

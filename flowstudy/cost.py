@@ -9,10 +9,9 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from flowstudy.build import Built
 from flowstudy.flows.paths import ProbabilityPath
 from flowstudy.results import RunResult
-from flowstudy.trainer import FitResult
+from flowstudy.state import FitResult
 
 
 def step_flops(model: nn.Module, path: ProbabilityPath, batch_size: int, dim: int,
@@ -29,11 +28,11 @@ def step_flops(model: nn.Module, path: ProbabilityPath, batch_size: int, dim: in
     return float(counter.get_total_flops())
 
 
-def record_cost(result: RunResult, fitted: FitResult, batch_size: int, built: Built) -> None:
-    device = built.batches.train.device
+def record_cost(result: RunResult, fitted: FitResult, batch_size: int, model: nn.Module,
+                path: ProbabilityPath, dim: int) -> None:
+    device = next(model.parameters()).device
     samples = fitted.steps * batch_size
-    result.flops_per_step = step_flops(built.state.model, built.batches.flow.path,
-                                       batch_size, built.data.dim, device)
+    result.flops_per_step = step_flops(model, path, batch_size, dim, device)
     result.flops = result.flops_per_step * fitted.steps
     result.flops_6nd = 6.0 * (result.params or 0) * samples
     if fitted.seconds > 0:

@@ -7,25 +7,27 @@ the data seed, so every run of a study meets the same yardsticks.
 
 from __future__ import annotations
 
+import copy
 import logging
 import math
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 
-from flowstudy.checkpoint import load_checkpoint
+from flowstudy.checkpoint import Checkpoint
 from flowstudy.config import Config, SampleConfig
 from flowstudy.data import DataSplits
-from flowstudy.figures import save_samples
+from flowstudy.fileio import atomic_path
 from flowstudy.flows.likelihood import choose_divergence, nll_per_dim
 from flowstudy.flows.solvers import solve
-from flowstudy.metrics import GaussianFit, sample_metrics
+from flowstudy.metrics.gaussian import GaussianFit
+from flowstudy.metrics.sets import sample_metrics
 from flowstudy.plots import image_grid, pca_scatter, scatter
 from flowstudy.results import COST_KEYS, RunResult
 from flowstudy.tracking import Tracker
-from flowstudy.trainer import TrainState
 
 log = logging.getLogger("flowstudy")
 
@@ -76,7 +78,8 @@ def evaluate(model: nn.Module, data: DataSplits, cfg: SampleConfig, seed: int,
     reference = data.train[order[:n]]
     gaussian = GaussianFit.fit(data.train[order[:GAUSSIAN_FIT_ROWS]])
     baseline = gaussian.sample(n, g).to(data.train.dtype)
-    metrics = sample_metrics(samples[:n], data.test[:n], reference, baseline, data.train, device)
+    metrics = sample_metrics(samples[:n], data.test[:n], reference, baseline, data.train, device,
+                             seed=data_seed)
     if cfg.likelihood:
         metrics |= likelihood_metrics(model, data, gaussian, cfg, data_seed)
     return Evaluation(samples=samples, metrics=metrics, nfe=nfe)
@@ -95,24 +98,27 @@ def plot_samples(evaluation: Evaluation, data: DataSplits, png: Path, title: str
         pca_scatter(evaluation.samples, data.test, png, title)
 
 
-def evaluate_best(cfg: Config, result: RunResult, data: DataSplits, state: TrainState,
-                  tracker: Tracker, checkpoint_dir: Path, device: torch.device,
-                  step: int) -> None:
-    """The end of a run: sample with the best checkpoint's EMA weights, measure, plot, and
-    record it all in ``result`` and the tracker."""
-    best_path = checkpoint_dir / "best.pt"
-    if not best_path.exists():
-        raise RuntimeError(f"no epoch produced a finite {cfg.train.monitor} validation "
-                           f"loss, so there is no best checkpoint to evaluate")
-    best = load_checkpoint(best_path, device)
-    state.ema.load_state_dict(best["ema"])
-    evaluation = evaluate(state.ema.module, data, cfg.sample, cfg.seed, cfg.dataset.seed)
+def save_samples(path: Path, samples: torch.Tensor, reference: torch.Tensor) -> None:
+    """A run's end-of-run samples and the test points they were measured against, both in data
+    space, for the report's montage (``flowstudy.figures`` reads them)."""
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        np.savez(f, samples=samples.numpy(), reference=reference[:samples.shape[0]].numpy())
+
+
+def evaluate_best(cfg: Config, result: RunResult, data: DataSplits, template: nn.Module,
+                  best: Checkpoint, tracker: Tracker, checkpoint_dir: Path) -> None:
+    """The end of a run: sample with the best checkpoint's EMA weights (loaded into a copy of
+    ``template``, so the training state is left as it was), measure, plot, and record it all in
+    ``result`` and the tracker."""
+    model = copy.deepcopy(template)
+    model.load_state_dict(best.ema_weights())
+    evaluation = evaluate(model, data, cfg.sample, cfg.seed, cfg.dataset.seed)
     png = checkpoint_dir / "samples.png"
-    plot_samples(evaluation, data, png, title=f"{cfg.name} (epoch {best['epoch']})")
+    plot_samples(evaluation, data, png, title=f"{cfg.name} (epoch {best.epoch})")
     save_samples(checkpoint_dir / "samples.npz", evaluation.samples, data.test)
     sample_log = {f"sample/{k}": v for k, v in evaluation.metrics.items()}
-    tracker.log({**sample_log, "sample/nfe": evaluation.nfe}, step)
-    tracker.image("samples", png, step, caption=cfg.name)
+    tracker.log({**sample_log, "sample/nfe": evaluation.nfe}, result.steps)
+    tracker.image("samples", png, result.steps, caption=cfg.name)
     result.metrics, result.nfe, result.samples_png = evaluation.metrics, evaluation.nfe, str(png)
     tracker.summary({"best_val_loss": result.best_val_loss, "best_epoch": result.best_epoch,
                      "checkpoint": result.checkpoint, "stop_reason": result.stop_reason,

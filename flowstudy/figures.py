@@ -22,23 +22,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from flowstudy.config import OBJECTIVES, identity
-from flowstudy.fileio import atomic_path
+from flowstudy.config import identity
+from flowstudy.metrics import METRICS
+from flowstudy.metrics import label as metric_label
 from flowstudy.plots import grid_shape, image_canvas, pca_basis, pyplot, save_figure
 from flowstudy.results import RunResult, evaluation_records
 
 Configs = list[tuple[str, list[RunResult]]]
-
-METRIC_NAMES = {"w2": "W2", "mmd": "MMD²", "fd": "FD", "precision": "precision",
-                "recall": "recall", "best_val_loss": "best val loss"}
-
-
-def save_samples(path: Path, samples: torch.Tensor, reference: torch.Tensor) -> None:
-    """A run's end-of-run samples and the test points they were measured against, both in data
-    space, for the report's montage."""
-    with atomic_path(path) as tmp, open(tmp, "wb") as f:
-        np.savez(f, samples=samples.numpy(), reference=reference[:samples.shape[0]].numpy())
-
 
 def _samples_file(study: Path, run: RunResult) -> Path | None:
     candidates = [study / "checkpoints" / run.name / "samples.npz"]
@@ -196,7 +186,7 @@ def validation_curves(configs: Configs, study: Path, png: Path, title: str) -> b
 
 def _metric_text(runs: list[RunResult], metric: str) -> str:
     values = [r.metrics[metric] for r in runs if metric in r.metrics]
-    return f"{METRIC_NAMES.get(metric, metric)} {_spread(values)}" if values else ""
+    return f"{metric_label(metric)} {_spread(values)}" if values else ""
 
 
 def sample_montage(configs: Configs, study: Path, png: Path, title: str, metric: str) -> bool:
@@ -221,7 +211,7 @@ def sample_montage(configs: Configs, study: Path, png: Path, title: str, metric:
     for dataset in dict.fromkeys(p["dataset"] for p in panels):
         own = [p for p in panels if p["dataset"] == dataset]
         floors = [f for p in own for f in p["floors"]]
-        floor_text = (f"\n{METRIC_NAMES.get(metric, metric)} floor "
+        floor_text = (f"\n{metric_label(metric)} floor "
                       f"{_number(statistics.fmean(floors))}" if floors else "")
         cells.append({"title": f"test data{floor_text}", "points": own[0]["reference"],
                       "reference": own[0]["reference"], "real": True,
@@ -353,9 +343,9 @@ def _draw_budget(points: list[Point], png: Path, title: str, xlabel: str, metric
     ax.set_xscale("log")
     ax.set_xticks(ticks, [f"{x:g}" for x in ticks])
     ax.minorticks_off()
-    better = "lower" if OBJECTIVES[metric] == "minimize" else "higher"
+    better = "lower" if METRICS[metric].lower_is_better else "higher"
     ax.set_xlabel(xlabel)
-    ax.set_ylabel(f"{METRIC_NAMES.get(metric, metric)} ({better} is better)")
+    ax.set_ylabel(f"{metric_label(metric)} ({better} is better)")
     ax.set_title(title, fontsize=11)
     ax.legend(fontsize=9)
     ax.grid(alpha=0.3)

@@ -16,16 +16,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
 
 import torch
 
 from flowstudy.batches import Batch, BatchSource
 from flowstudy.config import TrainConfig
+from flowstudy.state import Engine, TrainState
 from flowstudy.step import EagerSteps, StepConfig, train_step, uses_fused_step
-
-if TYPE_CHECKING:
-    from flowstudy.trainer import Engine, TrainState
 
 log = logging.getLogger("flowstudy")
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from flowstudy.checkpoint import Checkpoint
 from flowstudy.config import (
     GROUP_SCHEMAS,
     Config,
@@ -25,7 +26,7 @@ from flowstudy.config import (
     name_suffix,
     to_dict,
 )
-from flowstudy.data.fingerprint import file_sha256, short
+from flowstudy.data.fingerprint import short
 from flowstudy.errors import UserError
 
 log = logging.getLogger("flowstudy")
@@ -35,11 +36,11 @@ def segment(cfg: Config, data: dict[str, Any], parent: dict[str, Any] | None) ->
     return {"config": identity(to_dict(cfg)), "data": data, "parent": parent}
 
 
-def lineage_of(saved: dict[str, Any]) -> list[dict[str, Any]]:
+def lineage_of(lineage: list[dict[str, Any]] | None,
+               config: dict[str, Any]) -> list[dict[str, Any]]:
     """The lineage a checkpoint or result.json records; files from before lineages were
     recorded count as one segment of their config, data unknown."""
-    return saved.get("lineage") or [{"config": identity(saved["config"]), "data": None,
-                                     "parent": None}]
+    return lineage or [{"config": identity(config), "data": None, "parent": None}]
 
 
 @dataclass
@@ -59,11 +60,11 @@ def _changes(current: dict[str, Any], parent: dict[str, Any]) -> dict[str, Any]:
             for k, v in leaves(current).items() if k in before and before[k] != v}
 
 
-def resumed_start(cfg: Config, data: dict[str, Any], ckpt: dict[str, Any],
+def resumed_start(cfg: Config, data: dict[str, Any], ckpt: Checkpoint,
                   path: str | os.PathLike[str]) -> Start:
     """The run that ``resume=path`` makes: the checkpoint's own run continued, or a branch."""
-    saved = ckpt["config"]
-    parent_name, parent = saved["name"], lineage_of(ckpt)
+    saved = ckpt.config
+    parent_name, parent = saved["name"], lineage_of(ckpt.lineage, saved)
     if cfg.seed != saved["seed"]:
         raise UserError(f"seed={cfg.seed}: a resumed run continues the random state of "
                         f"{path} (trained with seed={saved['seed']}), so it cannot take another "
@@ -81,9 +82,8 @@ def resumed_start(cfg: Config, data: dict[str, Any], ckpt: dict[str, Any],
     if not changes and cfg.name in (None, parent_name):
         return Start(parent_name, parent)
     name = cfg.name or parent_name + "+" + name_suffix(changes, leaves(current))[1:]
-    ancestor = {"name": parent_name, "checkpoint": str(path),
-                "sha256": file_sha256(path), "epoch": int(ckpt["epoch"]),
-                "step": int(ckpt["step"]), "wandb_run_id": ckpt.get("wandb_run_id")}
+    ancestor = {"name": parent_name, "checkpoint": str(path), "sha256": ckpt.sha256,
+                "epoch": ckpt.epoch, "step": ckpt.step, "wandb_run_id": ckpt.wandb_run_id}
     log.info("resume=%s with %s: a new run %s branching off %s at epoch %d", path,
              ", ".join(f"{k}={v}" for k, v in changes.items()) or "another name", name,
              parent_name, ancestor["epoch"])

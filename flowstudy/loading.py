@@ -12,9 +12,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from flowstudy.checkpoint import CheckpointError, load_checkpoint
+from flowstudy.checkpoint import Checkpoint, CheckpointError
 from flowstudy.config import (
-    GROUP_SCHEMAS,
     CheckpointConfig,
     Config,
     SampleConfig,
@@ -25,6 +24,8 @@ from flowstudy.data import Source, build_source
 from flowstudy.data.normalize import Normalizer
 from flowstudy.flows.solvers import solve
 from flowstudy.models import build_model
+from flowstudy.options import OPTIONS, option
+from flowstudy.resolve import arch_sizes
 
 SECTIONS = {"train": TrainConfig, "checkpoint": CheckpointConfig, "wandb": WandbConfig,
             "sample": SampleConfig}
@@ -37,19 +38,14 @@ def _section(schema: type, values: dict[str, Any]) -> Any:
 
 
 def _group_node(group: str, values: dict[str, Any]) -> Any:
-    """The schema of a saved group option is the narrowest one holding all its keys."""
-    fitting = [s for s in GROUP_SCHEMAS[group].values()
-               if set(values) <= {f.name for f in dataclasses.fields(s)}]
-    if not fitting:
-        raise ValueError(f"no {group} schema has the keys {sorted(values)}")
-    narrowest = min(fitting, key=lambda s: len(dataclasses.fields(s)))
-    return narrowest(**values)
+    """A saved group option as its schema (its row in flowstudy.options)."""
+    return _section(option(group, values["name"]).schema, values)
 
 
 def config_from_dict(saved: dict[str, Any]) -> Config:
     """The typed ``Config`` a checkpoint or result.json recorded (``to_dict``'s inverse)."""
-    top = {k: v for k, v in saved.items() if k not in (*GROUP_SCHEMAS, *SECTIONS)}
-    return Config(**{k: _group_node(k, saved[k]) for k in GROUP_SCHEMAS},
+    top = {k: v for k, v in saved.items() if k not in (*OPTIONS, *SECTIONS)}
+    return Config(**{k: _group_node(k, saved[k]) for k in OPTIONS},
                   **{k: _section(s, saved.get(k, {})) for k, s in SECTIONS.items()},
                   **{k: v for k, v in top.items()
                      if k in {f.name for f in dataclasses.fields(Config)}})
@@ -67,6 +63,7 @@ class TrainedRun:
     epoch: int
     step: int
     path: Path
+    sha256: str  # of the checkpoint's bytes as read: what this object was made from
 
     @property
     def dim(self) -> int:
@@ -94,17 +91,18 @@ class TrainedRun:
 
 def load(path: str | os.PathLike[str], device: str | torch.device = "cpu") -> TrainedRun:
     """Load a flowstudy checkpoint (``best.pt``, ``last.pt``) for sampling or inspection."""
-    ckpt = load_checkpoint(path, device)
-    missing = [k for k in ("config", "ema", "normalizer") if k not in ckpt]
-    if missing:
-        raise CheckpointError(f"{path}: checkpoint lacks {', '.join(missing)}")
-    config = config_from_dict(ckpt["config"])
-    normalizer = Normalizer(**{k: v.cpu() for k, v in ckpt["normalizer"].items()})
-    # The sizes the data decided (``resolved``) where the config said null.
-    resolved = ckpt.get("resolved", {}).get("arch")
-    arch = _group_node("arch", resolved) if resolved else config.arch
-    model = build_model(arch, normalizer.shift.shape[0]).to(device)
-    model.load_state_dict(ckpt["ema"]["module"])
+    ckpt = Checkpoint.load(path, device)
+    if ckpt.normalizer is None:
+        raise CheckpointError(f"{path}: checkpoint lacks normalizer")
+    config = config_from_dict(ckpt.config)
+    normalizer = Normalizer(**{k: v.cpu() for k, v in ckpt.normalizer.items()})
+    dim = normalizer.shift.shape[0]
+    # The sizes the data decided (``resolved``) where the config said null; a checkpoint from
+    # before they were recorded resolves them again, by the same rule.
+    resolved = (ckpt.resolved or {}).get("arch")
+    arch = _group_node("arch", resolved) if resolved else arch_sizes(config.arch, dim)
+    model = build_model(arch, dim).to(device)
+    model.load_state_dict(ckpt.ema_weights())
     return TrainedRun(config=config, model=model.eval().requires_grad_(False),
                       normalizer=normalizer, source=build_source(config.dataset),
-                      epoch=int(ckpt["epoch"]), step=int(ckpt["step"]), path=Path(path))
+                      epoch=ckpt.epoch, step=ckpt.step, path=Path(path), sha256=ckpt.sha256)

@@ -24,15 +24,12 @@ from flowstudy.completion import shell_completion
 from flowstudy.config import identity
 from flowstudy.errors import UserError
 from flowstudy.fileio import atomic_path
+from flowstudy.metrics import METRICS, QUALITY
 from flowstudy.results import RunResult, evaluation_records
 
-QUALITY = ("w2", "mmd", "fd", "precision", "recall", "density", "coverage", "test_nll",
-           "memorized")
-LOWER_IS_BETTER = {"w2": True, "mmd": True, "fd": True, "precision": False, "recall": False,
-                   "density": False, "coverage": False, "test_nll": True, "memorized": True,
-                   "best_val_loss": True}
-# Shown beside memorised, never used to pick a best row: small means copies, large off the data.
-CONTEXT = ("nn_dist",)
+# Ranked columns, then those shown for context only (never used to pick a best row).
+RANKED = tuple(q for q in QUALITY if METRICS[q].direction is not None)
+CONTEXT = tuple(q for q in QUALITY if METRICS[q].direction is None)
 
 
 @dataclass
@@ -133,7 +130,7 @@ def _status(row: Row) -> str:
 def table(rows: list[Row], metric: str) -> tuple[list[str], list[list[str]], int | None]:
     """Header, cells and the index of the best completed row by ``metric``."""
     header = ["name", "swept", "seeds", "status", "epochs", "steps", "stop", "best val loss",
-              *(f"{q} (floor, gauss)" for q in (*QUALITY, *CONTEXT)), "params", "FLOPs",
+              *(f"{q} (floor, gauss)" for q in (*RANKED, *CONTEXT)), "params", "FLOPs",
               "wall s"]
     cells = []
     for row in rows:
@@ -142,11 +139,11 @@ def table(rows: list[Row], metric: str) -> tuple[list[str], list[list[str]], int
                       "/".join(sorted({r.stop_reason or "-"
                                                               for r in row.runs})),
                       _cell(row, "best_val_loss"),
-                      *(_quality(row, q) for q in (*QUALITY, *CONTEXT)),
+                      *(_quality(row, q) for q in (*RANKED, *CONTEXT)),
                       _cell(row, "params"), _cell(row, "flops"), _cell(row, "wall_time_s", 2)])
     done = [i for i, row in enumerate(rows)
             if all(r.status == "completed" for r in row.runs) and row.mean(metric) is not None]
-    sign = 1 if LOWER_IS_BETTER.get(metric, True) else -1
+    sign = 1 if METRICS[metric].lower_is_better else -1
     best = min(done, key=lambda i: sign * rows[i].mean(metric)) if done else None
     return header, cells, best
 
@@ -235,7 +232,7 @@ def main() -> None:
         description="Tabulate and plot a study group's runs.")
     parser.add_argument("--group", help="study group (default: every group found)")
     parser.add_argument("--study", default="study", type=Path, help="study dir (default: study)")
-    parser.add_argument("--metric", choices=[*QUALITY, "best_val_loss"],
+    parser.add_argument("--metric", choices=[m.name for m in METRICS.values() if m.direction],
                         help="what picks the best row (default: w2 for 2-d data, else fd)")
     parser.add_argument("-sc", "--shell-completion", metavar="install=bash",
                         help=f'print the bash completion of {script}: eval "$({script} -sc '

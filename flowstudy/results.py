@@ -12,6 +12,8 @@ from typing import Any
 from flowstudy.errors import Busy, Diverged, UserError
 from flowstudy.fileio import read_json, write_json
 from flowstudy.interrupt import Interrupted
+from flowstudy.metrics import SET_METRICS
+from flowstudy.metrics.collapse import collapse_warnings
 
 log = logging.getLogger("flowstudy")
 
@@ -54,11 +56,16 @@ class RunResult:
     config: dict[str, Any] = field(default_factory=dict)  # as requested
     # Its identity: the segments that trained it (config, data hashes, checkpoint started from).
     lineage: list[dict[str, Any]] = field(default_factory=list)
-    # What the data decided where the config said null (flowstudy.auto.Resolved): split sizes,
+    # What the data decided where the config said null (flowstudy.resolve.Resolved): split sizes,
     # batch, passes and steps per epoch, planned steps, architecture sizes, sample count.
     resolved: dict[str, Any] = field(default_factory=dict)
     # True only on the result handed back for a completed run that was not retrained.
     skipped: bool = False
+
+    def full_lineage(self) -> list[dict[str, Any]]:
+        from flowstudy.lineage import lineage_of  # lineage reads configs; results stay light
+
+        return lineage_of(self.lineage, self.config)
 
     def save(self, path: str | os.PathLike[str]) -> None:
         write_json(path, {**asdict(self), "skipped": False})
@@ -98,10 +105,6 @@ def status_for(error: BaseException | None) -> str:
 
 def log_summary(result: RunResult, result_path: Path) -> None:
     """The end-of-run lines: how training ended, sample quality, cost, and where the files are."""
-    # Imported here, at the end of a run, because flowstudy.metrics imports torch and the report
-    # and the CLI read results without it (until the metric names have a torch-free home).
-    from flowstudy.metrics import SET_METRICS
-
     m = result.metrics
     log.info("done: %s after %d epochs (%s); best val loss %.4f at epoch %d", result.name,
              result.epochs, result.stop_reason, result.best_val_loss, result.best_epoch)
@@ -114,6 +117,10 @@ def log_summary(result: RunResult, result_path: Path) -> None:
     if "test_nll" in m:
         log.info("  test NLL  %10.4g nats/dim (gauss %.4g)", m["test_nll"],
                  m["test_nll_baseline"])
+    # Collapse and over-spread, read from the metrics above (flowstudy.metrics.collapse): one
+    # line per rule that fires, and the metrics that then sit at the floor without a win.
+    for warning in collapse_warnings(m):
+        log.warning("samples: %s", warning)
     log.info("cost: %.3g FLOPs (6ND estimate %.3g), %.1f steps/s, %.0f samples/s, peak memory "
              "%.0f MiB, %.1f s", result.flops or float("nan"), result.flops_6nd,
              result.steps_per_s or 0, result.samples_per_s or 0,

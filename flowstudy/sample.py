@@ -63,7 +63,6 @@ def evaluate_checkpoint(cfg: EvalConfig, overrides: list[str]) -> dict[str, Any]
     import torch
 
     from flowstudy.data import build_data
-    from flowstudy.data.fingerprint import file_sha256
     from flowstudy.evaluate import evaluate
     from flowstudy.loading import load
 
@@ -81,7 +80,7 @@ def evaluate_checkpoint(cfg: EvalConfig, overrides: list[str]) -> dict[str, Any]
     out = Path(cfg.resume).parent / "eval" / eval_name(trained, run_cfg.sample, n, seed)
     record = {
         "run": run_cfg.name, "checkpoint": str(cfg.resume),
-        "checkpoint_sha256": file_sha256(cfg.resume), "epoch": trained.epoch,
+        "checkpoint_sha256": trained.sha256, "epoch": trained.epoch,
         "step": trained.step, "seed": seed, "sample": dataclasses.asdict(run_cfg.sample),
         "n": n, "nfe": evaluation.nfe, "metrics": evaluation.metrics,
         "samples": str(out.with_suffix(".pt")) if cfg.save_samples else None,

@@ -14,7 +14,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -22,42 +22,7 @@ from torch import nn
 
 from flowstudy.batches import Batch, BatchSource
 from flowstudy.schedule import WarmupCosine
-
-if TYPE_CHECKING:
-    from flowstudy.trainer import Engine, TrainState
-
-
-@dataclass
-class Tally:
-    """Counts and sums the step keeps on the device (0-dim tensors)."""
-
-    steps: torch.Tensor  # optimizer steps applied (int64)
-    skipped: torch.Tensor  # steps skipped for a non-finite gradient norm (int64)
-    streak: torch.Tensor  # of those, in a row up to now (int64)
-    window_loss: torch.Tensor  # sum of the applied steps' losses since the last log line
-    window_steps: torch.Tensor  # how many (int64)
-    grad_norm: torch.Tensor  # of the latest step, before clipping
-    lr: torch.Tensor  # of the latest step; the optimizer's param groups hold this very tensor
-
-    @classmethod
-    def zeros(cls, device: torch.device) -> Tally:
-        def count() -> torch.Tensor:
-            return torch.zeros((), dtype=torch.int64, device=device)
-
-        def value() -> torch.Tensor:
-            return torch.zeros((), device=device)
-
-        return cls(count(), count(), count(), value(), count(), value(), value())
-
-    def read(self) -> dict[str, float]:
-        """Every field as a Python number, in one host read."""
-        names = ("steps", "skipped", "streak", "window_loss", "window_steps", "grad_norm", "lr")
-        values = torch.stack([getattr(self, n).double() for n in names]).tolist()
-        return dict(zip(names, values, strict=True))
-
-    def set(self, **values: float) -> None:
-        for name, value in values.items():
-            getattr(self, name).fill_(value)
+from flowstudy.state import Engine, Tally, TrainState
 
 
 @dataclass(frozen=True)

@@ -23,12 +23,12 @@ from urllib.parse import urlparse
 from flowstudy.config import Config, WandbConfig, to_dict
 from flowstudy.errors import ConfigError
 from flowstudy.fileio import atomic_path
+from flowstudy.metrics import VALIDATION_LOSSES
 from flowstudy.results import status_for
 
 log = logging.getLogger(__name__)
 
 # Summaries of these keep their minimum (W&B's default is the last value).
-MINIMISED = ("val/raw_loss", "val/ema_loss")
 
 
 def _truncate_jsonl(source: Path, last_step: int, path: Path) -> None:
@@ -130,7 +130,7 @@ class Tracker:
                 self.run = wandb.init(**{**self._init, "resume_from": None, "fork_from": None,
                                          "id": resume_id, "resume": resume_id and "allow"},
                                       settings=settings)
-            for key in MINIMISED:
+            for key in VALIDATION_LOSSES:
                 self.run.define_metric(key, summary="min")
         except Exception as e:  # surfaced by run_id and finish()
             self._send_error = e

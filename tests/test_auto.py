@@ -1,4 +1,4 @@
-"""Defaults that adapt to the data (flowstudy.auto) and the experiment presets."""
+"""Defaults that adapt to the data (flowstudy.resolve) and the experiment presets."""
 
 from __future__ import annotations
 
@@ -13,8 +13,7 @@ import pytest
 import torch
 import yaml
 
-from flowstudy.auto import Resolved, arch_sizes, resolve, split_sizes, warn_if_warmup_too_long
-from flowstudy.checkpoint import load_checkpoint
+from flowstudy.checkpoint import Checkpoint
 from flowstudy.config import (
     CONF_DIR,
     Config,
@@ -27,6 +26,7 @@ from flowstudy.config import (
 from flowstudy.data import build_data
 from flowstudy.errors import ConfigError
 from flowstudy.models import build_model, count_parameters
+from flowstudy.resolve import Resolved, arch_sizes, resolve, split_sizes, warn_if_warmup_too_long
 
 from .helpers import cli, compose_config
 
@@ -182,8 +182,8 @@ def test_the_quick_preset_runs_end_to_end_and_records_what_it_resolved(tmp_path:
     log = (next(tmp_path.glob("outputs/*/*/train.log"))).read_text()
     assert "resolved: split 20000/1000/1000" in log
     assert "train.warmup_steps" not in log  # 10 warmup steps < 156 planned: no warning
-    ckpt = load_checkpoint(tmp_path / "study" / "checkpoints" / name / "best.pt", "cpu")
-    assert ckpt["resolved"] == r
+    ckpt = Checkpoint.load(tmp_path / "study" / "checkpoints" / name / "best.pt")
+    assert ckpt.resolved == r
     again = cli(args, cwd=tmp_path)
     assert again.returncode == 0 and "skipping quick-mlp-ot-moons-none" in again.stderr + \
         again.stdout

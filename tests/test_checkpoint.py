@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import pytest
@@ -7,10 +8,9 @@ import torch
 
 from flowstudy.checkpoint import (
     FORMAT_VERSION,
+    Checkpoint,
     CheckpointError,
     check_compatible,
-    load_checkpoint,
-    save_checkpoint,
 )
 from flowstudy.config import to_dict
 
@@ -19,20 +19,28 @@ from .helpers import compose_config
 
 def test_round_trip_keeps_tensors_and_metadata(tmp_path: Path) -> None:
     path = tmp_path / "ckpt" / "best.pt"
-    state = {"model": {"w": torch.arange(4.0)}, "epoch": 3, "rng": {"python": (3, (1, 2), None)}}
-    save_checkpoint(path, state)
-    loaded = load_checkpoint(path, "cpu")
-    assert loaded["format_version"] == FORMAT_VERSION and loaded["epoch"] == 3
-    assert torch.equal(loaded["model"]["w"], torch.arange(4.0))
+    train = {"model": {"w": torch.arange(4.0)}, "ema": {"module": {}, "updates": 0},
+             "optimizer": {}, "early_stopping": {}, "generators": {}, "epoch": 3, "step": 12,
+             "batch": 0, "window": {}, "nonfinite": {}}
+    saved = Checkpoint(train, {"python": (3, (1, 2), None)}, {"name": "r"}, lineage=[],
+                       resolved={"n_train": 8}, wandb_run_id="abc")
+    saved.save(path)
+    assert torch.load(path, weights_only=True)["format_version"] == FORMAT_VERSION
+    loaded = Checkpoint.load(path)
+    assert loaded.epoch == 3 and loaded.step == 12 and loaded.config == {"name": "r"}
+    assert loaded.resolved == {"n_train": 8} and loaded.wandb_run_id == "abc"
+    assert loaded.rng == {"python": (3, (1, 2), None)}
+    assert torch.equal(loaded.train["model"]["w"], torch.arange(4.0))
+    assert loaded.sha256 == hashlib.sha256(path.read_bytes()).hexdigest()
     assert [p.name for p in path.parent.iterdir()] == ["best.pt"]  # no temporary file left
 
 
 def test_failed_save_leaves_the_previous_checkpoint_intact(tmp_path: Path) -> None:
     path = tmp_path / "best.pt"
-    save_checkpoint(path, {"epoch": 1})
+    Checkpoint({"epoch": 1}, {}, {}).save(path)
     before = path.read_bytes()
     with pytest.raises(Exception):  # noqa: B017 - pickling a lambda fails part-way through
-        save_checkpoint(path, {"epoch": 2, "bad": lambda: None})
+        Checkpoint({"epoch": 2, "bad": lambda: None}, {}, {}).save(path)
     assert path.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["best.pt"]
 
@@ -42,7 +50,7 @@ def test_failed_save_leaves_the_previous_checkpoint_intact(tmp_path: Path) -> No
 def test_bad_checkpoint_files_are_explained(tmp_path: Path, case: str) -> None:
     path = tmp_path / "best.pt"
     good = tmp_path / "good.pt"
-    save_checkpoint(good, {"model": {"w": torch.randn(1000)}, "epoch": 1})
+    Checkpoint({"model": {"w": torch.randn(1000)}, "epoch": 1}, {}, {}).save(good)
     expected = {
         "missing": "no such file", "directory": "is a directory", "truncated": "not a readable",
         "garbage": "not a readable", "not_dict": "not a flowstudy checkpoint",
@@ -59,7 +67,7 @@ def test_bad_checkpoint_files_are_explained(tmp_path: Path, case: str) -> None:
     elif case == "newer":
         torch.save({"format_version": FORMAT_VERSION + 1}, path)
     with pytest.raises(CheckpointError) as info:
-        load_checkpoint(path, "cpu")
+        Checkpoint.load(path)
     assert str(info.value).startswith(f"resume={path}: ") and expected in str(info.value)
     assert "\n" not in str(info.value)
 

@@ -14,7 +14,7 @@ import torch
 
 from flowstudy.batches import Batch, BatchSource
 from flowstudy.build import Built, build
-from flowstudy.checkpoint import load_checkpoint, save_checkpoint
+from flowstudy.checkpoint import Checkpoint
 from flowstudy.config import Config, CoupledFlowConfig
 from flowstudy.data import Source
 from flowstudy.data.augment import gaussian_noise
@@ -28,7 +28,7 @@ from flowstudy.rng import seed_everything, set_rng_state
 from flowstudy.run import run
 from flowstudy.schedule import WarmupCosine
 from flowstudy.step import EagerSteps, StepConfig, attach_lr, train_step
-from flowstudy.trainer import fit
+from flowstudy.trainer import Checkpoints, fit
 
 from .helpers import TINY, compose_config
 
@@ -210,18 +210,18 @@ def test_a_cuda_graph_run_resumes_exactly(tmp_path: Path) -> None:
                   "train.cuda_graph=true", "train.device=cuda")
     straight = _built(cfg, "cuda")
     fitted = fit(cfg.train, straight.state, straight.batches, straight.val, StopAt(None, -1),
-                 tmp_path / "a", save=save_checkpoint, engine=straight.engine)
+                 Checkpoints(tmp_path / "a"), engine=straight.engine)
     assert fitted.step_mode == "cuda_graph"
     first, stop = _built(cfg, "cuda"), StopRequest()
     with pytest.raises(Interrupted):
-        fit(cfg.train, first.state, first.batches, first.val, StopAt(stop, 11), tmp_path / "b",
-            save=save_checkpoint, stop=stop, engine=first.engine)
-    last = load_checkpoint(tmp_path / "b" / "last.pt", "cuda")
+        fit(cfg.train, first.state, first.batches, first.val, StopAt(stop, 11),
+            Checkpoints(tmp_path / "b"), stop=stop, engine=first.engine)
+    last = Checkpoint.load(tmp_path / "b" / "last.pt", "cuda")
     resumed = _built(cfg, "cuda")
-    resumed.state.load_state_dict(last)
-    set_rng_state(last["rng"])
-    fit(cfg.train, resumed.state, resumed.batches, resumed.val, StopAt(None, -1), tmp_path / "c",
-        save=save_checkpoint, engine=resumed.engine)
+    resumed.state.load_state_dict(last.train)
+    set_rng_state(last.rng)
+    fit(cfg.train, resumed.state, resumed.batches, resumed.val, StopAt(None, -1),
+        Checkpoints(tmp_path / "c"), engine=resumed.engine)
     for a, b in zip(_tensors(straight), _tensors(resumed), strict=True):
         torch.testing.assert_close(a.cpu(), b.cpu(), rtol=1e-6, atol=1e-7)
 

@@ -12,6 +12,7 @@ from flowstudy.config import group_options
 from flowstudy.data import build_data
 from flowstudy.evaluate import evaluate
 from flowstudy.models import build_model
+from flowstudy.resolve import arch_sizes
 from flowstudy.results import RunResult
 from flowstudy.run import run
 
@@ -28,7 +29,8 @@ def _run(tmp_path: Path, *overrides: str, arch: str = "mlp", data: str = "moons"
     result = run(cfg, tmp_path / "out")
     assert result.status == "completed" and result.steps > 0
     dim = build_data(cfg.dataset, tmp_path / "study").dim
-    assert result.params == sum(p.numel() for p in build_model(cfg.arch, dim).parameters())
+    model = build_model(arch_sizes(cfg.arch, dim), dim)
+    assert result.params == sum(p.numel() for p in model.parameters())
     assert Path(result.samples_png).read_bytes()[:8] == PNG
     assert all(np.isfinite(v) for v in result.metrics.values()), result.metrics
     return result
@@ -75,8 +77,8 @@ def test_every_flow_learns_moons(tmp_path: Path, flow: str) -> None:
                           "train.warmup_steps=50", "sample.steps=30"])
     result = run(cfg, tmp_path / "out")
     torch.manual_seed(0)
-    untrained = evaluate(build_model(cfg.arch, 2), build_data(cfg.dataset), cfg.sample, cfg.seed,
-                         cfg.dataset.seed)
+    untrained = evaluate(build_model(arch_sizes(cfg.arch, 2), 2), build_data(cfg.dataset),
+                         cfg.sample, cfg.seed, cfg.dataset.seed)
     assert result.metrics["w2"] < 0.6 * untrained.metrics["w2"], (result.metrics, untrained)
 
 

@@ -3,6 +3,7 @@ data files are fingerprinted, and an unfinished or finished run is never silentl
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -15,7 +16,7 @@ import numpy as np
 import pytest
 import wandb
 
-from flowstudy.checkpoint import load_checkpoint, save_checkpoint
+from flowstudy.checkpoint import Checkpoint
 from flowstudy.config import Config
 from flowstudy.data import fingerprint
 from flowstudy.data.fingerprint import data_fingerprint
@@ -94,8 +95,9 @@ def test_a_resume_cannot_take_another_seed(tmp_path: Path) -> None:
     assert not (tmp_path / "study" / "runs" / "r7").exists()
 
     # A checkpoint from before lineages were recorded resumes as one segment, data unknown.
-    legacy = {k: v for k, v in load_checkpoint(best, "cpu").items() if k != "lineage"}
-    save_checkpoint(tmp_path / "legacy.pt", legacy)
+    legacy = dataclasses.replace(Checkpoint.load(best), lineage=None)
+    legacy.save(tmp_path / "legacy.pt")
+    legacy = Checkpoint.load(tmp_path / "legacy.pt")
     cfg = _config(tmp_path, "train.epochs=2", f"resume={tmp_path / 'legacy.pt'}")
     start = resumed_start(cfg, data_fingerprint(cfg.dataset, tmp_path), legacy, cfg.resume)
     assert start.branch and start.name == f"{first.name}+epochs2"

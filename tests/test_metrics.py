@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import functools
 import itertools
 import logging
 import math
+from pathlib import Path
 
 import pytest
 import torch
 from torch import nn
 
-from flowstudy.config import SampleConfig
+import flowstudy.data
+from flowstudy.config import SampleConfig, objective_direction
 from flowstudy.data import DataSplits, Source
+from flowstudy.data.files import load_vectors
 from flowstudy.data.normalize import Normalizer
+from flowstudy.errors import ConfigError
 from flowstudy.evaluate import evaluate
 from flowstudy.flows.likelihood import (
     EXACT_MAX_DIM,
@@ -21,21 +26,26 @@ from flowstudy.flows.likelihood import (
     nll_per_dim,
     rademacher,
 )
-from flowstudy.metrics import (
-    SET_METRICS,
-    GaussianFit,
-    density_coverage,
+from flowstudy.metrics import METRICS, SET_METRICS
+from flowstudy.metrics.c2st import c2st
+from flowstudy.metrics.collapse import collapse_flags, collapse_warnings
+from flowstudy.metrics.distances import (
     frechet_distance,
     frechet_from_stats,
-    memorization,
     mmd2_unbiased,
-    nearest_two,
-    precision_recall,
-    sample_metrics,
     wasserstein2,
 )
+from flowstudy.metrics.gaussian import GaussianFit
+from flowstudy.metrics.neighbours import (
+    density_coverage,
+    memorization,
+    nearest_two,
+    precision_recall,
+)
+from flowstudy.metrics.norms import norm_metrics
+from flowstudy.metrics.sets import sample_metrics
 from flowstudy.report import rows_for, table
-from flowstudy.results import RunResult
+from flowstudy.results import RunResult, log_summary
 
 
 def _normal(n: int, d: int, seed: int) -> torch.Tensor:
@@ -89,6 +99,10 @@ def test_sample_metrics_report_each_metric_with_its_floor_and_baseline() -> None
     bad = sample_metrics(_normal(300, 2, 5) + 2.0, test, reference, baseline, train)
     assert bad["w2"] > 5 * good["w2"] and bad["fd"] > 5 * good["fd"]
     assert good["w2_floor"] == bad["w2_floor"] > 0 and good["w2_baseline"] == bad["w2_baseline"]
+    # N(0, I) vs N((2, 2), I): the best classifier's accuracy is Phi(sqrt(8) / 2) = 0.92.
+    assert good["c2st"] < 0.6 and good["c2st_floor"] < 0.6 and bad["c2st"] > 0.88
+    assert good["c2st"] == max(good["c2st_lr"], good["c2st_mlp"])
+    assert bad["norm_w1"] > 5 * good["norm_w1"] and good["norm_w1_floor"] == bad["norm_w1_floor"]
     nan = sample_metrics(torch.full((300, 2), float("nan")), test, reference, baseline, train)
     assert all(nan[k] != nan[k] for k in SET_METRICS)  # NaN, not a crash
     assert nan["w2_floor"] == good["w2_floor"] and nan["fd_baseline"] == good["fd_baseline"]
@@ -164,6 +178,135 @@ def test_a_gaussian_against_itself_sits_at_the_floor_and_so_does_its_gaussian_fi
     assert m["memorized"] == pytest.approx(m["memorized_floor"], abs=0.04)
     assert m["memorized_baseline"] == pytest.approx(m["memorized_floor"], abs=0.04)
     assert m["nn_dist"] == pytest.approx(m["nn_dist_floor"], rel=0.2)
+    # Neither collapsed nor over-spread, and the fit of a Gaussian is a Gaussian: no flags.
+    assert collapse_warnings(m) == [] and collapse_warnings(m, "_baseline") == []
+
+
+def test_c2st_is_chance_for_one_distribution_and_certain_for_separated_sets() -> None:
+    a = _normal(500, 8, 0)
+    for seed in range(3):
+        same = c2st(a, _normal(500, 8, 1 + seed), seed=seed)
+        assert abs(same.lr - 0.5) < 0.05 and abs(same.mlp - 0.5) < 0.05, same
+        assert same.accuracy == max(same.lr, same.mlp) and 0 < same.std < 0.1
+    far = c2st(a, _normal(500, 8, 9) + 3.0, seed=0)
+    assert far.lr > 0.99 and far.mlp > 0.99
+    # Twice the spread, the same mean: no linear classifier sees it, the MLP does, and the
+    # headline is the classifier that sees it.
+    wide = c2st(a, 2 * _normal(500, 8, 10), seed=0)
+    assert abs(wide.lr - 0.5) < 0.05 and wide.mlp > 0.8 and wide.accuracy == wide.mlp
+    assert wide.as_metrics() == {"c2st": wide.mlp, "c2st_std": wide.std, "c2st_lr": wide.lr,
+                                 "c2st_mlp": wide.mlp}
+
+
+def test_c2st_is_deterministic_for_a_seed_and_nan_for_too_few_or_non_finite_points() -> None:
+    a, b = _normal(300, 16, 0), _normal(300, 16, 1) + 0.1
+    assert c2st(a, b, seed=3) == c2st(a.float(), b.float(), seed=3)
+    assert c2st(a, b, seed=3) != c2st(a, b, seed=4)  # other folds, another initialisation
+    for nan in (c2st(a[:9], b[:9]), c2st(a, b * math.nan), c2st(a, b * 1e300)):
+        assert all(math.isnan(v) for v in nan.as_metrics().values())
+
+
+def test_norm_metrics_on_scaled_rotated_and_identical_sets() -> None:
+    x = _normal(400, 5, 0) + 1.0
+    mean_norm = float(x.norm(dim=1).mean())
+    shrunk = norm_metrics(0.9 * x, x)
+    assert shrunk["norm_w1"] == pytest.approx(0.1 * mean_norm, rel=1e-9)
+    assert shrunk["norm_mean"] == pytest.approx(0.9 * mean_norm, rel=1e-9)
+    assert shrunk["norm_std"] == pytest.approx(0.9 * float(x.norm(dim=1).std()), rel=1e-9)
+    perm = torch.randperm(400, generator=torch.Generator().manual_seed(1))
+    assert norm_metrics(x, x[perm])["norm_w1"] == pytest.approx(0.0, abs=1e-12)
+    q = torch.linalg.qr(_normal(5, 5, 2))[0]  # a rotation moves every point, no norm
+    assert norm_metrics(x @ q, x)["norm_w1"] == pytest.approx(0.0, abs=1e-12)
+    unit = torch.nn.functional.normalize(_normal(300, 64, 3), dim=1)
+    other = torch.nn.functional.normalize(_normal(200, 64, 4), dim=1)  # sizes may differ
+    m = norm_metrics(unit, other)
+    assert m["norm_w1"] < 1e-12 and m["norm_mean"] == pytest.approx(1.0) and m["norm_std"] < 1e-12
+
+
+BUILTIN = Path(flowstudy.data.__file__).parent / "builtin" / "minilm_stdlib.npy"
+
+
+@functools.cache
+def _embeddings(n: int = 1000) -> tuple[torch.Tensor, ...]:
+    """The bundled 384-d sentence embeddings, shuffled by seed 0 and split as evaluate() does:
+    (test, a fresh real set that is neither test nor train, the floor's train draw, a Gaussian
+    fit's samples, train)."""
+    x = load_vectors(str(BUILTIN))
+    g = torch.Generator().manual_seed(0)
+    x = x[torch.randperm(len(x), generator=g)]
+    test, fresh, train = x[-n:], x[-2 * n:-n], x[:-2 * n]
+    baseline = GaussianFit.fit(train).sample(n, g).float()
+    return test, fresh, train[:n], baseline, train
+
+
+@functools.cache
+def _embedding_metrics(scale: float) -> dict[str, float]:
+    """sample_metrics of a fresh real set of embeddings, times ``scale``, against the test set."""
+    test, fresh, reference, baseline, train = _embeddings()
+    return sample_metrics(scale * fresh, test, reference, baseline, train, seed=0)
+
+
+def test_c2st_tells_a_gaussian_fit_from_real_embeddings_better_than_real_from_real() -> None:
+    m = _embedding_metrics(1.0)
+    # Measured: model (a fresh real set) 0.505, floor 0.517, Gaussian fit 0.557 (its MLP;
+    # logistic regression 0.516): about two fold deviations (0.02-0.03) above the floor.
+    assert abs(m["c2st"] - 0.5) < 0.04 and abs(m["c2st_floor"] - 0.5) < 0.04
+    assert m["c2st_baseline"] > max(m["c2st"], m["c2st_floor"]) + 0.03
+    # Real embeddings are unit vectors; the Gaussian's are not (1.00 +- 0.075).
+    assert m["norm_w1_floor"] < 1e-3 and 0.04 < m["norm_w1_baseline"] < 0.08
+    assert m["norm_mean_baseline"] == pytest.approx(1.0, abs=0.01)
+    assert m["norm_std_baseline"] > 50 * m["norm_std_floor"]
+
+
+@pytest.mark.slow  # three sample_metrics of 1,000 384-d points (C2ST thrice each): ~15 s
+def test_collapse_warnings_fire_on_shrunk_and_spread_embeddings_and_not_on_real_ones() -> None:
+    assert collapse_warnings(_embedding_metrics(1.0)) == []  # a fresh real draw
+    # Shrunk by 0.9: FD at its floor, W2, precision and coverage better than theirs, yet
+    # density 2.9 (floor 1.0), recall 0.61 (floor 0.88) and every norm 0.9.
+    shrunk = _embedding_metrics(0.9)
+    assert [f.kind for f in collapse_flags(shrunk)] == ["collapse", "collapse"]
+    *flags, named = collapse_warnings(shrunk)
+    assert flags[0].startswith("collapse: density 2.") and "norm W1 0.1 " in flags[1]
+    assert named.endswith("flagged, not a win")
+    assert all(f"{key} " in named for key in ("fd", "w2", "precision", "coverage"))
+    # Spread by 1.2: density 0.17 with recall 1.0 (flattered), norms 1.2. Nothing is at its
+    # floor, so nothing is named.
+    spread = _embedding_metrics(1.2)
+    assert [f.kind for f in collapse_flags(spread)] == ["over-spread", "over-spread"]
+    assert len(collapse_warnings(spread)) == 2
+    # The Gaussian fit's norms are 1.00 +- 0.075, not on the sphere: the norm rule sees it.
+    assert [f.kind for f in collapse_flags(shrunk, "_baseline")] == ["norms off"]
+
+
+def _prdc(density: float, recall: float, **extra: float) -> dict[str, float]:
+    return {"density": density, "density_floor": 1.0, "recall": recall, "recall_floor": 0.9,
+            "fd": 0.1, "fd_floor": 0.1, "w2": 2.0, "w2_floor": 1.0, "precision": 0.5,
+            "precision_floor": 0.9, "coverage": 0.97, "coverage_floor": 0.95, **extra}
+
+
+def test_collapse_rule_thresholds_directions_and_missing_metrics() -> None:
+    assert collapse_warnings(_prdc(1.29, 0.5)) == []  # density within 0.3 of its floor
+    assert collapse_warnings(_prdc(2.0, 0.81)) == []  # recall within 0.1 of its floor
+    assert collapse_warnings(_prdc(0.5, 0.5)) == []  # poor, not over-spread: nothing flattered
+    collapsed = collapse_warnings(_prdc(2.0, 0.5))
+    assert collapsed[0].startswith("collapse: density 2 is 1 above its floor 1")
+    # fd at its floor, coverage above it: named; w2 twice its floor, precision far below: not.
+    assert collapsed[1] == ("fd 0.1 (floor 0.1), coverage 0.97 (floor 0.95) at or better than "
+                            "the floor: flagged, not a win")
+    assert [f.kind for f in collapse_flags(_prdc(0.5, 0.95))] == ["over-spread"]
+    norms = {"norm_w1_floor": 0.01, "norm_mean_floor": 2.0, "norm_std": 0.1,
+             "norm_std_floor": 0.1}
+    def kinds(w1: float, mean: float) -> list[str]:
+        return [f.kind for f in collapse_flags({**norms, "norm_w1": w1, "norm_mean": mean})]
+    assert kinds(0.109, 1.9) == []  # 4.95% of the mean norm 2 above the floor: within 5%
+    assert kinds(0.2, 1.8) == ["collapse"] and kinds(0.2, 2.2) == ["over-spread"]
+    assert kinds(0.2, 2.02) == ["norms off"]  # the spread is off, not the mean
+    # Old results (no norm metrics), NaN metrics (a diverged model): no rule fires.
+    assert collapse_warnings({"fd": 0.1, "fd_floor": 0.1}) == []
+    assert collapse_warnings(_prdc(math.nan, math.nan, norm_w1=math.nan)) == []
+    # A yardstick's own flags, against the same floors.
+    assert [f.kind for f in collapse_flags({**_prdc(1.0, 0.9), "density_baseline": 2.0,
+                                            "recall_baseline": 0.5}, "_baseline")] == ["collapse"]
 
 
 class AffineFlow(nn.Module):
@@ -236,9 +379,13 @@ def test_evaluate_scores_a_known_flow_against_data_seeded_floors_and_baselines(
     again = evaluate(flow, data, cfg, seed=1, data_seed=0).metrics
     moved = evaluate(flow, data, cfg, seed=0, data_seed=1).metrics
     yardsticks = [k for k in first if k.endswith(("_floor", "_baseline"))]
-    assert len(yardsticks) == 2 * len(SET_METRICS) + 1  # and test_nll_baseline
+    # Every set metric's floor and baseline, and test_nll's baseline (it has no floor).
+    registered = {f"{m.name}_{kind}" for m in METRICS.values() if m.sample_set or m.name in first
+                  for kind in ("floor", "baseline") if getattr(m, kind)}
+    assert sorted(yardsticks) == sorted(registered) and "test_nll_baseline" in registered
     assert all(first[k] == again[k] for k in yardsticks)  # the run seed moves only the model
     assert first["w2"] != again["w2"] and first["w2_floor"] != moved["w2_floor"]
+    assert first["c2st_floor"] != moved["c2st_floor"]  # the C2ST's folds follow the data seed
     # The flow is the data's distribution exactly: at the floor, and its likelihood is the
     # Gaussian fit's (the fit is the true model here).
     assert first["w2"] == pytest.approx(first["w2_floor"], rel=0.5)
@@ -292,3 +439,31 @@ def test_the_report_shows_each_metric_with_its_floor_and_gaussian_baseline() -> 
     assert row["w2 (floor, gauss)"] == "0.2000 ± 0.0000 (floor 0.1000, gauss 0.5000)"
     assert row["test_nll (floor, gauss)"] == "0.6000 ± 0.1414 (gauss 1.2500)"  # no floor
     assert row["density (floor, gauss)"] == "-" and best == 0
+
+
+def test_the_end_of_run_log_shows_the_new_metrics_and_warns_of_collapse(
+        caplog: pytest.LogCaptureFixture, tmp_path: Path) -> None:
+    metrics = {f"{key}{kind}": 0.5 for key in SET_METRICS for kind in ("", "_floor", "_baseline")}
+    metrics |= _prdc(2.0, 0.5, density_baseline=0.2, recall_baseline=0.6)
+    result = RunResult(name="run", group="g", status="completed", epochs=3, best_val_loss=1.0,
+                       best_epoch=2, stop_reason="max_epochs", nfe=100, flops_6nd=1e9,
+                       metrics=metrics)
+    with caplog.at_level(logging.INFO, logger="flowstudy"):
+        log_summary(result, tmp_path / "result.json")
+    lines = [r.getMessage() for r in caplog.records]
+    for key in ("c2st", "c2st_mlp", "norm_w1", "norm_mean"):  # model / floor / gauss
+        assert any(line.split() == [key, "0.5", "/", "0.5", "/", "0.5"] for line in lines), key
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert warnings == [f"samples: {w}" for w in collapse_warnings(metrics)]
+    assert warnings[0].startswith("samples: collapse: density 2 ")
+    assert warnings[-1].endswith("flagged, not a win")
+
+
+def test_c2st_and_norm_w1_are_objectives_minimised_and_their_context_is_not_ranked() -> None:
+    # Closer to 0.5 is better and below 0.5 is noise: an objective minimises the accuracy.
+    assert objective_direction("c2st") == "minimize" == objective_direction("norm_w1")
+    for context in ("c2st_std", "c2st_lr", "c2st_mlp", "norm_mean", "norm_std"):
+        assert METRICS[context].direction is None and METRICS[context].sample_set, context
+        with pytest.raises(ConfigError):
+            objective_direction(context)
+

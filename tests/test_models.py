@@ -6,6 +6,7 @@ import torch
 from flowstudy.config import DiTConfig, MLPConfig, UNetConfig
 from flowstudy.models import build_model
 from flowstudy.models.dit import DiT
+from flowstudy.resolve import arch_sizes
 
 CONFIGS = [MLPConfig(name="mlp", width=32, depth=2), DiTConfig(name="dit", dim=32, depth=1),
            UNetConfig(name="unet", channels=8, mults=[1, 2, 2])]
@@ -14,7 +15,7 @@ CONFIGS = [MLPConfig(name="mlp", width=32, depth=2), DiTConfig(name="dit", dim=3
 @pytest.mark.parametrize("cfg", CONFIGS, ids=lambda c: c.name)
 @pytest.mark.parametrize("dim", [1, 2, 5, 64, 1024])
 def test_every_arch_maps_xt_and_t_to_a_velocity_of_the_same_shape(cfg: object, dim: int) -> None:
-    model = build_model(cfg, dim)
+    model = build_model(arch_sizes(cfg, dim), dim)
     x, t = torch.randn(3, dim), torch.rand(3)
     out = model(x, t)
     assert out.shape == (3, dim) and torch.isfinite(out).all()
@@ -34,7 +35,7 @@ def test_dit_patches_cover_the_vector_and_start_as_zero_velocity() -> None:
 def test_time_changes_the_velocity_once_trained_a_few_steps() -> None:
     # Zero-initialised outputs and gates need a few steps before t can reach the output.
     for cfg in CONFIGS:
-        model = build_model(cfg, 4)
+        model = build_model(arch_sizes(cfg, 4), 4)
         opt = torch.optim.Adam(model.parameters(), lr=1e-2)
         x = torch.randn(8, 4)
         t = torch.linspace(0, 1, 8)

@@ -19,7 +19,7 @@ from torch import nn
 
 from flowstudy import checkpoint as checkpoint_module
 from flowstudy.build import build
-from flowstudy.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from flowstudy.checkpoint import Checkpoint, CheckpointError
 from flowstudy.config import Config
 from flowstudy.errors import UserError
 from flowstudy.interrupt import Interrupted, StopRequest
@@ -27,7 +27,7 @@ from flowstudy.models import MODELS
 from flowstudy.results import RunResult
 from flowstudy.rng import seed_everything, set_rng_state
 from flowstudy.run import run
-from flowstudy.trainer import fit
+from flowstudy.trainer import Checkpoints, fit
 
 from .helpers import TINY, cli, compose_config, name_of
 
@@ -65,24 +65,24 @@ def test_a_mid_epoch_stop_resumes_bitwise(tmp_path: Path, flow: str, min_epoch_s
     straight = fresh()
     never = StopRequest()
     sink_a = StopAt(never, -1)
-    fit(cfg.train, straight.state, straight.batches, straight.val, sink_a, tmp_path / "a",
-        save=save_checkpoint, stop=never)
+    fit(cfg.train, straight.state, straight.batches, straight.val, sink_a,
+        Checkpoints(tmp_path / "a"), stop=never)
 
     first, stop = fresh(), StopRequest()
     per_epoch = first.batches.steps_per_epoch
     assert per_epoch == 8 * first.resolved.passes_per_epoch and per_epoch >= min_epoch_steps
     with pytest.raises(Interrupted):
         fit(cfg.train, first.state, first.batches, first.val, StopAt(stop, stop_step),
-            tmp_path / "b", save=save_checkpoint, stop=stop)
-    last = load_checkpoint(tmp_path / "b" / "last.pt", "cpu")
-    assert (last["epoch"], last["batch"], last["step"]) == (
+            Checkpoints(tmp_path / "b"), stop=stop)
+    last = Checkpoint.load(tmp_path / "b" / "last.pt")
+    assert (last.epoch, last.train["batch"], last.step) == (
         stop_step // per_epoch, stop_step % per_epoch, stop_step)
 
     resumed, sink_b = fresh(), StopAt(never, -1)
-    resumed.state.load_state_dict(last)
-    set_rng_state(last["rng"])
-    fit(cfg.train, resumed.state, resumed.batches, resumed.val, sink_b, tmp_path / "c",
-        save=save_checkpoint, stop=never)
+    resumed.state.load_state_dict(last.train)
+    set_rng_state(last.rng)
+    fit(cfg.train, resumed.state, resumed.batches, resumed.val, sink_b,
+        Checkpoints(tmp_path / "c"), stop=never)
     for a, b in zip([*straight.state.model.parameters(), *straight.state.ema.module.parameters()],
                     [*resumed.state.model.parameters(), *resumed.state.ema.module.parameters()],
                     strict=True):
@@ -137,11 +137,11 @@ def test_sigterm_saves_last_marks_interrupted_and_the_printed_command_resumes_ex
     assert RunResult.load(study / "runs" / LONG_NAME / "result.json").status == \
         "completed"
 
-    a = load_checkpoint(tmp_path / "a" / "checkpoints" / LONG_NAME / "last.pt", "cpu")
-    b = load_checkpoint(study / "checkpoints" / LONG_NAME / "last.pt", "cpu")
+    a = Checkpoint.load(tmp_path / "a" / "checkpoints" / LONG_NAME / "last.pt")
+    b = Checkpoint.load(study / "checkpoints" / LONG_NAME / "last.pt")
     for key in ("model", "ema"):
-        flat_a = a[key] if key == "model" else a[key]["module"]
-        flat_b = b[key] if key == "model" else b[key]["module"]
+        flat_a = a.train[key] if key == "model" else a.ema_weights()
+        flat_b = b.train[key] if key == "model" else b.ema_weights()
         assert all(torch.equal(flat_a[k], flat_b[k]) for k in flat_a)
     assert (tmp_path / "a" / "runs" / LONG_NAME / "metrics.jsonl").read_text() == \
         metrics.read_text()
@@ -158,7 +158,7 @@ def test_a_second_signal_aborts_at_once_and_corrupts_nothing(tmp_path: Path) -> 
     proc.communicate(timeout=120)
     assert proc.returncode != 0
     ckpt_dir = study / "checkpoints" / LONG50_NAME
-    assert load_checkpoint(ckpt_dir / "best.pt", "cpu")["epoch"] >= 1
+    assert Checkpoint.load(ckpt_dir / "best.pt").epoch >= 1
     assert not [p for p in ckpt_dir.iterdir() if p.suffix == ".tmp"]
     assert RunResult.load(study / "runs" / LONG50_NAME / "result.json").status == \
         "interrupted"
@@ -196,7 +196,7 @@ def test_disk_full_while_saving_keeps_the_previous_checkpoint(tmp_path: Path,
                                                               monkeypatch: pytest.MonkeyPatch
                                                               ) -> None:
     path = tmp_path / "best.pt"
-    save_checkpoint(path, {"epoch": 1, "w": torch.ones(10)})
+    Checkpoint({"epoch": 1, "w": torch.ones(10)}, {}, {}).save(path)
     before = path.read_bytes()
 
     def full_disk(obj: object, f: io.BufferedWriter) -> None:
@@ -205,7 +205,7 @@ def test_disk_full_while_saving_keeps_the_previous_checkpoint(tmp_path: Path,
 
     monkeypatch.setattr(checkpoint_module.torch, "save", full_disk)
     with pytest.raises(CheckpointError, match=r"No space left on device.*previous best\.pt"):
-        save_checkpoint(path, {"epoch": 2, "w": torch.zeros(10)})
+        Checkpoint({"epoch": 2, "w": torch.zeros(10)}, {}, {}).save(path)
     assert path.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["best.pt"]
 

@@ -12,13 +12,13 @@ import pytest
 import torch
 
 from flowstudy.build import build
-from flowstudy.checkpoint import load_checkpoint, save_checkpoint
+from flowstudy.checkpoint import Checkpoint
 from flowstudy.config import Config
 from flowstudy.errors import ConfigError
 from flowstudy.results import RunResult
 from flowstudy.rng import seed_everything
 from flowstudy.run import run
-from flowstudy.trainer import fit
+from flowstudy.trainer import Checkpoints, fit
 
 from .helpers import TINY, cli, compose_config, name_of
 from .wandb_files import find_run_files, read_run
@@ -37,8 +37,8 @@ class Sink:
 def test_bf16_autocast_trains_on_cpu_with_fp32_weights(tmp_path: Path) -> None:
     result = run(_config(tmp_path, "train.precision=bf16", "train.epochs=4"), tmp_path / "out")
     assert result.status == "completed"
-    best = load_checkpoint(Path(result.checkpoint), "cpu")
-    assert all(v.dtype == torch.float32 for v in best["model"].values())
+    best = Checkpoint.load(Path(result.checkpoint))
+    assert all(v.dtype == torch.float32 for v in best.train["model"].values())
     first = json.loads((tmp_path / "study" / "runs" / result.name / "metrics.jsonl")
                        .read_text().splitlines()[0])
     assert result.best_val_loss < first["train/loss"]
@@ -60,7 +60,7 @@ def test_accumulation_gives_the_update_of_one_full_batch(tmp_path: Path) -> None
         seed_everything(cfg.seed)
         built = build(cfg, torch.device("cpu"))
         fitted = fit(cfg.train, built.state, built.batches, built.val, Sink(),
-                     tmp_path / str(accum), save=save_checkpoint, engine=built.engine)
+                     Checkpoints(tmp_path / str(accum)), engine=built.engine)
         assert fitted.steps == 1 and built.state.ema.updates == 1
         weights.append([p.detach().clone() for p in built.state.model.parameters()])
     for other in weights[1:]:
@@ -72,8 +72,8 @@ def test_deterministic_runs_are_bitwise_equal(tmp_path: Path) -> None:
     results = [run(_config(tmp_path / str(i), "train.deterministic=true", "flow=minibatch_ot"),
                    tmp_path / "out") for i in range(2)]
     assert results[0].metrics == results[1].metrics
-    a, b = (load_checkpoint(Path(r.checkpoint), "cpu") for r in results)
-    assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+    a, b = (Checkpoint.load(Path(r.checkpoint)).train["model"] for r in results)
+    assert all(torch.equal(a[k], b[k]) for k in a)
     torch.use_deterministic_algorithms(False)
 
 

@@ -12,18 +12,20 @@ import torch
 import wandb
 
 from flowstudy.build import Built, build
-from flowstudy.checkpoint import load_checkpoint, save_checkpoint
+from flowstudy.checkpoint import Checkpoint
 from flowstudy.config import Config
 from flowstudy.data import build_data
 from flowstudy.errors import Diverged, UserError
 from flowstudy.evaluate import evaluate
 from flowstudy.metrics import SET_METRICS
 from flowstudy.models import build_model
+from flowstudy.resolve import arch_sizes
 from flowstudy.results import RunResult
 from flowstudy.rng import rng_state, seed_everything, set_rng_state
 from flowstudy.run import run
 from flowstudy.schedule import WarmupCosine
-from flowstudy.trainer import TrainState, fit
+from flowstudy.state import TrainState
+from flowstudy.trainer import Checkpoints, fit
 
 from .helpers import TINY, cli, compose_config, name_of
 from .wandb_files import find_run_files, read_run
@@ -51,19 +53,20 @@ def test_cli_run_writes_checkpoint_metrics_result_picture_and_wandb_run(
     assert result.status == "completed" and result.stop_reason == "max_epochs"
     assert (result.epochs, result.steps) == (3, 24)  # 512 // 64 = 8 steps per epoch
     assert result.params == sum(p.numel() for p in build_model(
-        compose_config(TINY).arch, 2).parameters())
+        arch_sizes(compose_config(TINY).arch, 2), 2).parameters())
     assert 0 < result.metrics["w2"] < 5 and result.wall_time_s > 0 and result.nfe == 8
     yardsticks = {f"{k}{f}" for k in SET_METRICS for f in ("", "_floor", "_baseline")}
     assert set(result.metrics) == yardsticks | {"test_nll", "test_nll_baseline"}
     assert result.checkpoint == str(ckpt_dir / "best.pt")
     assert result.config["arch"] == {"name": "mlp", "width": 32, "depth": 2}
 
-    ckpt = load_checkpoint(ckpt_dir / "best.pt", "cpu")
+    stored = torch.load(ckpt_dir / "best.pt", weights_only=True)  # the file's own layout
     for key in ("model", "ema", "optimizer", "early_stopping", "epoch", "step", "config",
                 "normalizer", "rng", "generators", "wandb_run_id"):
-        assert key in ckpt, key
-    assert ckpt["epoch"] == result.best_epoch
-    assert ckpt["early_stopping"]["best"] == result.best_val_loss
+        assert key in stored, key
+    ckpt = Checkpoint.load(ckpt_dir / "best.pt")
+    assert ckpt.epoch == result.best_epoch
+    assert ckpt.train["early_stopping"]["best"] == result.best_val_loss
     assert (ckpt_dir / "samples.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
     records = _metrics(run_dir / "metrics.jsonl")
@@ -77,7 +80,7 @@ def test_cli_run_writes_checkpoint_metrics_result_picture_and_wandb_run(
     assert len(files) == 1
     wb = read_run(files[0])
     assert (wb.name, wb.group, wb.project) == (name, "default", "flow-matching-study")
-    assert wb.run_id == ckpt["wandb_run_id"] and wb.tags == ["smoke"] and wb.exit_code == 0
+    assert wb.run_id == ckpt.wandb_run_id and wb.tags == ["smoke"] and wb.exit_code == 0
     assert {k: wb.config[k] for k in result.config} == result.config
     assert wb.summary["best_val_loss"] == result.best_val_loss
     assert wb.summary["val/ema_loss"] == {"min": result.best_val_loss}
@@ -97,8 +100,8 @@ def test_training_lowers_the_loss_and_the_w2_on_moons(tmp_path: Path) -> None:
     assert result.best_val_loss < 0.9 * val[0]
 
     torch.manual_seed(0)
-    untrained = evaluate(build_model(cfg.arch, 2), build_data(cfg.dataset), cfg.sample,
-                         seed=cfg.seed, data_seed=cfg.dataset.seed)
+    untrained = evaluate(build_model(arch_sizes(cfg.arch, 2), 2), build_data(cfg.dataset),
+                         cfg.sample, seed=cfg.seed, data_seed=cfg.dataset.seed)
     assert result.metrics["w2"] < 0.5 * untrained.metrics["w2"]
 
 
@@ -115,9 +118,18 @@ def _built(cfg: Config) -> Built:
     return build(cfg, torch.device("cpu"))
 
 
-def _fit(cfg: Config, built: Built, sink: Sink, ckpt_dir: Path, save=save_checkpoint):
-    return fit(cfg.train, built.state, built.batches, built.val, sink, ckpt_dir, save=save,
-               save_last=True)
+class KeepEveryLast(Checkpoints):
+    """Checkpoints that also keep a copy of each epoch's last.pt, as epoch<N>.pt."""
+
+    def save(self, name: str, checkpoint: Checkpoint) -> None:
+        super().save(name, checkpoint)
+        if name == "last.pt":
+            checkpoint.save(self.dir.parent / f"epoch{checkpoint.epoch}.pt")
+
+
+def _fit(cfg: Config, built: Built, sink: Sink, ckpt_dir: Path, keep: type = Checkpoints):
+    return fit(cfg.train, built.state, built.batches, built.val, sink,
+               keep(ckpt_dir, save_last=True))
 
 
 def _weights(state: TrainState) -> list[torch.Tensor]:
@@ -128,22 +140,14 @@ def _weights(state: TrainState) -> list[torch.Tensor]:
 def test_resuming_from_a_checkpoint_replays_the_run_bitwise(tmp_path: Path, flow: str) -> None:
     cfg = _config(tmp_path, f"flow={flow}", "train.epochs=5", "train.log_every=3")
     straight, straight_sink = _built(cfg), Sink()
-    snapshots: dict[int, Path] = {}
-
-    def save_and_keep(path: Path, state: dict) -> None:
-        save_checkpoint(path, state)
-        if path.name == "last.pt":
-            snapshots[state["epoch"]] = tmp_path / f"epoch{state['epoch']}.pt"
-            save_checkpoint(snapshots[state["epoch"]], state)
-
-    _fit(cfg, straight, straight_sink, tmp_path / "a", save=save_and_keep)
+    _fit(cfg, straight, straight_sink, tmp_path / "a", keep=KeepEveryLast)
 
     # A new state (fresh weights, other RNG draws in between) restored from epoch 2 of 5.
     resumed, sink = _built(cfg), Sink()
     torch.randn(100)
-    ckpt = load_checkpoint(snapshots[2], "cpu")
-    resumed.state.load_state_dict(ckpt)
-    set_rng_state(ckpt["rng"])
+    ckpt = Checkpoint.load(tmp_path / "epoch2.pt")
+    resumed.state.load_state_dict(ckpt.train)
+    set_rng_state(ckpt.rng)
     assert (resumed.state.epoch, resumed.state.step, resumed.state.ema.updates) == (2, 16, 16)
     _fit(cfg, resumed, sink, tmp_path / "b")
 
@@ -187,7 +191,7 @@ def test_cli_resume_with_more_epochs_branches_into_a_new_run_and_w_and_b_fork(
     assert first.returncode == 0, first.stderr
     name = name_of(TINY)
     best = tmp_path / "study" / "checkpoints" / name / "best.pt"
-    stored, stored_bytes = load_checkpoint(best, "cpu"), best.read_bytes()
+    stored, stored_bytes = Checkpoint.load(best), best.read_bytes()
     first_result = (tmp_path / "study" / "runs" / name / "result.json").read_text()
     first_run = read_run(find_run_files(tmp_path / "out")[0])
 
@@ -213,7 +217,7 @@ def test_cli_resume_with_more_epochs_branches_into_a_new_run_and_w_and_b_fork(
     records = _metrics(tmp_path / "study" / "runs" / branch / "metrics.jsonl")
     val_epochs = [r["epoch"] for r in records if "val/ema_loss" in r]
     assert val_epochs == list(range(1, 6))  # the parent's history up to the branch, then its own
-    after = [r for r in records if "train/lr" in r and r["step"] > stored["step"]]
+    after = [r for r in records if "train/lr" in r and r["step"] > stored.step]
     schedule = WarmupCosine(1e-3 * 2, 10, 5 * 8, 0.05)  # TINY: lr 2e-3, warmup 10, 8 steps/ep
     assert after[0]["train/lr"] == pytest.approx(schedule(after[0]["step"] - 1))
 
@@ -223,9 +227,9 @@ def test_cli_resume_with_more_epochs_branches_into_a_new_run_and_w_and_b_fork(
     assert min(h["_step"] for h in forked.history) > 24
     assert f"branched off {name}" in forked.notes
     assert len(forked.config["lineage"]) == 2
-    final = load_checkpoint(tmp_path / "study" / "checkpoints" / branch / "best.pt", "cpu")
-    assert final["ema"]["updates"] == final["step"] and final["step"] > stored["step"]
-    assert final["lineage"] == result.lineage
+    final = Checkpoint.load(tmp_path / "study" / "checkpoints" / branch / "best.pt")
+    assert final.train["ema"]["updates"] == final.step and final.step > stored.step
+    assert final.lineage == result.lineage
 
 
 def test_a_second_run_of_the_same_name_is_refused_unless_forced(tmp_path: Path) -> None:
@@ -294,12 +298,12 @@ def test_a_diverging_run_skips_bad_steps_then_stops_with_the_state_before(
     wandb.teardown()
     result = RunResult.load(tmp_path / "study" / "runs" / cfg.name / "result.json")
     assert result.status == "diverged"
-    anomaly = load_checkpoint(tmp_path / "study" / "checkpoints" / cfg.name / "anomaly.pt", "cpu")
-    assert anomaly["nonfinite"] == {"streak": 3, "skipped": 3}
-    assert anomaly["step"] == result.steps and anomaly["batch"] == result.steps + 3
+    anomaly = Checkpoint.load(tmp_path / "study" / "checkpoints" / cfg.name / "anomaly.pt")
+    assert anomaly.train["nonfinite"] == {"streak": 3, "skipped": 3}
+    assert anomaly.step == result.steps and anomaly.train["batch"] == result.steps + 3
     # The skipped steps changed nothing: the EMA saw exactly the applied steps.
-    assert anomaly["ema"]["updates"] == anomaly["step"]
-    assert all(torch.isfinite(v).all() for v in anomaly["model"].values())
+    assert anomaly.train["ema"]["updates"] == anomaly.step
+    assert all(torch.isfinite(v).all() for v in anomaly.train["model"].values())
     assert "diverged" in read_run(find_run_files(tmp_path / "out")[0]).tags
 
 

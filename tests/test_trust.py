@@ -22,7 +22,7 @@ import pytest
 import torch
 
 from flowstudy.build import build
-from flowstudy.checkpoint import CheckpointError, save_checkpoint
+from flowstudy.checkpoint import FORMAT_VERSION, Checkpoint, CheckpointError
 from flowstudy.config import rules_text
 from flowstudy.data import build_data
 from flowstudy.data.files import load_vectors
@@ -246,7 +246,7 @@ def test_a_damaged_split_file_is_named(tmp_path: Path) -> None:
 
 def test_a_checkpoint_missing_keys_is_named(tmp_path: Path) -> None:
     path = tmp_path / "best.pt"
-    save_checkpoint(path, {"model": {}, "epoch": 3})
+    torch.save({"format_version": FORMAT_VERSION, "model": {}, "epoch": 3}, path)
     cfg = compose_config([*TINY, f"study_dir={tmp_path / 'study'}", "wandb.mode=disabled",
                           f"resume={path}"])
     with pytest.raises(CheckpointError) as info:
@@ -286,7 +286,7 @@ def test_a_killed_saves_temporary_file_is_removed_by_the_next_save(tmp_path: Pat
     orphan.write_bytes(b"\0" * 1000)
     mine = tmp_path / f".best.pt.{_HOST}.{os.getpid()}.zzz.tmp"  # a live writer's: kept
     mine.write_bytes(b"")
-    save_checkpoint(tmp_path / "best.pt", {"epoch": 1})
+    Checkpoint({"epoch": 1}, {}, {}).save(tmp_path / "best.pt")
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["best.pt", mine.name])
 
 
@@ -365,10 +365,10 @@ def _fill(directory: Path, *growing: str) -> None:
 def test_disk_full_on_a_real_filesystem_keeps_the_previous_checkpoint(tmp_path: Path) -> None:
     with tmpfs(tmp_path / "small", "1m") as small:
         path = small / "best.pt"
-        save_checkpoint(path, {"epoch": 1, "w": torch.ones(100_000)})  # 400 kB
+        Checkpoint({"epoch": 1, "w": torch.ones(100_000)}, {}, {}).save(path)  # 400 kB
         before = path.read_bytes()
         with pytest.raises(CheckpointError) as info:
-            save_checkpoint(path, {"epoch": 2, "w": torch.zeros(200_000)})  # 800 kB: no room
+            Checkpoint({"epoch": 2, "w": torch.zeros(200_000)}, {}, {}).save(path)  # no room
         assert str(info.value) == (f"could not write {path} (No space left on device); the "
                                    f"previous best.pt, if any, is intact")
         assert path.read_bytes() == before

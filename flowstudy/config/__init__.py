@@ -31,7 +31,6 @@ from flowstudy.config.rules import (
     MAX_EVAL_DIM,
     MAX_EVAL_POINTS,
     MIN_EVAL_POINTS,
-    OBJECTIVES,
     SOLVERS,
     SOURCES_2D,
     Rule,
@@ -71,7 +70,7 @@ from flowstudy.config.validation import load_config, objective_direction, rules_
 
 __all__ = [
     "CONF_DIR", "GROUP_SCHEMAS", "MAX_EVAL_DIM", "MAX_EVAL_POINTS", "MIN_EVAL_POINTS",
-    "NON_IDENTITY_KEYS", "OBJECTIVES", "SECTIONS", "SOLVERS", "SOURCES_2D", "UNNAMED_KEYS",
+    "NON_IDENTITY_KEYS", "SECTIONS", "SOLVERS", "SOURCES_2D", "UNNAMED_KEYS",
     "ArchConfig", "AugConfig", "CFMFlowConfig", "CheckpointConfig", "Config", "CoupledFlowConfig",
     "DatasetConfig", "DiTConfig", "DigitsConfig", "EmbeddingsConfig", "EvalConfig", "FlowConfig",
     "MLPConfig", "MixupAugConfig", "NoiseAugConfig", "OTFlowConfig", "Rule", "SampleConfig",

@@ -64,11 +64,6 @@ MIN_EVAL_POINTS = 4
 RUN_NAME = Rule("a run name of letters, digits and . _ - + = , starting with a letter or digit "
                 "(at most 128 characters)",
                 lambda v: re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._+=,-]{0,127}", v) is not None)
-# What a sweep can optimise (hparams_search=): the best validation loss, or a sample metric of the
-# best weights, and which way is better.
-OBJECTIVES = {"best_val_loss": "minimize", "w2": "minimize", "mmd": "minimize", "fd": "minimize",
-              "precision": "maximize", "recall": "maximize", "density": "maximize",
-              "coverage": "maximize", "test_nll": "minimize"}
 # Split sizes: auto (null) or explicit.
 N_VAL = POSITIVE.or_null("for a tenth of the rows (100 to 2,000)")
 N_TEST = ints(MIN_EVAL_POINTS, why="k-NN precision/recall").or_null(

@@ -22,7 +22,6 @@ from flowstudy.config.rules import (
     N_TEST,
     N_VAL,
     NON_NEGATIVE_FLOAT,
-    OBJECTIVES,
     POSITIVE,
     POSITIVE_FLOAT,
     RUN_NAME,
@@ -37,6 +36,7 @@ from flowstudy.config.rules import (
     ints,
     one_of,
 )
+from flowstudy.metrics import OBJECTIVES
 
 # --- group schemas: one base per group; options with different fields get their own subclass ----
 # Options sharing a schema (e.g. the 2-d datasets) differ only by values set in their YAML.

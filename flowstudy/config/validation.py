@@ -10,7 +10,6 @@ from omegaconf import DictConfig, OmegaConf
 
 from flowstudy.config.naming import derive_name, overrides
 from flowstudy.config.options import group_options
-from flowstudy.config.rules import OBJECTIVES
 from flowstudy.config.schemas import (
     GROUP_SCHEMAS,
     Config,
@@ -22,6 +21,7 @@ from flowstudy.config.schemas import (
     schema_fields,
 )
 from flowstudy.errors import ConfigError
+from flowstudy.metrics import OBJECTIVES
 
 
 def objective_direction(objective: str) -> str:

@@ -4,7 +4,7 @@ Every dataset is a pool of points split once by the data seed (``dataset.seed``)
 val, the rest is train; ``dataset.n_train`` takes the first n of a seeded order of the train
 split, so smaller subsets are nested in larger ones. Files' splits are stored under
 ``<study_dir>/datasets/<name>/`` on first use and reused afterwards. Null split sizes are
-resolved from the number of rows (``flowstudy.auto.split_sizes``).
+resolved from the number of rows (``flowstudy.resolve.split_sizes``).
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ from pathlib import Path
 
 import torch
 
-from flowstudy.auto import split_sizes
 from flowstudy.config import (
     MAX_EVAL_DIM,
     MIN_EVAL_POINTS,
@@ -32,6 +31,8 @@ from flowstudy.data.normalize import Normalizer
 from flowstudy.data.toy2d import toy2d
 from flowstudy.errors import ConfigError
 from flowstudy.fileio import read_json, write_json
+from flowstudy.options import build
+from flowstudy.resolve import split_sizes
 
 
 @dataclass
@@ -107,25 +108,33 @@ def _file_split(cfg: EmbeddingsConfig, n: int, n_val: int, n_test: int,
     return split
 
 
-def _pool(cfg: DatasetConfig) -> torch.Tensor:
-    g = torch.Generator().manual_seed(cfg.seed)
-    if isinstance(cfg, Toy2DConfig):
-        return toy2d(cfg.name, cfg.size, cfg.noise, g)
-    if isinstance(cfg, SphereConfig):
-        centres = torch.nn.functional.normalize(torch.randn(cfg.clusters, cfg.dim, generator=g),
-                                                dim=1)
-        which = torch.randint(0, cfg.clusters, (cfg.size,), generator=g)
-        offsets = torch.randn(cfg.size, cfg.dim, generator=g) * (cfg.spread / math.sqrt(cfg.dim))
-        return torch.nn.functional.normalize(centres[which] + offsets, dim=1)
-    if isinstance(cfg, DigitsConfig):
-        from sklearn.datasets import load_digits  # bundled with scikit-learn: no download
+# The builders of flowstudy.options' dataset rows: (config) -> the pool the splits come from.
 
-        return torch.from_numpy(load_digits().data).float()
-    raise TypeError(f"no data for dataset config {type(cfg).__name__}")
+
+def toy2d_points(cfg: Toy2DConfig) -> torch.Tensor:
+    return toy2d(cfg.name, cfg.size, cfg.noise, torch.Generator().manual_seed(cfg.seed))
+
+
+def sphere_points(cfg: SphereConfig) -> torch.Tensor:
+    g = torch.Generator().manual_seed(cfg.seed)
+    centres = torch.nn.functional.normalize(torch.randn(cfg.clusters, cfg.dim, generator=g), dim=1)
+    which = torch.randint(0, cfg.clusters, (cfg.size,), generator=g)
+    offsets = torch.randn(cfg.size, cfg.dim, generator=g) * (cfg.spread / math.sqrt(cfg.dim))
+    return torch.nn.functional.normalize(centres[which] + offsets, dim=1)
+
+
+def digits_points(cfg: DigitsConfig) -> torch.Tensor:
+    from sklearn.datasets import load_digits  # bundled with scikit-learn: no download
+
+    return torch.from_numpy(load_digits().data).float()
+
+
+def file_points(cfg: EmbeddingsConfig) -> torch.Tensor:
+    return load_vectors(cfg.path)
 
 
 def build_data(cfg: DatasetConfig, study_dir: str | Path = "study") -> DataSplits:
-    points = load_vectors(cfg.path) if isinstance(cfg, EmbeddingsConfig) else _pool(cfg)
+    points = build("dataset", cfg)
     if points.shape[1] > MAX_EVAL_DIM:
         raise DataError(f"dataset.path={cfg.path}: {points.shape[1]}-d vectors; evaluation "
                         f"handles at most {MAX_EVAL_DIM} dims (the Frechet distance needs "

@@ -7,6 +7,7 @@ from collections.abc import Callable
 import torch
 
 from flowstudy.config import AugConfig, MixupAugConfig, NoiseAugConfig
+from flowstudy.options import build
 
 Augment = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
 
@@ -33,9 +34,21 @@ def mixup(alpha: float) -> Augment:
     return apply
 
 
-def build_augment(cfg: AugConfig) -> Augment | None:
-    if isinstance(cfg, NoiseAugConfig):
-        return gaussian_noise(cfg.std)
-    if isinstance(cfg, MixupAugConfig):
-        return mixup(cfg.alpha)
+# The builders of flowstudy.options' aug rows.
+
+
+def no_augment(cfg: AugConfig) -> None:
     return None
+
+
+def noise(cfg: NoiseAugConfig) -> Augment:
+    return gaussian_noise(cfg.std)
+
+
+def mixup_of(cfg: MixupAugConfig) -> Augment:
+    return mixup(cfg.alpha)
+
+
+def build_augment(cfg: AugConfig) -> Augment | None:
+    """The augmentation of aug config ``cfg``, by its option's row."""
+    return build("aug", cfg)

@@ -13,6 +13,7 @@ from flowstudy.flows.paths import (
     ProbabilityPath,
     VPPath,
 )
+from flowstudy.options import build
 
 
 @dataclass(frozen=True)
@@ -22,16 +23,30 @@ class Flow:
     prefetch: int = 0  # batches coupled ahead in a background thread
 
 
+# The builders of flowstudy.options' flow rows.
+
+
+def ot(cfg: OTFlowConfig) -> Flow:
+    return Flow(CondOTPath(cfg.sigma_min))
+
+
+def cfm(cfg: CFMFlowConfig) -> Flow:
+    return Flow(GaussianCFMPath(cfg.sigma))
+
+
+def vp(cfg: FlowConfig) -> Flow:
+    return Flow(VPPath())
+
+
+def minibatch_ot(cfg: CoupledFlowConfig) -> Flow:
+    return Flow(GaussianCFMPath(cfg.sigma), ExactOTCoupling(), cfg.prefetch)
+
+
+def sb(cfg: CoupledFlowConfig) -> Flow:
+    return Flow(BrownianBridgePath(cfg.sigma),
+                EntropicOTCoupling(2 * cfg.sigma**2, cfg.sinkhorn_iters), cfg.prefetch)
+
+
 def build_flow(cfg: FlowConfig) -> Flow:
-    if cfg.name == "ot" and isinstance(cfg, OTFlowConfig):
-        return Flow(CondOTPath(cfg.sigma_min))
-    if cfg.name == "cfm" and isinstance(cfg, CFMFlowConfig):
-        return Flow(GaussianCFMPath(cfg.sigma))
-    if cfg.name == "vp":
-        return Flow(VPPath())
-    if cfg.name == "minibatch_ot" and isinstance(cfg, CoupledFlowConfig):
-        return Flow(GaussianCFMPath(cfg.sigma), ExactOTCoupling(), cfg.prefetch)
-    if cfg.name == "sb" and isinstance(cfg, CoupledFlowConfig):
-        return Flow(BrownianBridgePath(cfg.sigma),
-                    EntropicOTCoupling(2 * cfg.sigma**2, cfg.sinkhorn_iters), cfg.prefetch)
-    raise TypeError(f"no flow for flow={cfg.name} with schema {type(cfg).__name__}")
+    """The flow of flow config ``cfg``, by its option's row."""
+    return build("flow", cfg)

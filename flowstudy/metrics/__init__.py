@@ -1,0 +1,83 @@
+"""The metric registry: every number a run reports about its samples or its training, with the
+direction that is better, the yardsticks it is reported with, and whether a sweep may optimise
+it. Report, sweep, CLI, objective validation, W&B summaries and completion all read this table,
+so a metric is added in one place. Torch-free: validation and ``--help`` import it.
+
+The functions live beside it, one module per kind: ``distances`` (w2, fd, mmd), ``neighbours``
+(precision/recall, density/coverage, memorisation), ``c2st``, ``norms``, ``gaussian`` (the
+baseline's fit), ``sets`` (``sample_metrics``: every set metric with its floor and baseline) and
+``collapse`` (torch-free: the collapse / over-spread rule, read from a run's metrics).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+Direction = Literal["minimize", "maximize"]
+
+
+@dataclass(frozen=True)
+class Metric:
+    name: str  # key in result.json's metrics (or a RunResult field: best_val_loss)
+    label: str  # how tables and figures name it
+    # Which way is better; None: context only, shown but never ranked or optimised.
+    direction: Direction | None
+    floor: bool = True  # reported with <name>_floor (the same metric for real vs real data)
+    baseline: bool = True  # reported with <name>_baseline (for a Gaussian fitted to train)
+    # Computed by flowstudy.metrics.sets.sample_metrics (one sample set against the test split).
+    sample_set: bool = True
+    # Whether objective= (and a hyperparameter search) may optimise it: not a metric that a
+    # model scores perfectly by ignoring the data (memorised: 0 for pure noise).
+    objective: bool = True
+
+    @property
+    def lower_is_better(self) -> bool:
+        return self.direction == "minimize"
+
+
+_ALL = (
+    Metric("best_val_loss", "best val loss", "minimize", floor=False, baseline=False,
+           sample_set=False),
+    Metric("w2", "W2", "minimize"),
+    Metric("mmd", "MMD²", "minimize"),
+    Metric("fd", "FD", "minimize"),
+    Metric("precision", "precision", "maximize"),
+    Metric("recall", "recall", "maximize"),
+    Metric("density", "density", "maximize"),
+    Metric("coverage", "coverage", "maximize"),
+    # Cross-validated accuracy of the better of two classifiers telling samples from test points:
+    # 0.5 = indistinguishable. Below 0.5 is noise, so closer to 0.5 is lower: minimised.
+    Metric("c2st", "C2ST", "minimize"),
+    # 1-d W1 between the norms of the samples and of the test points (collapse, over-spread).
+    Metric("norm_w1", "norm W1", "minimize"),
+    Metric("test_nll", "test NLL", "minimize", floor=False, sample_set=False),
+    Metric("memorized", "memorised", "minimize", objective=False),
+    # Small means copies of training points, large means off the data: context for memorised.
+    Metric("nn_dist", "NN distance", None),
+    # Context for c2st: its fold spread, and each classifier's accuracy (c2st is the larger).
+    Metric("c2st_std", "C2ST fold std", None),
+    Metric("c2st_lr", "C2ST (logistic)", None),
+    Metric("c2st_mlp", "C2ST (MLP)", None),
+    # Context for norm_w1: the samples' own norms (the floor's: real points').
+    Metric("norm_mean", "mean norm", None),
+    Metric("norm_std", "norm std", None),
+)
+METRICS: dict[str, Metric] = {m.name: m for m in _ALL}
+
+# Metrics of one sample set against the test split, in the order sample_metrics returns them.
+SET_METRICS: tuple[str, ...] = tuple(m.name for m in _ALL if m.sample_set)
+# Sample-quality columns of a report: every metric of the samples, the likelihood included.
+QUALITY: tuple[str, ...] = tuple(m.name for m in _ALL if m.name != "best_val_loss")
+# What objective= accepts, and which way a search optimises it.
+OBJECTIVES: dict[str, Direction] = {m.name: m.direction for m in _ALL
+                                    if m.direction and m.objective}
+# Validation losses logged every epoch: W&B summarises them by their minimum.
+VALIDATION_LOSSES: tuple[str, ...] = ("val/raw_loss", "val/ema_loss")
+# The headline metrics a sweep's summary line shows per job.
+HEADLINE: tuple[str, ...] = ("w2", "fd")
+
+
+def label(name: str) -> str:
+    """How tables and figures name ``name`` (itself where it is not a registered metric)."""
+    return METRICS[name].label if name in METRICS else name
