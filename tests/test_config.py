@@ -24,7 +24,7 @@ from flowstudy.config import (
 from flowstudy.config.reference import field_comments, reference
 from flowstudy.errors import ConfigError, describe
 from flowstudy.flows.solvers import SOLVERS as SOLVER_FUNCTIONS
-from flowstudy.models import MODELS
+from flowstudy.options import OPTIONS
 
 from .helpers import CONF, cli, compose_config
 
@@ -61,7 +61,7 @@ def test_every_group_option_is_built_on_a_schema_and_named_after_its_file(group:
 
 
 def test_every_arch_option_has_a_model() -> None:
-    assert set(MODELS) == set(group_options("arch"))
+    assert set(OPTIONS["arch"]) == set(group_options("arch"))
 
 
 def test_names_are_derived_and_overridable() -> None:
