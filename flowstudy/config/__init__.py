@@ -2,7 +2,7 @@
 
 ``rules``         what a field allows (the rule language and the shared rules)
 ``schemas``       the dataclasses Hydra validates every YAML against, each field with its rule
-``options``       the config groups and their options in ``conf/``
+``groups``        the config groups and their options in ``conf/``
 ``validation``    each field's rule and the rules between fields; ``--help``'s rule texts
 ``naming``        a run's derived name and identity
 ``registration``  the ConfigStore and resolvers, registered by the entry points (not on import)
@@ -12,6 +12,7 @@ Nothing here imports torch or wandb: composing, validating, naming, ``--help`` a
 stay quick (tests/test_startup.py).
 """
 
+from flowstudy.config.groups import CONF_DIR, group_options, option_defaults
 from flowstudy.config.naming import (
     NON_IDENTITY_KEYS,
     UNNAMED_KEYS,
@@ -25,7 +26,6 @@ from flowstudy.config.naming import (
     named_changes,
     overrides,
 )
-from flowstudy.config.options import CONF_DIR, group_options, option_defaults
 from flowstudy.config.registration import compose_config, register_configs
 from flowstudy.config.rules import (
     MAX_EVAL_DIM,

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
-from flowstudy.config.options import CONF_DIR, option_defaults
+from flowstudy.config.groups import CONF_DIR, option_defaults
 from flowstudy.config.schemas import (
     GROUP_SCHEMAS,
     Config,

@@ -21,7 +21,7 @@ from typing import Any
 
 from omegaconf import MISSING
 
-from flowstudy.config.options import CONF_DIR, group_options, groups, option_yaml
+from flowstudy.config.groups import CONF_DIR, group_names, group_options, option_yaml
 from flowstudy.config.schemas import GROUP_SCHEMAS, SECTIONS, Config, EvalConfig, schema_fields
 
 HEADER = """# Configuration reference
@@ -115,7 +115,7 @@ def groups_section() -> str:
             "Pick one option per group with `group=option` (`arch=dit`); `-m` sweeps a list\n"
             "(`-m arch=mlp,dit`). The groups with schemas have their keys below.", "",
             "| group | option | what it is |", "|---|---|---|"]
-    for group in groups():
+    for group in group_names():
         for option in group_options(group):
             rows.append(f"| {group} | `{option}` | {_cell(option_comment(group, option))} |")
     return "\n".join(rows)

@@ -14,7 +14,7 @@ from hydra import compose, initialize_config_dir
 from hydra.core.config_store import ConfigStore
 from omegaconf import OmegaConf
 
-from flowstudy.config.options import CONF_DIR, group_options_text
+from flowstudy.config.groups import CONF_DIR, group_options_text
 from flowstudy.config.schemas import GROUP_SCHEMAS, Config, EvalConfig
 from flowstudy.config.validation import load_config, objective_direction, rules_text
 

@@ -8,8 +8,8 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from flowstudy.config.groups import group_options
 from flowstudy.config.naming import derive_name, overrides
-from flowstudy.config.options import group_options
 from flowstudy.config.schemas import (
     GROUP_SCHEMAS,
     Config,

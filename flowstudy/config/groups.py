@@ -22,7 +22,7 @@ def _conf_dir() -> Path:
 CONF_DIR = _conf_dir()
 
 
-def groups() -> list[str]:
+def group_names() -> list[str]:
     return sorted(d.name for d in CONF_DIR.iterdir() if d.is_dir())
 
 
@@ -32,7 +32,7 @@ def group_options(group: str) -> tuple[str, ...]:
 
 
 def group_options_text() -> str:
-    return "\n".join(f"{g}: {', '.join(group_options(g))}" for g in groups())
+    return "\n".join(f"{g}: {', '.join(group_options(g))}" for g in group_names())
 
 
 def option_yaml(group: str, option: str) -> tuple[str, dict[str, Any]]:
