@@ -15,9 +15,12 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from flowstudy.batches import BatchSource
+from flowstudy.budget import Budget, chosen
 from flowstudy.config import Config
+from flowstudy.cost import step_flops
 from flowstudy.data import DataSplits, build_data
 from flowstudy.data.augment import build_augment
+from flowstudy.devices import device_label
 from flowstudy.distributed import Dist
 from flowstudy.early_stopping import EarlyStopping
 from flowstudy.ema import EMA
@@ -43,6 +46,7 @@ class Built:
     state: TrainState
     engine: Engine
     compile_s: float | None = None  # seconds torch.compile took (train.compile)
+    budget: Budget | None = None  # train.budget, planned on the resolved model
 
 
 def compile_cache(study_dir: str) -> Path:
@@ -116,6 +120,11 @@ def build(cfg: Config, device: torch.device, ranks: Dist | None = None) -> Built
     if probe.shape != (2, data.dim):
         raise UserError(f"arch={cfg.arch.name}: the model maps x_t of shape [2, {data.dim}] to "
                         f"{list(probe.shape)}; a velocity must have the shape of x_t")
+    budget = None
+    if (kind := chosen(t.budget)) is not None:  # its FLOPs per step, counted before training
+        flops = step_flops(model, flow.path, t.batch_size, data.dim, device)
+        budget = Budget.plan(*kind, flops, t.warmup_steps, device_label(device))
+        resolved = resolved.with_budget(kind[0], budget.planned_steps, flops)
     precision = Precision.create(t.precision, device)
     state = TrainState(
         model=model,
@@ -136,4 +145,4 @@ def build(cfg: Config, device: torch.device, ranks: Dist | None = None) -> Built
         forward = DistributedDataParallel(
             forward, device_ids=[device.index] if device.type == "cuda" else None)
     return Built(cfg, resolved, data, batches, val, state, Engine(forward, precision, ranks),
-                 compile_s)
+                 compile_s, budget)

@@ -17,8 +17,8 @@ from flowstudy.state import FitResult
 def step_flops(model: nn.Module, path: ProbabilityPath, batch_size: int, dim: int,
                device: torch.device) -> float:
     """FLOPs of one training step's forward and backward over the global batch, counted on a
-    zero batch of the same shape (counting a real step would perturb it), after training so
-    start-up does not pay for it."""
+    zero batch of the same shape (counting a real step would perturb it); after training so
+    start-up does not pay for it, or at build where a budget needs it (train.budget)."""
     x = torch.zeros(batch_size, dim, device=device)
     t = torch.zeros(batch_size, device=device)
     with FlopCounterMode(display=False) as counter:
@@ -29,10 +29,13 @@ def step_flops(model: nn.Module, path: ProbabilityPath, batch_size: int, dim: in
 
 
 def record_cost(result: RunResult, fitted: FitResult, batch_size: int, model: nn.Module,
-                path: ProbabilityPath, dim: int) -> None:
+                path: ProbabilityPath, dim: int, flops_per_step: float | None = None) -> None:
+    """What the run cost, into ``result``; ``flops_per_step`` where build counted it already
+    (a budget's plan), else counted now."""
     device = next(model.parameters()).device
     samples = fitted.steps * batch_size
-    result.flops_per_step = step_flops(model, path, batch_size, dim, device)
+    result.flops_per_step = (flops_per_step if flops_per_step is not None
+                             else step_flops(model, path, batch_size, dim, device))
     result.flops = result.flops_per_step * fitted.steps
     result.flops_6nd = 6.0 * (result.params or 0) * samples
     if fitted.seconds > 0:

@@ -29,6 +29,24 @@ def resolve_device(name: str, job_num: int = 0, parallel: int = 1) -> torch.devi
     return device
 
 
+def device_label(device: torch.device) -> str:
+    """What a run computes on, for the record of a wall-time budget: the GPU's name, or the
+    CPU's model and the torch threads it uses."""
+    if device.type == "cuda":
+        return f"{device} ({torch.cuda.get_device_name(device)})"
+    model = next((line.split(":", 1)[1].strip() for line in _cpuinfo()
+                  if line.startswith("model name")), "cpu")
+    return f"cpu ({model}, {torch.get_num_threads()} threads)"
+
+
+def _cpuinfo() -> list[str]:
+    try:
+        with open("/proc/cpuinfo") as f:
+            return f.read().splitlines()
+    except OSError:
+        return []
+
+
 def thread_count(threads: int | None, cores: int, sharing: int) -> int:
     """``threads``, or ``cores`` shared among ``sharing`` processes (parallel sweep jobs, ranks
     on one machine), so they do not oversubscribe the cores; at least 1."""

@@ -14,6 +14,7 @@ A configuration whose step cannot be captured says why once and trains eagerly.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Iterator
 
@@ -21,6 +22,7 @@ import torch
 
 from flowstudy.batches import Batch, BatchSource
 from flowstudy.config import TrainConfig
+from flowstudy.schedule import WarmupCosine
 from flowstudy.state import Engine, TrainState
 from flowstudy.step import EagerSteps, StepConfig, train_step, uses_fused_step
 
@@ -69,6 +71,13 @@ class GraphSteps:
         self.capture = capture
         self.eager_left = WARMUP
         self.graph: torch.cuda.CUDAGraph | None = None
+
+    def set_schedule(self, schedule: WarmupCosine) -> None:
+        """Steps from now on follow ``schedule``; a captured graph holds the old schedule's
+        numbers, so the next step captures a new one."""
+        self.cfg = dataclasses.replace(self.cfg, schedule=schedule)
+        if self.graph is not None:
+            self.graph, self.eager_left = None, 0
 
     def _draw(self) -> Batch:
         """The next batch, as ``BatchSource`` draws it: rows of the permutation, then x0, t, eps."""

@@ -102,10 +102,23 @@ class Resolved:
     steps_per_pass: int
     passes_per_epoch: int
     steps_per_epoch: int
-    planned_steps: int  # epochs x steps_per_epoch; early stopping may end sooner
+    # epochs x steps_per_epoch, or the budget's steps where fewer; early stopping may end sooner
+    planned_steps: int
     warmup_steps: int
     sample_n: int
     arch: dict[str, Any]
+    # train.budget (flowstudy.budget): its kind, the steps it plans (null for seconds: the clock
+    # decides) and the FLOPs of one step it was planned with, counted at build.
+    budget: str | None = None
+    budget_steps: int | None = None
+    flops_per_step: float | None = None
+
+    def with_budget(self, kind: str, steps: int | None, flops_per_step: float) -> Resolved:
+        """The budget's plan; ``planned_steps`` becomes the fewer of the epochs' and the
+        budget's."""
+        planned = self.planned_steps if steps is None else min(self.planned_steps, steps)
+        return dataclasses.replace(self, budget=kind, budget_steps=steps,
+                                   flops_per_step=flops_per_step, planned_steps=planned)
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -116,7 +129,15 @@ class Resolved:
                 f"batch {self.batch_size}, epoch = {self.passes_per_epoch} pass(es) x "
                 f"{self.steps_per_pass} = {self.steps_per_epoch} steps, {self.planned_steps} "
                 f"steps planned (warmup {self.warmup_steps}), {self.arch['name']} {sizes}, "
-                f"{self.sample_n} samples")
+                f"{self.sample_n} samples" + self.budget_text())
+
+    def budget_text(self) -> str:
+        if self.budget is None:
+            return ""
+        steps = ("steps decided by the wall clock (not comparable across machines)"
+                 if self.budget_steps is None else f"{self.budget_steps} steps")
+        return (f", budget {self.budget}: {steps} of {self.flops_per_step:.4g} FLOPs, cosine to "
+                f"the budget's end")
 
 
 def resolve(cfg: Config, n_train: int, n_val: int, n_test: int, dim: int,
@@ -145,6 +166,14 @@ def resolve(cfg: Config, n_train: int, n_val: int, n_test: int, dim: int,
                        planned_steps=t.epochs * passes * per_pass, warmup_steps=t.warmup_steps,
                        sample_n=sample_n, arch=dataclasses.asdict(arch))
     return concrete, summary
+
+
+def warn_if_budget_beyond_epochs(r: Resolved, epochs: int) -> None:
+    if r.budget_steps is not None and r.budget_steps > epochs * r.steps_per_epoch:
+        log.warning("train.budget: the budget plans %d steps but train.epochs=%d allows %d; the "
+                    "epochs end the run first, short of the budget (its lr never reaches the "
+                    "minimum); raise train.epochs", r.budget_steps, epochs,
+                    epochs * r.steps_per_epoch)
 
 
 def warn_if_warmup_too_long(r: Resolved) -> None:

@@ -27,7 +27,7 @@ class RunResult:
     # running | trained (training finished, evaluation not: rerunning evaluates) | completed |
     # failed | interrupted | diverged
     status: str = "running"
-    stop_reason: str | None = None  # max_epochs | early_stopping
+    stop_reason: str | None = None  # max_epochs | early_stopping | budget
     error: str | None = None
     epochs: int = 0
     steps: int = 0
@@ -47,6 +47,11 @@ class RunResult:
     steps_per_s: float | None = None
     samples_per_s: float | None = None
     peak_memory_bytes: int | None = None
+    # train.budget (flowstudy.budget.Budget.record): kind, value, planned_steps,
+    # flops_per_step, steps_taken, flops_spent, seconds; for a seconds budget also the device
+    # it ran on (wall time is not comparable across machines) and whether the schedule's
+    # length was estimated.
+    budget: dict[str, Any] | None = None
     params: int | None = None
     dim: int | None = None  # data dimension
     metrics: dict[str, float] = field(default_factory=dict)  # sample quality, each with a floor
@@ -125,5 +130,11 @@ def log_summary(result: RunResult, result_path: Path) -> None:
              "%.0f MiB, %.1f s", result.flops or float("nan"), result.flops_6nd,
              result.steps_per_s or 0, result.samples_per_s or 0,
              (result.peak_memory_bytes or 0) / 2**20, result.wall_time_s)
+    if result.budget is not None:
+        b = result.budget
+        log.info("budget %s=%g: %d of %s planned steps, %.4g FLOPs spent (%.4g per step)%s",
+                 b["kind"], b["value"], b["steps_taken"], b["planned_steps"], b["flops_spent"],
+                 b["flops_per_step"], f", on {b['device']} (wall time: compare on this "
+                 f"device only)" if b["kind"] == "seconds" else "")
     log.info("checkpoint %s, samples %s, result %s", result.checkpoint, result.samples_png,
              result_path)

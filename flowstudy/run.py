@@ -39,7 +39,7 @@ from flowstudy.plan import (
     plan_run,
 )
 from flowstudy.profiling import profile_steps
-from flowstudy.resolve import warn_if_warmup_too_long
+from flowstudy.resolve import warn_if_budget_beyond_epochs, warn_if_warmup_too_long
 from flowstudy.results import RunResult, log_summary, status_for
 from flowstudy.rng import seed_everything, set_rng_state
 from flowstudy.tracking import NullTracker, Tracker, check_online
@@ -221,6 +221,7 @@ def _setup(cfg: Config, result: RunResult, device: torch.device, ranks: Dist,
                  f" x {ranks.world} ranks" if ranks.active else "")
         log.info("%s", built.resolved.line())
         warn_if_warmup_too_long(built.resolved)
+        warn_if_budget_beyond_epochs(built.resolved, built.cfg.train.epochs)
     return built
 
 
@@ -255,7 +256,7 @@ def _train(cfg: Config, result: RunResult, built: Built, start: Start,
             fitted = fit(built.cfg.train, state, batches, built.val, tracker,
                          Checkpoints(checkpoint_dir, header, cfg.checkpoint.save_last,
                                      lambda: tracker.run_id),
-                         stop=stop, engine=built.engine)
+                         stop=stop, engine=built.engine, budget=built.budget)
     finally:  # an interrupted run's record says how far it got and what best.pt holds
         result.epochs, result.steps = state.epoch, state.step
         if state.stopper.best_epoch:
@@ -263,8 +264,9 @@ def _train(cfg: Config, result: RunResult, built: Built, start: Start,
             result.best_epoch = state.stopper.best_epoch
     result.stop_reason = fitted.stop_reason
     result.step_mode = fitted.step_mode
+    result.budget = fitted.budget
     record_cost(result, fitted, built.cfg.train.batch_size, state.model,
-                built.batches.flow.path, built.data.dim)
+                built.batches.flow.path, built.data.dim, built.resolved.flops_per_step)
 
 
 def _best(checkpoint_dir: Path, cfg: Config, device: torch.device) -> Checkpoint:

@@ -162,11 +162,15 @@ class ValidationSet:
 
 @dataclass
 class FitResult:
-    stop_reason: str  # max_epochs | early_stopping
+    stop_reason: str  # max_epochs | early_stopping | budget
     epochs: int
     steps: int
     seconds: float  # wall time of fit(), validation and checkpoints included
     steps_done: int  # optimizer steps taken by this call (a resumed run counts from its resume)
     step_mode: str = "eager"  # eager | cuda_graph
+    schedule_steps: int = 0  # the cosine's length as it was finally set
+    # steps taken (applied or skipped) over the whole run, counted on the host
+    taken: int = 0
+    budget: dict | None = None  # flowstudy.budget.Budget.record(), where a budget was set
 
 

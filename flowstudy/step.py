@@ -12,6 +12,7 @@ skipped too, so the state the host finds at its next check is the state before d
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -111,6 +112,10 @@ class EagerSteps:
                  cfg: StepConfig) -> None:
         self.state, self.engine, self.batches, self.cfg = state, engine, batches, cfg
         self.params = [p for p in state.model.parameters() if p.requires_grad]
+
+    def set_schedule(self, schedule: WarmupCosine) -> None:
+        """Steps from now on follow ``schedule`` (a seconds budget's estimated length)."""
+        self.cfg = dataclasses.replace(self.cfg, schedule=schedule)
 
     def epoch(self, epoch: int, skip: int) -> Iterator[None]:
         """Run the steps of ``epoch`` after the first ``skip``, yielding after each."""

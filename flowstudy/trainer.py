@@ -9,6 +9,7 @@ improvement (and ``last.pt`` if asked).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import signal
 import time
@@ -24,6 +25,7 @@ from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from flowstudy.batches import BatchSource
+from flowstudy.budget import Budget
 from flowstudy.checkpoint import Checkpoint, RunHeader
 from flowstudy.config import TrainConfig
 from flowstudy.distributed import Dist
@@ -92,9 +94,15 @@ def validation_loss(model: nn.Module, path: ProbabilityPath, val: ValidationSet,
 
 def fit(cfg: TrainConfig, state: TrainState, batches: BatchSource, val: ValidationSet,
         sink: MetricsSink, checkpoints: Checkpoints, stop: StopRequest | None = None,
-        engine: Engine | None = None) -> FitResult:
-    """Train until ``cfg.epochs`` or early stopping, writing ``best.pt`` (and ``last.pt``) to
-    ``checkpoints`` on rank 0 while the other ranks wait.
+        engine: Engine | None = None, budget: Budget | None = None) -> FitResult:
+    """Train until ``cfg.epochs``, early stopping or ``budget`` (whichever comes first),
+    writing ``best.pt`` (and ``last.pt``) to ``checkpoints`` on rank 0 while the other ranks
+    wait.
+
+    A flops or steps ``budget`` stops the run right after its planned step (counted on the host:
+    no device read per step) and a seconds budget at the first log point or epoch end past its
+    time; the epoch it stops in is validated like a full one, so its last weights can be the
+    best. The cosine schedule ends at the budget's planned step (flowstudy.budget).
 
     Raises ``Interrupted`` after saving ``last.pt`` when ``stop`` has seen a signal (on any
     rank), and ``Diverged`` after saving ``anomaly.pt`` when ``cfg.nan_patience`` steps in a row
@@ -104,34 +112,46 @@ def fit(cfg: TrainConfig, state: TrainState, batches: BatchSource, val: Validati
     """
     started = time.perf_counter()
     loop = _Loop(cfg, state, batches, val, sink, checkpoints, stop,
-                 engine or Engine(state.model, Precision.create("fp32", state.tally.steps.device)))
+                 engine or Engine(state.model, Precision.create("fp32", state.tally.steps.device)),
+                 budget, started)
     first_step = state.step
-    bar = tqdm(total=cfg.epochs * batches.steps_per_epoch, initial=state.step, unit="step",
+    bar = tqdm(total=loop.schedule.total_steps if budget is not None and budget.by_steps
+               else cfg.epochs * batches.steps_per_epoch, initial=state.step, unit="step",
                disable=None if loop.ranks.main else True, dynamic_ncols=True, leave=False)
     # A signal in the loop stops it after the current step, with last.pt saved.
     deferring = stop.deferring() if stop is not None else contextlib.nullcontext()
     with logging_redirect_tqdm(), bar, deferring:
-        while state.epoch < cfg.epochs and not state.stopper.should_stop:
+        while state.epoch < cfg.epochs and not state.stopper.should_stop and not loop.spent:
             state.model.train()
             for _ in loop.steps.epoch(state.epoch, skip=state.batch):
                 state.batch += 1
+                loop.taken += 1
                 taken = state.epoch * batches.steps_per_epoch + state.batch  # applied or not
                 if cfg.grad_stats_every and (taken - 1) % cfg.grad_stats_every == 0:
                     loop.log_gradients()
                 if taken % cfg.log_every == 0:
                     loop.log_point(bar)
                 loop.stop_if_requested()
+                if loop.budget_spent_at_step():
+                    break
             loop.end_of_epoch()
             loop.stop_if_requested()
     stopped = state.stopper.should_stop
-    if stopped and loop.ranks.main:
+    seconds = time.perf_counter() - started
+    if loop.spent and loop.ranks.main:
+        log.info("budget spent after %d steps (%s%s); %d epoch(s), the last validated where it "
+                 "stopped", loop.taken, budget.describe(),
+                 f", {loop.taken * budget.flops_per_step:.4g} FLOPs" if budget.by_steps else
+                 f", {seconds:.1f} s", state.epoch)
+    elif stopped and loop.ranks.main:
         log.info("early stopping after epoch %d: no improvement of %s val loss for %d epochs "
                  "(best %.4f at epoch %d)", state.epoch, cfg.monitor, cfg.patience,
                  state.stopper.best, state.stopper.best_epoch)
-    return FitResult(stop_reason="early_stopping" if stopped else "max_epochs",
-                     epochs=state.epoch, steps=state.step,
-                     seconds=time.perf_counter() - started, steps_done=state.step - first_step,
-                     step_mode=loop.steps.reason)
+    reason = "budget" if loop.spent else "early_stopping" if stopped else "max_epochs"
+    return FitResult(stop_reason=reason, epochs=state.epoch, steps=state.step, seconds=seconds,
+                     steps_done=state.step - first_step, step_mode=loop.steps.reason,
+                     schedule_steps=loop.schedule.total_steps, taken=loop.taken,
+                     budget=None if budget is None else budget.record(loop.taken, seconds))
 
 
 class _Loop:
@@ -140,16 +160,52 @@ class _Loop:
 
     def __init__(self, cfg: TrainConfig, state: TrainState, batches: BatchSource,
                  val: ValidationSet, sink: MetricsSink, checkpoints: Checkpoints,
-                 stop: StopRequest | None, engine: Engine) -> None:
+                 stop: StopRequest | None, engine: Engine, budget: Budget | None = None,
+                 started: float = 0.0) -> None:
         self.cfg, self.state, self.batches, self.val = cfg, state, batches, val
         self.sink, self.checkpoints, self.stop = sink, checkpoints, stop
-        self.ranks = engine.dist
-        schedule = WarmupCosine(cfg.lr, cfg.warmup_steps, cfg.epochs * batches.steps_per_epoch,
-                                cfg.min_lr_ratio)
+        self.ranks, self.budget, self.started = engine.dist, budget, started
+        epochs_steps = cfg.epochs * batches.steps_per_epoch
+        self.schedule = WarmupCosine(
+            cfg.lr, cfg.warmup_steps,
+            budget.schedule_steps(epochs_steps) if budget is not None else epochs_steps,
+            cfg.min_lr_ratio)
         attach_lr(state.optimizer, state.tally)
         self.steps = training_steps(cfg, state, engine, batches, StepConfig(
-            schedule, cfg.grad_clip, cfg.accum_steps, cfg.nan_patience))
-        self.skipped_seen = state.read_tally()["skipped"]
+            self.schedule, cfg.grad_clip, cfg.accum_steps, cfg.nan_patience))
+        counts = state.read_tally()
+        self.skipped_seen = counts["skipped"]
+        # Steps taken over the whole run, applied or skipped (each cost a forward and
+        # backward), read once here and counted on the host after that.
+        self.taken = int(counts["steps"] + counts["skipped"])
+        self.spent = budget is not None and budget.spent_at_step(self.taken)
+
+    def budget_spent_at_step(self) -> bool:
+        """After each step: a flops or steps budget is spent at its planned step (host count)."""
+        if self.budget is not None and self.budget.spent_at_step(self.taken):
+            self.spent = True
+        return self.spent
+
+    def check_clock(self) -> None:
+        """At a log point or epoch end (the host has just synced): a seconds budget's estimate
+        of the schedule's length, once, and whether its time is up."""
+        if self.budget is None or self.budget.by_steps:
+            return
+        elapsed = time.perf_counter() - self.started
+        if self.ranks.active:  # rank 0's clock decides, so every rank plans and stops alike
+            clock = torch.tensor([elapsed if self.ranks.main else 0.0], dtype=torch.float64,
+                                 device=self.state.tally.steps.device)
+            elapsed = float(self.ranks.sum_(clock).item())
+        length = self.budget.observe(self.taken, elapsed)
+        if length is not None:
+            self.schedule = dataclasses.replace(self.schedule, total_steps=length)
+            self.steps.set_schedule(self.schedule)
+            if self.ranks.main:
+                log.info("budget %g s: %d steps in %.1f s; the cosine schedule now ends at step "
+                         "%d (estimated from the measured rate)", self.budget.value, self.taken,
+                         elapsed, length)
+        if self.budget.spent_at_clock(elapsed):
+            self.spent = True
 
     def save(self, name: str) -> None:
         if self.ranks.main:
@@ -199,6 +255,7 @@ class _Loop:
                         lr=f"{counts['lr']:.2e}", refresh=False)
         tally.window_loss.zero_()
         tally.window_steps.zero_()
+        self.check_clock()
 
     def end_of_epoch(self) -> None:
         """Validate raw and EMA weights, update early stopping, checkpoint on improvement."""
@@ -221,3 +278,4 @@ class _Loop:
             self.save("best.pt")
         if self.checkpoints.save_last:
             self.save("last.pt")
+        self.check_clock()

@@ -168,6 +168,18 @@ class MixupAugConfig(AugConfig):
 
 
 @dataclass
+class BudgetConfig:
+    """Compute budgets (flowstudy.budget): at most one set; the run stops at it and its cosine
+    schedule ends there (warmup unchanged). epochs and early stopping still apply."""
+
+    # FLOPs of training: floor(flops / FLOPs per step) steps, the step counted at build
+    flops: float | None = checked(None, POSITIVE_FLOAT.or_null("for no FLOP budget"))
+    steps: int | None = checked(None, POSITIVE.or_null("for no step budget"))
+    # Wall time of training, validation included; not comparable across machines
+    seconds: float | None = checked(None, POSITIVE_FLOAT.or_null("for no time budget"))
+
+
+@dataclass
 class TrainConfig:
     epochs: int = checked(100, POSITIVE)
     # drop_last: every step sees a full batch; null: 256, or the train split rounded down to a
@@ -218,6 +230,8 @@ class TrainConfig:
     # Record a torch.profiler trace of this many steps (after 1 skipped, 1 warm-up) next to the
     # checkpoints (debug=profile); 0: off.
     profile_steps: int = checked(0, ints(0, why="0: off"))
+    # Stop every run at the same measured cost: flops, steps or seconds (at most one)
+    budget: BudgetConfig = field(default_factory=BudgetConfig)
 
 
 @dataclass
@@ -305,7 +319,7 @@ GROUP_SCHEMAS: dict[str, dict[str, type]] = {
 }
 
 
-SECTIONS: dict[str, type] = {c.__name__: c for c in (TrainConfig, CheckpointConfig,
+SECTIONS: dict[str, type] = {c.__name__: c for c in (TrainConfig, BudgetConfig, CheckpointConfig,
                                                       WandbConfig, SampleConfig)}
 
 
