@@ -12,16 +12,14 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from hydra import compose, initialize_config_dir
 
-from flowstudy.config import CONF_DIR, Config, load_config
+from flowstudy.config import compose_config
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
-def config(overrides: list[str]) -> Config:
-    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
-        return load_config(compose("config", overrides=overrides))
+# The real configs, composed as the command line composes them.
+config = compose_config
 
 
 def seconds(fn: Callable[[], Any]) -> float:

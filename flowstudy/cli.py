@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import os
 import shlex
+import string
 import sys
 from collections.abc import Callable
 from functools import partial
@@ -13,17 +14,17 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 import hydra
+from hydra._internal.hydra import Hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
-from flowstudy import distributed, sweep
-from flowstudy.config import CONF_DIR, load_config
+from flowstudy import sweep
+from flowstudy.config import CONF_DIR, Config, load_config, register_configs
 from flowstudy.errors import Refused, UserError, describe
 from flowstudy.interrupt import Interrupted
 from flowstudy.metrics import HEADLINE
-from flowstudy.results import status_for
-from flowstudy.run import run
+from flowstudy.results import RunResult, status_for
 from flowstudy.sweep import parallel_jobs, swept_values, write_job_record
 
 log = logging.getLogger("flowstudy")
@@ -45,13 +46,22 @@ def _hydra_main(cfg: DictConfig) -> float | None:
     if hydra_cfg.mode != RunMode.MULTIRUN:
         try:
             config = load_config(cfg)
-            return run(config, Path(hydra_cfg.runtime.output_dir)).best_val_loss
+            return _run(config, Path(hydra_cfg.runtime.output_dir)).best_val_loss
         except Interrupted as e:
             e.command = _resume_command(hydra_cfg.overrides.task, e)
             raise
         except UserError as e:  # Hydra would add its own "Error executing job" line
             exit_with_error(str(e))
     return _sweep_job(cfg, hydra_cfg)
+
+
+def _run(config: Config, output_dir: Path, **sweep_job: Any) -> RunResult:
+    """Start the run. The training stack (torch, wandb, the models) is imported here, the one
+    place a run starts, and not with this module: composing, validating, ``--help`` and shell
+    completion need none of it, and its imports alone take seconds."""
+    from flowstudy.run import run
+
+    return run(config, output_dir, **sweep_job)
 
 
 def _drop_failing_log_files() -> None:
@@ -91,8 +101,8 @@ def _sweep_job(cfg: DictConfig, hydra_cfg: DictConfig) -> float | None:
         swept = swept_values(cfg, hydra_cfg)
         config = load_config(cfg)
         record["name"] = config.name
-        result = run(config, job_dir, swept=swept, job_num=hydra_cfg.job.num,
-                     parallel=parallel_jobs(hydra_cfg))
+        result = _run(config, job_dir, swept=swept, job_num=hydra_cfg.job.num,
+                      parallel=parallel_jobs(hydra_cfg))
         record.update(status="skipped" if result.skipped else result.status,
                       best_val_loss=result.best_val_loss,
                       metric={k: v for k, v in result.metrics.items() if k in HEADLINE})
@@ -113,14 +123,33 @@ def _sweep_job(cfg: DictConfig, hydra_cfg: DictConfig) -> float | None:
         write_job_record(job_dir, record)
 
 
+_hydra_get_help = Hydra.get_help
+
+
+def _get_help(hydra_app: Hydra, help_cfg: DictConfig, cfg: DictConfig, args_parser: Any,
+              resolve: bool) -> str:
+    """Hydra's help text, listing the config groups only where the template shows them.
+
+    Hydra lists every group for ``$APP_CONFIG_GROUPS`` and ``$HYDRA_CONFIG_GROUPS`` whether or
+    not the template uses them: about a hundred deep copies of the ConfigStore, two thirds of
+    what ``--help`` costs. Our templates list the options themselves (``${flowstudy_groups:}``);
+    ``--hydra-help``, whose template shows Hydra's groups, keeps Hydra's own code."""
+    if "CONFIG_GROUPS" in help_cfg.template:
+        return _hydra_get_help(hydra_app, help_cfg, cfg, args_parser, resolve)
+    return string.Template(help_cfg.template).substitute(
+        FLAGS_HELP=hydra_app.format_args_help(args_parser),
+        CONFIG=OmegaConf.to_yaml(cfg, resolve=resolve))
+
+
 def run_cli(task: Callable[[], Any]) -> None:
     """Run a Hydra entry point: user errors become one line on stderr and exit status 2."""
+    Hydra.get_help = _get_help  # type: ignore[method-assign]
     keep_traceback = os.environ.get("HYDRA_FULL_ERROR") == "1"
     # Let exceptions reach this frame instead of Hydra's multi-line report.
     os.environ["HYDRA_FULL_ERROR"] = "1"
     try:
         task()
-        distributed.shutdown()
+        _leave_process_group()
         if sweep.last_sweep is not None and sweep.last_sweep[1]:
             jobs, bad, _ = sweep.last_sweep
             print(f"flowstudy: {bad} of {jobs} runs did not complete (see the summary above)",
@@ -149,6 +178,14 @@ def run_cli(task: Callable[[], Any]) -> None:
         exit_with_error(message)
 
 
+def _leave_process_group() -> None:
+    """Leave torchrun's process group, which only a run joins (through flowstudy.distributed):
+    where no run started there is none, and no reason to import torch to say so."""
+    distributed = sys.modules.get("flowstudy.distributed")
+    if distributed is not None:
+        distributed.shutdown()
+
+
 def _output_dir_error(e: Exception) -> str | None:
     """Before the task starts, an OSError naming a file can only be Hydra creating its output
     directory (a file there, no permission, a full disk)."""
@@ -165,4 +202,5 @@ def main() -> None:
         exit_with_error(f"{named[0]}: a sweep names each of its runs by its config "
                         f"(<arch>-<flow>-<dataset>-<aug>-<overrides>); drop name=, or label the "
                         f"sweep with group= or wandb.tags=")
+    register_configs()
     run_cli(_hydra_main)

@@ -32,9 +32,12 @@ SECTIONS = {"train": TrainConfig, "checkpoint": CheckpointConfig, "wandb": Wandb
 
 
 def _section(schema: type, values: dict[str, Any]) -> Any:
-    """A dataclass from a saved dict; keys a newer flowstudy added keep their defaults."""
-    known = {f.name for f in dataclasses.fields(schema)}
-    return schema(**{k: v for k, v in values.items() if k in known})
+    """A dataclass from a saved dict, nested sections too (train.budget); keys a newer
+    flowstudy added keep their defaults."""
+    fields = {f.name: f for f in dataclasses.fields(schema)}
+    return schema(**{k: _section(fields[k].default_factory, v)
+                     if isinstance(v, dict) and dataclasses.is_dataclass(fields[k].default_factory)
+                     else v for k, v in values.items() if k in fields})
 
 
 def _group_node(group: str, values: dict[str, Any]) -> Any:

@@ -13,21 +13,27 @@ import dataclasses
 import logging
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import hydra
-import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf
 
 from flowstudy.cli import exit_with_error, run_cli
-from flowstudy.config import CONF_DIR, EvalConfig, SampleConfig, _format_value, validate
-from flowstudy.data import build_data
+from flowstudy.config import (
+    CONF_DIR,
+    EvalConfig,
+    SampleConfig,
+    format_value,
+    register_configs,
+    validate,
+)
 from flowstudy.errors import UserError
-from flowstudy.evaluate import evaluate
 from flowstudy.fileio import atomic_path, write_json
-from flowstudy.loading import TrainedRun, load
+
+if TYPE_CHECKING:
+    from flowstudy.loading import TrainedRun
 
 log = logging.getLogger("flowstudy")
 
@@ -35,7 +41,7 @@ log = logging.getLogger("flowstudy")
 def eval_name(trained: TrainedRun, s: SampleConfig, n: int, seed: int) -> str:
     """``best-e35-rk4-4-n1000-seed0``: the checkpoint (and its epoch, so a later best.pt gets
     files of its own) and every setting that changes the numbers."""
-    solver = (f"dopri5-atol{_format_value(s.atol)}-rtol{_format_value(s.rtol)}"
+    solver = (f"dopri5-atol{format_value(s.atol)}-rtol{format_value(s.rtol)}"
               if s.solver == "dopri5" else f"{s.solver}-{s.steps}")
     return f"{trained.path.stem}-e{trained.epoch}-{solver}-n{n}-seed{seed}"
 
@@ -52,6 +58,14 @@ def sample_settings(run_sample: SampleConfig, given: SampleConfig,
 def evaluate_checkpoint(cfg: EvalConfig, overrides: list[str]) -> dict[str, Any]:
     """Sample ``cfg.resume`` with the run's settings changed by ``overrides``; write and
     return the record."""
+    # The sampling stack (torch, the data, the model) is imported here, where sampling starts,
+    # and not with this module: --help and a bad override need none of it.
+    import torch
+
+    from flowstudy.data import build_data
+    from flowstudy.evaluate import evaluate
+    from flowstudy.loading import load
+
     started = time.perf_counter()
     device = "cuda" if torch.cuda.is_available() else "cpu"
     trained = load(cfg.resume, device)
@@ -94,6 +108,7 @@ def _hydra_main(cfg: DictConfig) -> None:
 
 
 def main() -> None:
+    register_configs()
     run_cli(_hydra_main)
 
 

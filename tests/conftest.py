@@ -5,7 +5,11 @@ from pathlib import Path
 import pytest
 import torch
 
+from flowstudy.config import register_configs
+
 torch.set_num_threads(1)
+# pytest is an entry point too: tests that compose with Hydra's own API need the schemas.
+register_configs()
 
 
 @pytest.fixture

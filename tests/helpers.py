@@ -7,9 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from hydra import compose, initialize_config_dir
-
-from flowstudy.config import CONF_DIR, Config, load_config
+from flowstudy.config import CONF_DIR, compose_config
 
 CONF = CONF_DIR
 
@@ -24,11 +22,6 @@ SMALL_ARCH = {"mlp": TINY_MLP, "dit": ["arch.dim=16", "arch.depth=1"],
               "unet": ["arch.channels=8", "arch.mults=[1,2]"]}
 SMALL_DATA = {"digits": ["dataset.n_val=64", "dataset.n_test=64"],
               "sphere": ["dataset.dim=32", *TINY_MOONS], "embeddings": []}
-
-
-def compose_config(overrides: list[str]) -> Config:
-    with initialize_config_dir(str(CONF), version_base="1.3"):
-        return load_config(compose("config", overrides=overrides))
 
 
 def name_of(overrides: list[str]) -> str:

@@ -40,4 +40,4 @@ def test_benchmark_smoke_runs_and_writes_only_with_save(name: str, tmp_path: Pat
     assert written == (["startup.json"] if save else [])
     if save:
         recorded = json.loads((tmp_path / "startup.json").read_text())
-        assert recorded["benchmark"] == "startup" and len(recorded["rows"]) == 2
+        assert recorded["benchmark"] == "startup" and len(recorded["rows"]) == 4

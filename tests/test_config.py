@@ -19,7 +19,9 @@ from flowstudy.config import (
     Toy2DConfig,
     derive_name,
     group_options,
+    rules_text,
 )
+from flowstudy.config.reference import field_comments, reference
 from flowstudy.errors import ConfigError, describe
 from flowstudy.flows.solvers import SOLVERS as SOLVER_FUNCTIONS
 
@@ -181,3 +183,23 @@ def test_cli_rejects_bad_input_before_any_work(tmp_path: Path, override: str,
     assert lines == [lines[0]] and lines[0].startswith(f"flowstudy: error: {expected}")
     assert "Traceback" not in proc.stderr + proc.stdout
     assert not (tmp_path / "study").exists()
+
+
+def test_the_configuration_reference_is_current() -> None:
+    page = (CONF.parent / "docs" / "configuration.md").read_text()
+    assert page == reference(), ("docs/configuration.md is stale: "
+                                 "python -m flowstudy.config.reference > docs/configuration.md")
+
+
+def test_help_and_the_reference_say_the_same_rules() -> None:
+    page = reference()
+    for line in rules_text().splitlines():
+        key, allowed = line.split(maxsplit=1)
+        assert f"| `{key}` |" in page and f"| {allowed} |" in page, key
+
+
+def test_the_reference_carries_each_fields_comment() -> None:
+    comments = field_comments(Toy2DConfig)
+    assert comments["source"] == "N(0, I), or another 2-d dataset (8gaussians -> moons)"
+    assert comments["n_train"] == "a seeded subset of the train split (null: all of it)"  # base's
+    assert comments["noise"] == "Gaussian noise added to the points; null: the dataset's own"

@@ -82,7 +82,8 @@ def test_a_wheel_in_a_fresh_venv_trains_reports_and_completes_from_an_empty_dir(
     where = _run(bindir, work, "python", "-c",
                  "import flowstudy.config as c; print(c.__file__); print(c.CONF_DIR)")
     module, conf = where.stdout.split()
-    assert module.startswith(str(tmp_path / "venv")) and conf == str(Path(module).parent / "conf")
+    assert module.startswith(str(tmp_path / "venv"))
+    assert conf == str(Path(module).parents[1] / "conf")
 
     train = _run(bindir, work, "flowstudy-train", "debug=quick", "wandb.mode=offline",
                  "dataset.n_val=128", "dataset.n_test=128")
