@@ -80,13 +80,18 @@ def _allowed(f: dataclasses.Field) -> str:
             "int | None": "an integer, or null"}.get(str(f.type), "")
 
 
+def section_comments(schema: type, prefix: str = "") -> dict[str, str]:
+    """Dotted key -> its comment, through nested sections (``train.budget.flops``)."""
+    out = {f"{prefix}{k}": text for k, text in field_comments(schema).items()}
+    for f in dataclasses.fields(schema):
+        if f.type in SECTIONS:
+            out.update(section_comments(SECTIONS[f.type], f"{prefix}{f.name}."))
+    return out
+
+
 def keys_table(schema: type, prefix: str, skip: tuple[str, ...] = ()) -> str:
     """One row per key of ``schema`` (sections included), its group nodes and ``skip`` left out."""
-    comments = {f"{p}.{k}" if p else k: text
-                for p, s in [("", schema), *((f.name, SECTIONS[f.type])
-                                             for f in dataclasses.fields(schema)
-                                             if f.type in SECTIONS)]
-                for k, text in field_comments(s).items()}
+    comments = section_comments(schema)
     rows = []
     for key, f in schema_fields(schema):
         if key in GROUP_SCHEMAS or key.split(".")[0] in skip:
