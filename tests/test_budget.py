@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
+import yaml
 
 from flowstudy.budget import Budget, estimate_steps, planned_steps
 from flowstudy.build import build
-from flowstudy.config import Config
+from flowstudy.config import CONF_DIR, Config
 from flowstudy.cost import step_flops
 from flowstudy.errors import ConfigError
 from flowstudy.results import RunResult
@@ -150,3 +152,36 @@ def test_an_architectures_sweep_under_a_flop_budget_ends_every_run_within_one_st
         assert r.budget["flops_spent"] == r.flops and r.budget["planned_steps"] == r.steps
         steps.add(r.steps)
     assert len(steps) == 3  # the same FLOPs buy each architecture its own number of steps
+
+
+def test_a_seconds_budget_sets_the_schedule_from_the_measured_rate(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A clock that advances 1 s each time fit reads it: fit's start (0), then each log point
+    # (every 4 steps) and epoch end (every 8) reads it once.
+    ticks = iter(range(1000))
+    monkeypatch.setattr("flowstudy.trainer.time", SimpleNamespace(
+        perf_counter=lambda: float(next(ticks))))
+    cfg = _config(tmp_path, "train.epochs=10", "train.warmup_steps=2")
+    seed_everything(cfg.seed)
+    built = build(cfg, torch.device("cpu"))
+    fitted = fit(built.cfg.train, built.state, built.batches, built.val, Sink(),
+                 Checkpoints(tmp_path / "ckpt"),
+                 budget=Budget.plan("seconds", 10.0, 1.0, warmup_steps=2, device="cpu"))
+    # Step 4 at 1 s marks the clock; step 8 at 2 s measures 4 steps/s: 8 + 4 x 8 s left = 40.
+    # The clock passes 10 s at the log point of step 28 (epoch 4 of 8 steps each).
+    assert (fitted.stop_reason, fitted.steps, fitted.schedule_steps) == ("budget", 28, 40)
+    assert fitted.budget["estimated_schedule"] and fitted.budget["planned_steps"] == 40
+
+
+def test_the_isoflop_preset_sweeps_each_architecture_at_two_widths_and_three_budgets() -> None:
+    preset = yaml.safe_load((CONF_DIR / "ablation" / "architectures-isoflop.yaml").read_text())
+    params = preset["hydra"]["sweeper"]["params"]
+    sizes = params["ablation/isoflop/size"].split(",")
+    assert len(params["train.budget.flops"].split(",")) == 3
+    found = {}
+    for size in sizes:
+        cfg = compose_config(["ablation=architectures-isoflop", f"ablation/isoflop/size={size}"])
+        found.setdefault(cfg.arch.name, set()).add(
+            getattr(cfg.arch, {"mlp": "width", "dit": "dim", "unet": "channels"}[cfg.arch.name]))
+        assert cfg.group == "architectures-isoflop" and size.startswith(cfg.arch.name)
+    assert found == {"mlp": {128, 256}, "dit": {32, 64}, "unet": {8, 16}}
