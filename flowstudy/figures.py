@@ -464,29 +464,31 @@ def isoflop(matched: Any, png: Path, title: str) -> bool:
     fig, ax = plt.subplots(figsize=(8, 5), dpi=120)
     colors = plt.get_cmap("tab10")
     budgets = matched.budgets
-    for i, arch in enumerate(sorted({p.arch for p in matched.points})):
+    archs = sorted({p.arch for p in matched.points})
+    for i, arch in enumerate(archs):
         points = sorted((p for p in matched.points if p.arch == arch), key=lambda p: p.budget)
         color = colors(i % 10)
+        dodge = 1.07 ** (i - (len(archs) - 1) / 2)  # side by side at one budget (log x)
         ivs = [_ci(list(p.values.values())) for p in points]
         errors = np.array([[iv.mean - iv.low, iv.high - iv.mean] if iv.known else [0.0, 0.0]
                            for iv in ivs]).T
-        xs = [p.budget for p in points]
+        xs = [p.budget * dodge for p in points]
         ax.errorbar(xs, [iv.mean for iv in ivs], yerr=errors, marker="o", markersize=5,
                     capsize=3, linewidth=1.8, color=color, label=f"{arch} (best size per budget)")
-        for p in points:
-            for x, (size, seeds) in enumerate(sorted(p.sizes.items())):
-                ax.annotate(size.split(" ", 1)[1], (p.budget, statistics.fmean(seeds.values())),
-                            textcoords="offset points", xytext=(5, -3 + 8 * x), fontsize=6,
-                            color=color, alpha=0.8)
+        for p, x in zip(points, xs, strict=True):
+            for size, seeds in sorted(p.sizes.items()):
+                y = statistics.fmean(seeds.values())
                 if size != p.best:
-                    ax.plot([p.budget], [statistics.fmean(seeds.values())], marker="o",
-                            markersize=4, markerfacecolor="none", color=color, alpha=0.6)
+                    ax.plot([x], [y], marker="o", markersize=4, markerfacecolor="none",
+                            color=color, alpha=0.7)
+                ax.annotate(size.split(" ", 1)[1], (x, y), textcoords="offset points",
+                            xytext=(4, 2), fontsize=6, color=color)
     for value, text, style in ((matched.baseline, "Gaussian fit (baseline)", ":"),
                                (matched.floor, "floor (real vs real)", "--")):
         if value is not None:
             ax.axhline(value, linestyle=style, linewidth=1, color="tab:gray", label=text)
     ax.plot([], [], marker="o", markerfacecolor="none", linestyle="none", color="tab:gray",
-            label="other sizes (params labelled)")
+            label="other sizes (mean over seeds); labels: parameters")
     ax.set_xscale("log")
     ax.set_xticks(budgets, [f"{b:.2g}" for b in budgets])
     ax.minorticks_off()
@@ -494,7 +496,7 @@ def isoflop(matched: Any, png: Path, title: str) -> bool:
     ax.set_xlabel("training FLOPs (train.budget.flops; every run within one step of it)")
     ax.set_ylabel(f"{metric_label(matched.metric)} ({better} is better)")
     ax.set_title(f"{title}: quality against training compute", fontsize=11)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="upper right")
     ax.grid(alpha=0.3)
     save_figure(fig, png, svg=True)
     return True
