@@ -1,11 +1,12 @@
-"""Compute budgets (``train.budget.flops``, ``.steps`` or ``.seconds``): every run of a sweep
-stops at the same measured cost, and the cosine schedule ends where the budget does.
+"""Compute budgets (``train.budget.flops``, ``.optimizer_steps`` or ``.seconds``): every run of
+a sweep stops at the same measured cost, and the cosine schedule ends where the budget does.
 
 - **flops**: the run takes ``floor(budget / flops_per_step)`` optimizer steps, where
   ``flops_per_step`` is counted once at build on the resolved model (``flowstudy.cost.step_flops``:
   forward and backward of one global batch under ``FlopCounterMode``). It ends within one step
   of the budget: ``budget - flops_per_step < steps x flops_per_step <= budget``.
-- **steps**: the run takes exactly that many steps.
+- **optimizer_steps**: the run takes exactly that many steps. (Not ``steps``: ``sample.steps``
+  would then be named in full in run names, renaming every earlier run that set it.)
 - **seconds**: the run stops at the first log point (every ``train.log_every`` steps) or epoch
   end at which the wall time of ``fit`` (validation and checkpoints included) has reached the
   budget. The schedule's length cannot be known in advance: it is estimated once, at the first
@@ -31,7 +32,7 @@ from typing import Any
 
 from flowstudy.errors import ConfigError
 
-KINDS = ("flops", "steps", "seconds")
+KINDS = ("flops", "optimizer_steps", "seconds")
 
 
 def chosen(budget: Any) -> tuple[str, float] | None:
@@ -39,16 +40,16 @@ def chosen(budget: Any) -> tuple[str, float] | None:
     if budget is None:
         return None
     set_ = [(k, getattr(budget, k)) for k in KINDS if getattr(budget, k) is not None]
-    if len(set_) > 1:  # validation refuses this first; kept for direct callers
+    if len(set_) > 1:
         raise ConfigError("train.budget", dict(set_), "at most one of train.budget.flops, "
-                          "train.budget.steps, train.budget.seconds")
+                          "train.budget.optimizer_steps, train.budget.seconds")
     return set_[0] if set_ else None
 
 
 def planned_steps(kind: str, value: float, flops_per_step: float) -> int | None:
     """The steps a budget allows: floor(value / flops_per_step) for flops, the value for steps,
     None for seconds (decided by the clock; see the module docstring)."""
-    if kind == "steps":
+    if kind == "optimizer_steps":
         return int(value)
     if kind == "seconds":
         return None
@@ -130,7 +131,7 @@ class Budget:
         if self.kind == "flops":
             return (f"budget {self.value:.4g} FLOPs = {self.planned_steps} steps of "
                     f"{self.flops_per_step:.4g}")
-        if self.kind == "steps":
+        if self.kind == "optimizer_steps":
             return f"budget {self.planned_steps} steps"
         return (f"budget {self.value:g} s on {self.device} (wall time: not comparable across "
                 f"machines; schedule length estimated after warmup)")

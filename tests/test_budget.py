@@ -28,7 +28,7 @@ def test_planned_steps_of_each_kind() -> None:
     assert planned_steps("flops", 1000.0, 300.0) == 3  # floor: 900 <= 1000 < 1200
     assert planned_steps("flops", 900.0, 300.0) == 3  # an exact multiple is its own step
     assert planned_steps("flops", 0.3 * 3, 0.3) == 3  # even where float division lands below
-    assert planned_steps("steps", 17, 300.0) == 17
+    assert planned_steps("optimizer_steps", 17, 300.0) == 17
     assert planned_steps("seconds", 5.0, 300.0) is None
     with pytest.raises(ConfigError, match=r"train\.budget\.flops.*one training step"):
         planned_steps("flops", 299.0, 300.0)
@@ -92,7 +92,7 @@ def test_epochs_still_end_a_run_before_a_larger_budget(tmp_path: Path) -> None:
     seed_everything(cfg.seed)
     built = build(cfg, torch.device("cpu"))
     fitted = fit(built.cfg.train, built.state, built.batches, built.val, Sink(),
-                 Checkpoints(tmp_path / "ckpt"), budget=Budget.plan("steps", 100, 1.0))
+                 Checkpoints(tmp_path / "ckpt"), budget=Budget.plan("optimizer_steps", 100, 1.0))
     assert (fitted.stop_reason, fitted.steps, fitted.schedule_steps) == ("max_epochs", 24, 100)
     assert math.isclose(fitted.budget["flops_spent"], 24.0)
 
@@ -128,7 +128,7 @@ def test_two_budgets_at_once_are_refused_in_one_line_naming_the_keys() -> None:
         compose_config([*TINY, "train.budget.flops=1e9", "train.budget.seconds=60"])
     message = str(e.value)
     assert "\n" not in message and "train.budget.flops" in message
-    assert "train.budget.steps" in message and "train.budget.seconds" in message
+    assert "train.budget.optimizer_steps" in message and "train.budget.seconds" in message
 
 
 @pytest.mark.slow

@@ -42,9 +42,8 @@ def test_swept_values_off_their_defaults_name_each_run(tmp_path: Path) -> None:
                                 "wandb.mode=disabled")
     assert code == 0, out
     # Every override names the run, swept or not, in one suffix sorted by label.
-    # sample.steps is named in full: train.budget.steps ends alike.
-    name = "mlp-ot-moons-none-batch_size64-depth2-epochs2{}-n_test128-n_val128-sample_steps8{}-" \
-           "size768-warmup_steps10-width32"
+    name = "mlp-ot-moons-none-batch_size64-depth2-epochs2{}-n_test128-n_val128{}-size768-" \
+           "steps8-warmup_steps10-width32"
     lr_seed = name.format("-lr5e-4", "-seed1")
     assert set(results) == {name.format("", ""), name.format("", "-seed1"),
                             name.format("-lr5e-4", ""), lr_seed}

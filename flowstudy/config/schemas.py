@@ -175,7 +175,7 @@ class BudgetConfig:
     # FLOPs of training: floor(flops / FLOPs per step) steps, the step counted at build
     flops: float | None = checked(None, POSITIVE_FLOAT.or_null("for no FLOP budget"))
     # optimizer steps (applied or skipped), the same for every run whatever its size
-    steps: int | None = checked(None, POSITIVE.or_null("for no step budget"))
+    optimizer_steps: int | None = checked(None, POSITIVE.or_null("for no step budget"))
     # Wall time of training, validation included, checked at log points; not comparable across
     # machines (result.json records the device)
     seconds: float | None = checked(None, POSITIVE_FLOAT.or_null("for no time budget"))

@@ -8,6 +8,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from flowstudy.budget import chosen
 from flowstudy.config.groups import group_options
 from flowstudy.config.naming import derive_name, overrides
 from flowstudy.config.schemas import (
@@ -55,9 +56,7 @@ def validate(cfg: Config) -> None:
     if cfg.experiment is not None:
         _check(cfg.experiment in group_options("experiment"), "experiment", cfg.experiment,
                f"one of {', '.join(group_options('experiment'))}")
-    budgets = {k: v for k, v in dataclasses.asdict(t.budget).items() if v is not None}
-    _check(len(budgets) <= 1, "train.budget", ", ".join(f"{k}={v:g}" for k, v in budgets.items()),
-           "at most one of train.budget.flops, train.budget.steps, train.budget.seconds")
+    chosen(t.budget)  # at most one budget
     _check(t.batch_size is None or t.batch_size % t.accum_steps == 0, "train.batch_size",
            t.batch_size, f"a multiple of train.accum_steps={t.accum_steps}")
     if isinstance(a, DiTConfig):
