@@ -87,7 +87,7 @@ NAME_RULE = ("a run name of letters, digits and . _ - + = , starting with a lett
     # further likely mistakes
     ("arch=DiT", "arch=DiT is not an option; available: dit, mlp, unet"),
     ("ablation=architecture", "ablation=architecture is not an option; available: "
-     "architectures, augmentations, dataset-size, flow-methods, none"),
+     "architectures, architectures-isoflop, augmentations, dataset-size, flow-methods, none"),
     ("train.batch_size=0", "train.batch_size=0 is not allowed: an integer >= 1, or null for "
      "256, or the train split where smaller"),
     ("sample.steps=0", "sample.steps=0 is not allowed: an integer >= 1"),
