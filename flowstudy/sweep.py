@@ -26,7 +26,7 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from flowstudy.config import validate
+from flowstudy.config import check_keys, validate
 from flowstudy.errors import Refused, describe
 from flowstudy.fileio import write_json
 from flowstudy.results import RunResult
@@ -125,7 +125,9 @@ def check_jobs(config: DictConfig) -> None:
     for batch in BasicSweeper.split_arguments(_sweep_overrides(config), None):
         for job in batch:
             job = [o for o in job if not o.startswith(("hydra.", "hydra/"))]
-            validate(OmegaConf.to_object(compose("config", overrides=job)))
+            composed = compose("config", overrides=job)
+            check_keys(composed)
+            validate(OmegaConf.to_object(composed))
 
 
 def duration(seconds: float) -> str:
