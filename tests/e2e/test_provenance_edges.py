@@ -3,11 +3,13 @@ real subprocesses on real files. Each test names its case of the issue."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
-from tests.helpers import TINY, cli
+from tests.helpers import TINY, TINY_MLP, TINY_TRAIN, cli
 
 pytestmark = pytest.mark.slow
 
@@ -43,3 +45,51 @@ def test_sample_refuses_unknown_keys(tmp_path: Path) -> None:
     proc = cli(["resume=x.pt", "+sample.stepz=4"], tmp_path, timeout=120,
                module="flowstudy.sample")
     assert _error_line(proc).startswith("sample.stepz=4 is not a known key; allowed in sample:")
+
+
+# --- cases 2 and 11: a run refused before training leaves the disk as it found it --------------
+
+EMB = [*TINY_MLP, *TINY_TRAIN, "train.epochs=1", "wandb.mode=disabled", "train.threads=1",
+       "dataset=embeddings", "dataset.path=cd.npy"]
+
+
+def _vectors(path: Path, seed: int = 0, rows: int = 400) -> np.ndarray:
+    x = np.random.default_rng(seed).normal(size=(rows, 4)).astype(np.float32)
+    np.save(path, x)
+    return x
+
+
+CD = "mlp-ot-cd-none-batch_size64-depth2-epochs1-steps8-warmup_steps10-width32"
+
+
+def _result(tmp_path: Path, name: str = CD) -> Path:
+    return tmp_path / "study" / "runs" / name / "result.json"
+
+
+def test_force_after_a_data_change_keeps_the_completed_record(tmp_path: Path) -> None:
+    x = _vectors(tmp_path / "cd.npy")
+    assert cli(EMB, tmp_path, timeout=120).returncode == 0
+    result = _result(tmp_path)
+    before = result.read_bytes()
+    assert json.loads(before)["status"] == "completed"
+    x[0, 0] += 1.0
+    np.save(tmp_path / "cd.npy", x)
+    line = _error_line(cli([*EMB, "force=true"], tmp_path, timeout=120))
+    assert line.startswith("dataset.path=cd.npy: its content changed since ")
+    assert "runs on the old content stay as they were" in line
+    assert result.read_bytes() == before  # still completed, its epochs and metrics kept
+    assert (result.parent.parent.parent / "checkpoints" / result.parent.name / "best.pt").exists()
+
+
+def test_a_rejected_data_file_does_not_poison_its_name(tmp_path: Path) -> None:
+    x = _vectors(tmp_path / "cd.npy")
+    bad = x.copy()
+    bad[3, 1] = np.nan
+    np.save(tmp_path / "cd.npy", bad)
+    line = _error_line(cli(EMB, tmp_path, timeout=120))
+    assert line.startswith("dataset.path=cd.npy: ") and "NaN" in line
+    assert not _result(tmp_path).exists()  # no failed record claiming the bad file's hash
+    np.save(tmp_path / "cd.npy", x)  # fixed
+    proc = cli(EMB, tmp_path, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(_result(tmp_path).read_text())["status"] == "completed"
