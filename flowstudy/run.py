@@ -255,6 +255,8 @@ def _train(cfg: Config, result: RunResult, built: Built, start: Start,
                        normalizer=built.data.normalizer.state_dict())
     tracker.summary({"params": result.params,
                      **{f"resolved/{k}": v for k, v in result.resolved.items() if k != "arch"}})
+    if start.branch and built.engine.dist.main:
+        _branch_best(cfg, state, header, checkpoint_dir, tracker.run_id)
     stop.phase = "training"
     profiled = cfg.train.profile_steps if built.engine.dist.main else 0
     try:
@@ -273,6 +275,39 @@ def _train(cfg: Config, result: RunResult, built: Built, start: Start,
     result.budget = fitted.budget
     record_cost(result, fitted, built.cfg.train.batch_size, state.model,
                 built.batches.flow.path, built.data.dim, built.resolved.flops_per_step)
+
+
+def _branch_best(cfg: Config, state: Any, header: RunHeader, checkpoint_dir: Path,
+                 run_id: str | None) -> None:
+    """A branch keeps its parent's best as the best to beat: early stopping carries the parent's
+    best loss over, so the branch's ``best.pt`` starts as the weights that reached it. They are
+    the checkpoint the branch started from when that was its best epoch, else the best.pt beside
+    it when that holds the same run's best epoch; written with the branch's own header."""
+    best_epoch = state.stopper.best_epoch
+    if not best_epoch:
+        return  # the parent had no best yet: the branch's first validation makes one
+    target = checkpoint_dir / "best.pt"
+    if best_epoch == state.epoch:
+        Checkpoint.capture(state, header, run_id).save(target)
+        log.info("branch %s: %s is its parent's best (%s %.4f at epoch %d); written as %s, the "
+                 "best to beat", cfg.name, cfg.resume, cfg.train.monitor, state.stopper.best,
+                 best_epoch, target)
+        return
+    sibling = Path(str(cfg.resume)).parent / "best.pt"
+    parent = Checkpoint.load(sibling) if sibling.exists() else None
+    started = Checkpoint.load(cfg.resume) if parent is not None else None
+    if parent is not None and started is not None and parent.epoch == best_epoch and \
+            parent.lineage == started.lineage:
+        dataclasses.replace(parent, config=header.config, lineage=header.lineage,
+                            resolved=header.resolved, normalizer=header.normalizer,
+                            wandb_run_id=run_id).save(target)
+        log.info("branch %s: its parent's best is %s (%s %.4f at epoch %d); copied to %s, the "
+                 "best to beat", cfg.name, sibling, cfg.train.monitor, state.stopper.best,
+                 best_epoch, target)
+        return
+    log.warning("branch %s: its parent's best (epoch %d, %s %.4f) is not beside %s; the branch "
+                "has a best.pt only if it beats that loss", cfg.name, best_epoch,
+                cfg.train.monitor, state.stopper.best, cfg.resume)
 
 
 def _best(checkpoint_dir: Path, cfg: Config, device: torch.device) -> Checkpoint:

@@ -93,3 +93,20 @@ def test_a_rejected_data_file_does_not_poison_its_name(tmp_path: Path) -> None:
     proc = cli(EMB, tmp_path, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert json.loads(_result(tmp_path).read_text())["status"] == "completed"
+
+
+# --- case 10: extending a finished run keeps its parent's best as the best to beat --------------
+
+def test_a_branch_that_never_beats_its_parent_evaluates_the_parents_best(tmp_path: Path) -> None:
+    base = [*QUICK, "train.epochs=2"]
+    assert cli(base, tmp_path, timeout=120).returncode == 0
+    [parent] = (tmp_path / "study" / "checkpoints").iterdir()
+    # min_delta so large that no epoch of the branch can improve on its parent's best
+    proc = cli([*base, f"resume=study/checkpoints/{parent.name}/best.pt", "train.epochs=3",
+                "train.min_delta=1e9"], tmp_path, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "is its parent's best" in proc.stdout and "the best to beat" in proc.stdout
+    branch = json.loads(next((tmp_path / "study" / "runs").glob("*+*/result.json")).read_text())
+    assert branch["status"] == "completed" and branch["best_epoch"] == 2
+    assert branch["metrics"]  # evaluated: the parent's best weights, under the branch's name
+    assert Path(tmp_path / branch["checkpoint"]).exists()
