@@ -110,3 +110,22 @@ def test_a_branch_that_never_beats_its_parent_evaluates_the_parents_best(tmp_pat
     assert branch["status"] == "completed" and branch["best_epoch"] == 2
     assert branch["metrics"]  # evaluated: the parent's best weights, under the branch's name
     assert Path(tmp_path / branch["checkpoint"]).exists()
+
+
+# --- case 12: a torn last line of metrics.jsonl ------------------------------------------------
+
+def test_resume_tolerates_and_repairs_a_torn_last_metrics_line(tmp_path: Path) -> None:
+    base = [*QUICK, "checkpoint.save_last=true"]
+    assert cli(base, tmp_path, timeout=120).returncode == 0
+    [parent] = (tmp_path / "study" / "runs").iterdir()
+    metrics = parent / "metrics.jsonl"
+    whole = metrics.read_text()
+    metrics.write_text(whole + '{"step": 99, "train/lo')  # what kill -9 mid-write leaves
+    proc = cli([*base, f"resume=study/checkpoints/{parent.name}/last.pt", "train.epochs=2"],
+               tmp_path, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "its last line is incomplete" in proc.stdout + proc.stderr
+    branch = next((tmp_path / "study" / "runs").glob("*+*"))
+    records = [json.loads(line) for line in (branch / "metrics.jsonl").read_text().splitlines()]
+    assert records[0] == json.loads(whole.splitlines()[0])  # the parent's history, then its own
+    assert json.loads((branch / "result.json").read_text())["status"] == "completed"
