@@ -4,6 +4,10 @@ real subprocesses on real files. Each test names its case of the issue."""
 from __future__ import annotations
 
 import json
+import os
+import re
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -129,3 +133,29 @@ def test_resume_tolerates_and_repairs_a_torn_last_metrics_line(tmp_path: Path) -
     records = [json.loads(line) for line in (branch / "metrics.jsonl").read_text().splitlines()]
     assert records[0] == json.loads(whole.splitlines()[0])  # the parent's history, then its own
     assert json.loads((branch / "result.json").read_text())["status"] == "completed"
+
+
+# --- case 6: every command's Hydra directory is its own ------------------------------------------
+
+def test_two_runs_started_in_the_same_second_get_directories_of_their_own(tmp_path: Path) -> None:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_SILENT": "true"}
+    env.pop("HYDRA_FULL_ERROR", None)
+    procs = [subprocess.Popen([sys.executable, "-m", "flowstudy.train", *QUICK, f"seed={seed}"],
+                              cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for seed in (1, 2)]
+    for proc in procs:
+        _, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, err
+    dirs = sorted(p.parent.parent for p in tmp_path.glob("outputs/*/*/.hydra/overrides.yaml"))
+    assert len(dirs) == 2
+    assert {("seed=1" in (d / ".hydra" / "overrides.yaml").read_text()) for d in dirs} == {
+        True, False}
+    for pid_dir, proc in zip(sorted(dirs, key=lambda d: int(d.name.rsplit("-", 1)[1])),
+                             sorted(procs, key=lambda p: p.pid), strict=True):
+        assert pid_dir.name.endswith(f"-{proc.pid}")
+
+
+def test_a_sweeps_directory_names_its_process(tmp_path: Path) -> None:
+    proc = cli(["--cfg", "hydra", "--resolve"], tmp_path, timeout=60)
+    sweep_dir = next(line for line in proc.stdout.splitlines() if "multirun/" in line)
+    assert re.search(r"outputs/multirun/\d{4}-\d\d-\d\d/\d\d-\d\d-\d\d-\d+$", sweep_dir)
