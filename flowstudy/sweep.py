@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shlex
 import time
 from pathlib import Path
 from typing import Any
@@ -67,11 +68,24 @@ def record_sweep(config: DictConfig) -> None:
         "keys": sorted({o.key_or_group for o in overrides if o.is_sweep_override()}),
         "jobs": _planned_jobs(config, overrides),
         "started": time.time(),
+        # The command line (grid and all), for the command that continues an interrupted sweep.
+        "overrides": [*(o for o in config.hydra.overrides.hydra
+                        if not o.startswith(("hydra.mode=", "hydra.sweep.dir=", "hydra.run.dir="))),
+                      *config.hydra.overrides.task],
     })
 
 
 def _sweep_record(hydra_cfg: DictConfig) -> dict[str, Any]:
     return json.loads((Path(hydra_cfg.sweep.dir) / SWEEP_FILE).read_text())
+
+
+def resume_command(hydra_cfg: DictConfig) -> str:
+    """The command that continues an interrupted sweep: the whole grid again with
+    ``resume=auto``, so completed jobs are skipped, the interrupted one continues from its
+    ``last.pt`` and the jobs not yet started train."""
+    given = _sweep_record(hydra_cfg).get("overrides") or list(hydra_cfg.overrides.task)
+    kept = [o for o in given if not o.startswith(("resume=", "+resume=", "++resume="))]
+    return shlex.join(["python", "-m", "flowstudy.train", "-m", *kept, "resume=auto"])
 
 
 def swept_keys(hydra_cfg: DictConfig) -> list[str]:
@@ -202,7 +216,7 @@ class SweepSummary(Callback):
             best = "-" if r.get("best_val_loss") is None else f"{r['best_val_loss']:.4f}"
             metric = r.get("metric") or {}
             quality = "  ".join(f"{k} {v:.4f}" for k, v in metric.items())
-            print(f"  [{r['job']}] {r['name']:<40} {r['status']:<12} val {best:<8} {quality}"
+            print(f"  [{r['job']}] {r['name']!s:<40} {r['status']:<12} val {best:<8} {quality}"
                   + (f"  ({r['error']})" if r.get("error") else ""))
         busy = sum(r["status"] == "running elsewhere" for r in records)
         bad = sum(r["status"] not in ("completed", "skipped", "running elsewhere")

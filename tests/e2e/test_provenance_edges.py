@@ -6,8 +6,11 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -159,3 +162,29 @@ def test_a_sweeps_directory_names_its_process(tmp_path: Path) -> None:
     proc = cli(["--cfg", "hydra", "--resolve"], tmp_path, timeout=60)
     sweep_dir = next(line for line in proc.stdout.splitlines() if "multirun/" in line)
     assert re.search(r"outputs/multirun/\d{4}-\d\d-\d\d/\d\d-\d\d-\d\d-\d+$", sweep_dir)
+
+
+# --- case 7: the command printed after Ctrl-C in a sweep continues the whole sweep ----------------
+
+def test_the_printed_resume_command_continues_the_whole_sweep(tmp_path: Path) -> None:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_SILENT": "true"}
+    env.pop("HYDRA_FULL_ERROR", None)
+    grid = ["-m", *QUICK, "train.epochs=40", "train.patience=100", "seed=1,2"]
+    proc = subprocess.Popen([sys.executable, "-m", "flowstudy.train", *grid], cwd=tmp_path,
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not list(tmp_path.glob("study/checkpoints/*seed1*/best.pt")):  # job 0 is training
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    command = err.strip().splitlines()[-1].strip()
+    assert command.startswith("python -m flowstudy.train -m ") and command.endswith("resume=auto")
+    again = cli(shlex.split(command)[3:], tmp_path, timeout=300)
+    assert again.returncode == 0, again.stderr
+    assert "2 of 2 runs completed or skipped as done" in again.stdout
+    assert "raised" not in again.stdout + again.stderr
+    results = [json.loads(p.read_text()) for p in tmp_path.glob("study/runs/*/result.json")]
+    assert sorted(r["status"] for r in results) == ["completed", "completed"]
+    assert {r["epochs"] for r in results} == {40}
