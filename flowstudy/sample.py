@@ -29,6 +29,7 @@ from flowstudy.config import (
     format_value,
     register_configs,
     validate,
+    validate_eval,
 )
 from flowstudy.errors import UserError
 from flowstudy.fileio import atomic_path, write_json
@@ -104,6 +105,7 @@ def _hydra_main(cfg: DictConfig) -> None:
     try:
         check_keys(cfg)
         config: EvalConfig = OmegaConf.to_object(cfg)  # type: ignore[assignment]
+        validate_eval(config)
         evaluate_checkpoint(config, list(HydraConfig.get().overrides.task))
     except UserError as e:  # Hydra would add its own "Error executing job" line
         exit_with_error(str(e))

@@ -22,13 +22,14 @@ from typing import Any
 
 from hydra import compose
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from flowstudy.config import check_keys, validate
-from flowstudy.errors import Refused, describe
+from flowstudy.config import Config, check_keys, validate, validate_eval
+from flowstudy.errors import Refused, UserError, describe
 from flowstudy.fileio import write_json
 from flowstudy.results import RunResult
 
@@ -45,7 +46,7 @@ def _sweep_overrides(config: DictConfig) -> list[Any]:
     params = config.hydra.sweeper.get("params") or {}
     lines = [f"{key}={value}" for key, value in params.items()]
     lines += list(config.hydra.overrides.task)
-    return OverridesParser.create().parse_overrides(lines)
+    return OverridesParser.create(config_loader=_config_loader()).parse_overrides(lines)
 
 
 def _planned_jobs(config: DictConfig, overrides: list[Any]) -> int | None:
@@ -59,6 +60,13 @@ def _planned_jobs(config: DictConfig, overrides: list[Any]) -> int | None:
         except Exception:  # a sweep syntax the grid cannot count (the sweep itself will say)
             return None
     return None
+
+
+def _config_loader() -> Any:
+    """The launching process's config loader: a grid's ``glob()`` over a group lists its
+    options through it."""
+    hydra = GlobalHydra.instance()
+    return hydra.config_loader() if hydra.is_initialized() else None
 
 
 def record_sweep(config: DictConfig) -> None:
@@ -133,15 +141,43 @@ def write_job_record(job_dir: Path, record: dict[str, Any]) -> None:
 
 def check_jobs(config: DictConfig) -> None:
     """Validate every job of a sweep before the first starts, so a bad value in a grid is one
-    line (exit 2) and not a failed job after hours of others."""
+    line (exit 2) and not a failed job after hours of others; a grid of no jobs is refused."""
     if not config.hydra.sweeper.get("_target_", "").endswith(".BasicSweeper"):
         return  # a search space (Optuna) has no grid to enumerate; its trials check themselves
+    config_name = config.hydra.job.get("config_name") or "config"
+    jobs = 0
     for batch in BasicSweeper.split_arguments(_sweep_overrides(config), None):
         for job in batch:
+            jobs += 1
             job = [o for o in job if not o.startswith(("hydra.", "hydra/"))]
-            composed = compose("config", overrides=job)
+            composed = compose(config_name, overrides=job)
             check_keys(composed)
-            validate(OmegaConf.to_object(composed))
+            typed = OmegaConf.to_object(composed)
+            if isinstance(typed, Config):
+                validate(typed)
+            else:
+                validate_eval(typed)
+    if jobs == 0:
+        swept = [o.input_line for o in _sweep_overrides(config) if o.is_sweep_override()]
+        raise UserError(f"{' '.join(swept)}: this sweep expands to no jobs "
+                        f"(an empty glob or range?); nothing to run")
+
+
+class GridCheck(Callback):
+    """``flowstudy.sample -m``: every job of the grid is checked before the first runs."""
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        _refuse_bad_grid(config)
+
+
+def _refuse_bad_grid(config: DictConfig) -> None:
+    try:
+        check_jobs(config)
+    except Exception as e:  # Hydra turns a callback's Exception into a warning and goes on
+        message = describe(e)
+        if message is None:
+            raise
+        raise Refused(message) from e
 
 
 def duration(seconds: float) -> str:
@@ -180,13 +216,7 @@ class SweepSummary(Callback):
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         record_sweep(config)
-        try:
-            check_jobs(config)
-        except Exception as e:  # Hydra turns a callback's Exception into a warning and goes on
-            message = describe(e)
-            if message is None:
-                raise
-            raise Refused(message) from e
+        _refuse_bad_grid(config)
 
     def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
         self._job_started = time.monotonic()

@@ -72,6 +72,7 @@ from flowstudy.config.validation import (
     objective_direction,
     rules_text,
     validate,
+    validate_eval,
 )
 
 __all__ = [
@@ -85,5 +86,5 @@ __all__ = [
     "compose_config", "dataset_label", "derive_name", "differences", "floats", "format_value",
     "group_options", "identity", "ints", "leaves", "load_config", "name_suffix", "named_changes",
     "objective_direction", "one_of", "option_defaults", "overrides", "register_configs",
-    "rules_text", "to_dict", "validate",
+    "rules_text", "to_dict", "validate", "validate_eval",
 ]

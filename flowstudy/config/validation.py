@@ -16,6 +16,7 @@ from flowstudy.config.schemas import (
     Config,
     CoupledFlowConfig,
     DiTConfig,
+    EvalConfig,
     SphereConfig,
     Toy2DConfig,
     keyed_schemas,
@@ -68,6 +69,12 @@ def validate(cfg: Config) -> None:
         # Auto sizes always fit (build_data checks the rows); explicit ones are checked here.
         held_out = (d.n_val or 0) + (d.n_test or 0)
         _check(d.size > held_out, "dataset.size", d.size, f"more than n_val + n_test = {held_out}")
+
+
+def validate_eval(cfg: EvalConfig) -> None:
+    """``flowstudy.sample``'s own keys (its seed, the sample.* values given), before the
+    checkpoint is read; the run's settings they join are validated once it is."""
+    _check_fields(cfg, "")
 
 
 def rules_text() -> str:

@@ -30,7 +30,7 @@ def _error_line(proc) -> str:
     return lines[0].removeprefix("flowstudy: error: ")
 
 
-# --- case 1: keys added with + or deleted with ~ ------------------------------------------------
+# --- case 1: keys added with + or deleted with ~ -------------------------------------------
 
 @pytest.mark.parametrize(("args", "expected"), [
     (["+lr=0.5"], "lr=0.5 is not a known key; allowed at the top level: arch, flow, dataset,"),
@@ -102,7 +102,7 @@ def test_a_rejected_data_file_does_not_poison_its_name(tmp_path: Path) -> None:
     assert json.loads(_result(tmp_path).read_text())["status"] == "completed"
 
 
-# --- case 10: extending a finished run keeps its parent's best as the best to beat --------------
+# --- case 10: extending a finished run keeps its parent's best as the best to beat ---------
 
 def test_a_branch_that_never_beats_its_parent_evaluates_the_parents_best(tmp_path: Path) -> None:
     base = [*QUICK, "train.epochs=2"]
@@ -119,7 +119,7 @@ def test_a_branch_that_never_beats_its_parent_evaluates_the_parents_best(tmp_pat
     assert Path(tmp_path / branch["checkpoint"]).exists()
 
 
-# --- case 12: a torn last line of metrics.jsonl ------------------------------------------------
+# --- case 12: a torn last line of metrics.jsonl -------------------------------------------
 
 def test_resume_tolerates_and_repairs_a_torn_last_metrics_line(tmp_path: Path) -> None:
     base = [*QUICK, "checkpoint.save_last=true"]
@@ -138,7 +138,7 @@ def test_resume_tolerates_and_repairs_a_torn_last_metrics_line(tmp_path: Path) -
     assert json.loads((branch / "result.json").read_text())["status"] == "completed"
 
 
-# --- case 6: every command's Hydra directory is its own ------------------------------------------
+# --- case 6: every command's Hydra directory is its own -------------------------------------
 
 def test_two_runs_started_in_the_same_second_get_directories_of_their_own(tmp_path: Path) -> None:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_SILENT": "true"}
@@ -164,7 +164,7 @@ def test_a_sweeps_directory_names_its_process(tmp_path: Path) -> None:
     assert re.search(r"outputs/multirun/\d{4}-\d\d-\d\d/\d\d-\d\d-\d\d-\d+$", sweep_dir)
 
 
-# --- case 7: the command printed after Ctrl-C in a sweep continues the whole sweep ----------------
+# --- case 7: the command printed after Ctrl-C in a sweep continues the whole sweep -----------
 
 def test_the_printed_resume_command_continues_the_whole_sweep(tmp_path: Path) -> None:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_SILENT": "true"}
@@ -188,3 +188,32 @@ def test_the_printed_resume_command_continues_the_whole_sweep(tmp_path: Path) ->
     results = [json.loads(p.read_text()) for p in tmp_path.glob("study/runs/*/result.json")]
     assert sorted(r["status"] for r in results) == ["completed", "completed"]
     assert {r["epochs"] for r in results} == {40}
+
+
+# --- case 8: flowstudy.sample -m checks its whole grid first ----------------------------------
+
+def test_a_sample_sweep_checks_every_job_before_the_first(tmp_path: Path) -> None:
+    assert cli(QUICK, tmp_path, timeout=120).returncode == 0
+    [best] = tmp_path.glob("study/checkpoints/*/best.pt")
+    resume = f"resume={best.relative_to(tmp_path)}"
+    proc = cli(["-m", resume, "sample.steps=2,0,4"], tmp_path, timeout=120,
+               module="flowstudy.sample")
+    assert _error_line(proc) == "sample.steps=0 is not allowed: an integer >= 1"
+    assert not (best.parent / "eval").exists()  # not even steps=2 ran
+    proc = cli(["-m", resume, "sample.steps=2,4"], tmp_path, timeout=120,
+               module="flowstudy.sample")
+    assert proc.returncode == 0, proc.stderr
+    assert len(list((best.parent / "eval").glob("*.json"))) == 2
+
+
+# --- case 9: degenerate or tampered input -----------------------------------------------------
+
+def test_sample_refuses_a_negative_seed_as_training_does(tmp_path: Path) -> None:
+    proc = cli(["resume=x.pt", "seed=-1"], tmp_path, timeout=60, module="flowstudy.sample")
+    assert _error_line(proc).startswith("seed=-1 is not allowed: an integer from 0 to 4294967294")
+
+
+def test_a_sweep_of_no_jobs_exits_non_zero(tmp_path: Path) -> None:
+    proc = cli(["-m", "arch=glob(zzz*)", "wandb.mode=disabled"], tmp_path, timeout=60)
+    assert _error_line(proc) == ("arch=glob(zzz*): this sweep expands to no jobs (an empty glob "
+                                 "or range?); nothing to run")
