@@ -103,12 +103,12 @@ def _sweep_job(cfg: DictConfig, hydra_cfg: DictConfig) -> float | None:
         record["name"] = config.name
         result = _run(config, job_dir, swept=swept, job_num=hydra_cfg.job.num,
                       parallel=parallel_jobs(hydra_cfg))
-        record.update(status="skipped" if result.skipped else result.status,
+        record.update(name=result.name, status="skipped" if result.skipped else result.status,
                       best_val_loss=result.best_val_loss,
                       metric={k: v for k, v in result.metrics.items() if k in HEADLINE})
         return sweep.objective(result, config.objective)
     except Interrupted as e:
-        e.command = _resume_command(hydra_cfg.overrides.task, e) + " -m"
+        e.command = sweep.resume_command(hydra_cfg)
         record["status"] = "interrupted"
         raise
     except Exception as e:

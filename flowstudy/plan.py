@@ -16,6 +16,7 @@ Everything else is refused with one line saying how to proceed.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -87,6 +88,13 @@ Plan = Skip | EvaluateOnly | Continue | Branch | Fresh
 def plan_run(req: Request, disk: Disk) -> Plan:
     """The plan for ``req`` given ``disk``, or a ``UserError`` saying why it is refused."""
     start = Start(req.name, req.lineage, branch=req.branch)
+    note = None
+    if disk.result is not None and _never_trained(disk):
+        # A run stopped before its first step (a rejected file, a signal while building) holds
+        # no weights trained on anything: it neither claims its data nor blocks its name.
+        note = (f"run '{req.name}' in {disk.where} was {disk.result.status} before training "
+                f"started; training it afresh")
+        disk = dataclasses.replace(disk, result=None)
     explicit = req.resume not in (None, "auto")
     auto = req.resume == "auto" and not req.force and disk.has_last
     continuing = auto or (explicit and not req.branch)
@@ -107,10 +115,18 @@ def plan_run(req: Request, disk: Disk) -> Plan:
     if explicit:
         return Branch(Path(req.resume), start) if req.branch else \
             Continue(Path(req.resume), start, prior)
-    if req.resume == "auto":
+    if req.resume == "auto" and note is None:
         return Fresh(start, f"resume=auto: {req.name} left no unfinished run "
                             f"({disk.checkpoint_dir / 'last.pt'}); training from scratch")
-    return Fresh(start)
+    return Fresh(start, note)
+
+
+def _never_trained(disk: Disk) -> bool:
+    """The earlier run of the name failed or was stopped before its first training step and left
+    no checkpoint."""
+    r = disk.result
+    return (r is not None and r.status in ("failed", "interrupted") and not r.steps
+            and not r.epochs and not disk.has_best and not disk.has_last)
 
 
 def _prior(req: Request, disk: Disk, continuing: bool) -> RunResult | None:

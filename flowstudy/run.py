@@ -23,7 +23,7 @@ from flowstudy.data.fingerprint import data_fingerprint
 from flowstudy.devices import resolve_device, set_threads, use_deterministic, use_tf32
 from flowstudy.distributed import Dist, from_environment
 from flowstudy.evaluate import evaluate_best
-from flowstudy.fileio import ensure_writable_dir, run_lock
+from flowstudy.fileio import atomic_path, ensure_writable_dir, run_lock
 from flowstudy.interrupt import Interrupted, StopRequest
 from flowstudy.lineage import Start, lineage_of, parent_metrics, resumed_start, segment
 from flowstudy.models import count_parameters
@@ -103,9 +103,6 @@ def run(cfg: Config, run_dir: Path, swept: dict[str, Any] | None = None, job_num
                 plan.result.save(paths.result)
             return dataclasses.replace(plan.result, skipped=True)
         checkpoint = _checkpoint_for(plan, resumed, last, device)
-        if isinstance(plan, Fresh) and ranks.main:
-            last_pt = paths.checkpoints / "last.pt"
-            last_pt.unlink(missing_ok=True)  # a fresh start (force=true) leaves no stale last.pt
         with StopRequest() as stop:
             return _execute(cfg, plan, checkpoint, run_dir, device, ranks, paths, started,
                             swept or {}, stop)
@@ -164,11 +161,16 @@ def _execute(cfg: Config, plan: Plan, checkpoint: Checkpoint | None, run_dir: Pa
         checkpoint=str(paths.checkpoints / "best.pt"), config=to_dict(cfg),
         lineage=start.lineage)
     result.error = None
-    record = _Record(result, paths.result, started, ranks.main)
+    record = _Record(result, paths.result, started, ranks.main,
+                     paths.result.read_bytes() if ranks.main and paths.result.exists() else None)
     record.write("trained" if evaluate_only else "running")
     try:
         stop.phase = "building the data and model"
         built = _setup(cfg, result, device, ranks, checkpoint if not evaluate_only else None)
+        record.before_training = False
+        if isinstance(plan, Fresh) and ranks.main:
+            last_pt = paths.checkpoints / "last.pt"
+            last_pt.unlink(missing_ok=True)  # a fresh start (force=true) leaves no stale last.pt
         # W&B starts in the tracker's own thread, overlapping the first training steps (whose
         # torch kernels release the GIL; building, mostly imports, would not).
         stop.phase = "starting W&B"
@@ -189,7 +191,11 @@ def _execute(cfg: Config, plan: Plan, checkpoint: Checkpoint | None, run_dir: Pa
     except BaseException as e:
         if isinstance(e, Interrupted):
             e.trained = result.status == "trained"
-        record.end(e)
+        if record.before_training and (record.before is not None
+                                       or not isinstance(e, Interrupted)):
+            record.restore()  # nothing was trained: the disk stays as the run found it
+        else:
+            record.end(e)
         raise
     record.end(None)
     ranks.barrier()
@@ -249,6 +255,8 @@ def _train(cfg: Config, result: RunResult, built: Built, start: Start,
                        normalizer=built.data.normalizer.state_dict())
     tracker.summary({"params": result.params,
                      **{f"resolved/{k}": v for k, v in result.resolved.items() if k != "arch"}})
+    if start.branch and built.engine.dist.main:
+        _branch_best(cfg, state, header, checkpoint_dir, tracker.run_id)
     stop.phase = "training"
     profiled = cfg.train.profile_steps if built.engine.dist.main else 0
     try:
@@ -269,6 +277,39 @@ def _train(cfg: Config, result: RunResult, built: Built, start: Start,
                 built.batches.flow.path, built.data.dim, built.resolved.flops_per_step)
 
 
+def _branch_best(cfg: Config, state: Any, header: RunHeader, checkpoint_dir: Path,
+                 run_id: str | None) -> None:
+    """A branch keeps its parent's best as the best to beat: early stopping carries the parent's
+    best loss over, so the branch's ``best.pt`` starts as the weights that reached it. They are
+    the checkpoint the branch started from when that was its best epoch, else the best.pt beside
+    it when that holds the same run's best epoch; written with the branch's own header."""
+    best_epoch = state.stopper.best_epoch
+    if not best_epoch:
+        return  # the parent had no best yet: the branch's first validation makes one
+    target = checkpoint_dir / "best.pt"
+    if best_epoch == state.epoch:
+        Checkpoint.capture(state, header, run_id).save(target)
+        log.info("branch %s: %s is its parent's best (%s %.4f at epoch %d); written as %s, the "
+                 "best to beat", cfg.name, cfg.resume, cfg.train.monitor, state.stopper.best,
+                 best_epoch, target)
+        return
+    sibling = Path(str(cfg.resume)).parent / "best.pt"
+    parent = Checkpoint.load(sibling) if sibling.exists() else None
+    started = Checkpoint.load(cfg.resume) if parent is not None else None
+    if parent is not None and started is not None and parent.epoch == best_epoch and \
+            parent.lineage == started.lineage:
+        dataclasses.replace(parent, config=header.config, lineage=header.lineage,
+                            resolved=header.resolved, normalizer=header.normalizer,
+                            wandb_run_id=run_id).save(target)
+        log.info("branch %s: its parent's best is %s (%s %.4f at epoch %d); copied to %s, the "
+                 "best to beat", cfg.name, sibling, cfg.train.monitor, state.stopper.best,
+                 best_epoch, target)
+        return
+    log.warning("branch %s: its parent's best (epoch %d, %s %.4f) is not beside %s; the branch "
+                "has a best.pt only if it beats that loss", cfg.name, best_epoch,
+                cfg.train.monitor, state.stopper.best, cfg.resume)
+
+
 def _best(checkpoint_dir: Path, cfg: Config, device: torch.device) -> Checkpoint:
     best = checkpoint_dir / "best.pt"
     if not best.exists():
@@ -285,6 +326,20 @@ class _Record:
     path: Path
     started: float
     write_files: bool
+    before: bytes | None = None  # result.json as the run found it
+    before_training: bool = True  # until the data and model are built
+
+    def restore(self) -> None:
+        """Put back the result.json the run found (none: remove the one it wrote). A run that
+        stops before training (rejected data, a bug in building) trained nothing, so its record
+        neither replaces a completed one (force=true) nor claims the data or the name."""
+        if not self.write_files:
+            return
+        if self.before is None:
+            self.path.unlink(missing_ok=True)
+        else:
+            with atomic_path(self.path) as tmp:
+                tmp.write_bytes(self.before)
 
     def write(self, status: str) -> None:
         self.result.status = status

@@ -25,9 +25,11 @@ from flowstudy.config import (
     CONF_DIR,
     EvalConfig,
     SampleConfig,
+    check_keys,
     format_value,
     register_configs,
     validate,
+    validate_eval,
 )
 from flowstudy.errors import UserError
 from flowstudy.fileio import atomic_path, write_json
@@ -100,8 +102,10 @@ def evaluate_checkpoint(cfg: EvalConfig, overrides: list[str]) -> dict[str, Any]
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="sample")
 def _hydra_main(cfg: DictConfig) -> None:
-    config: EvalConfig = OmegaConf.to_object(cfg)  # type: ignore[assignment]
     try:
+        check_keys(cfg)
+        config: EvalConfig = OmegaConf.to_object(cfg)  # type: ignore[assignment]
+        validate_eval(config)
         evaluate_checkpoint(config, list(HydraConfig.get().overrides.task))
     except UserError as e:  # Hydra would add its own "Error executing job" line
         exit_with_error(str(e))

@@ -15,19 +15,21 @@ from __future__ import annotations
 import json
 import math
 import os
+import shlex
 import time
 from pathlib import Path
 from typing import Any
 
 from hydra import compose
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from flowstudy.config import validate
-from flowstudy.errors import Refused, describe
+from flowstudy.config import Config, check_keys, validate, validate_eval
+from flowstudy.errors import Refused, UserError, describe
 from flowstudy.fileio import write_json
 from flowstudy.results import RunResult
 
@@ -44,7 +46,7 @@ def _sweep_overrides(config: DictConfig) -> list[Any]:
     params = config.hydra.sweeper.get("params") or {}
     lines = [f"{key}={value}" for key, value in params.items()]
     lines += list(config.hydra.overrides.task)
-    return OverridesParser.create().parse_overrides(lines)
+    return OverridesParser.create(config_loader=_config_loader()).parse_overrides(lines)
 
 
 def _planned_jobs(config: DictConfig, overrides: list[Any]) -> int | None:
@@ -60,6 +62,13 @@ def _planned_jobs(config: DictConfig, overrides: list[Any]) -> int | None:
     return None
 
 
+def _config_loader() -> Any:
+    """The launching process's config loader: a grid's ``glob()`` over a group lists its
+    options through it."""
+    hydra = GlobalHydra.instance()
+    return hydra.config_loader() if hydra.is_initialized() else None
+
+
 def record_sweep(config: DictConfig) -> None:
     """Write ``sweep.json`` for the sweep ``config`` (the launching process's) is starting."""
     overrides = _sweep_overrides(config)
@@ -67,11 +76,24 @@ def record_sweep(config: DictConfig) -> None:
         "keys": sorted({o.key_or_group for o in overrides if o.is_sweep_override()}),
         "jobs": _planned_jobs(config, overrides),
         "started": time.time(),
+        # The command line (grid and all), for the command that continues an interrupted sweep.
+        "overrides": [*(o for o in config.hydra.overrides.hydra
+                        if not o.startswith(("hydra.mode=", "hydra.sweep.dir=", "hydra.run.dir="))),
+                      *config.hydra.overrides.task],
     })
 
 
 def _sweep_record(hydra_cfg: DictConfig) -> dict[str, Any]:
     return json.loads((Path(hydra_cfg.sweep.dir) / SWEEP_FILE).read_text())
+
+
+def resume_command(hydra_cfg: DictConfig) -> str:
+    """The command that continues an interrupted sweep: the whole grid again with
+    ``resume=auto``, so completed jobs are skipped, the interrupted one continues from its
+    ``last.pt`` and the jobs not yet started train."""
+    given = _sweep_record(hydra_cfg).get("overrides") or list(hydra_cfg.overrides.task)
+    kept = [o for o in given if not o.startswith(("resume=", "+resume=", "++resume="))]
+    return shlex.join(["python", "-m", "flowstudy.train", "-m", *kept, "resume=auto"])
 
 
 def swept_keys(hydra_cfg: DictConfig) -> list[str]:
@@ -119,13 +141,43 @@ def write_job_record(job_dir: Path, record: dict[str, Any]) -> None:
 
 def check_jobs(config: DictConfig) -> None:
     """Validate every job of a sweep before the first starts, so a bad value in a grid is one
-    line (exit 2) and not a failed job after hours of others."""
+    line (exit 2) and not a failed job after hours of others; a grid of no jobs is refused."""
     if not config.hydra.sweeper.get("_target_", "").endswith(".BasicSweeper"):
         return  # a search space (Optuna) has no grid to enumerate; its trials check themselves
+    config_name = config.hydra.job.get("config_name") or "config"
+    jobs = 0
     for batch in BasicSweeper.split_arguments(_sweep_overrides(config), None):
         for job in batch:
+            jobs += 1
             job = [o for o in job if not o.startswith(("hydra.", "hydra/"))]
-            validate(OmegaConf.to_object(compose("config", overrides=job)))
+            composed = compose(config_name, overrides=job)
+            check_keys(composed)
+            typed = OmegaConf.to_object(composed)
+            if isinstance(typed, Config):
+                validate(typed)
+            else:
+                validate_eval(typed)
+    if jobs == 0:
+        swept = [o.input_line for o in _sweep_overrides(config) if o.is_sweep_override()]
+        raise UserError(f"{' '.join(swept)}: this sweep expands to no jobs "
+                        f"(an empty glob or range?); nothing to run")
+
+
+class GridCheck(Callback):
+    """``flowstudy.sample -m``: every job of the grid is checked before the first runs."""
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        _refuse_bad_grid(config)
+
+
+def _refuse_bad_grid(config: DictConfig) -> None:
+    try:
+        check_jobs(config)
+    except Exception as e:  # Hydra turns a callback's Exception into a warning and goes on
+        message = describe(e)
+        if message is None:
+            raise
+        raise Refused(message) from e
 
 
 def duration(seconds: float) -> str:
@@ -164,13 +216,7 @@ class SweepSummary(Callback):
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         record_sweep(config)
-        try:
-            check_jobs(config)
-        except Exception as e:  # Hydra turns a callback's Exception into a warning and goes on
-            message = describe(e)
-            if message is None:
-                raise
-            raise Refused(message) from e
+        _refuse_bad_grid(config)
 
     def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
         self._job_started = time.monotonic()
@@ -200,7 +246,7 @@ class SweepSummary(Callback):
             best = "-" if r.get("best_val_loss") is None else f"{r['best_val_loss']:.4f}"
             metric = r.get("metric") or {}
             quality = "  ".join(f"{k} {v:.4f}" for k, v in metric.items())
-            print(f"  [{r['job']}] {r['name']:<40} {r['status']:<12} val {best:<8} {quality}"
+            print(f"  [{r['job']}] {r['name']!s:<40} {r['status']:<12} val {best:<8} {quality}"
                   + (f"  ({r['error']})" if r.get("error") else ""))
         busy = sum(r["status"] == "running elsewhere" for r in records)
         bad = sum(r["status"] not in ("completed", "skipped", "running elsewhere")

@@ -21,7 +21,7 @@ from typing import Any, TextIO
 from urllib.parse import urlparse
 
 from flowstudy.config import Config, WandbConfig, to_dict
-from flowstudy.errors import ConfigError
+from flowstudy.errors import ConfigError, UserError
 from flowstudy.fileio import atomic_path
 from flowstudy.metrics import VALIDATION_LOSSES
 from flowstudy.results import status_for
@@ -37,8 +37,21 @@ def _truncate_jsonl(source: Path, last_step: int, path: Path) -> None:
     if not source.exists():
         path.unlink(missing_ok=True)
         return
-    kept = [line for line in source.read_text().splitlines()
-            if line.strip() and json.loads(line)["step"] <= last_step]
+    lines = [line for line in source.read_text(errors="replace").splitlines() if line.strip()]
+    kept = []
+    for i, line in enumerate(lines):
+        try:
+            record = json.loads(line)
+            step = record["step"]
+        except (ValueError, KeyError, TypeError) as e:
+            if i == len(lines) - 1:  # a kill -9 or a full disk tore the last write: drop it
+                log.warning("%s: its last line is incomplete (%r); dropped (the run logs that "
+                            "step again)", source, line[:60])
+                break
+            raise UserError(f"{source}: line {i + 1} is not a metrics record ({e}); move the "
+                            f"file away to resume without its history") from e
+        if step <= last_step:
+            kept.append(line)
     with atomic_path(path) as tmp:
         tmp.write_text("".join(line + "\n" for line in kept))
 

@@ -78,3 +78,24 @@ def test_compatibility_names_the_differing_keys() -> None:
     with pytest.raises(CheckpointError) as info:
         check_compatible("x.pt", saved, to_dict(compose_config(["arch.width=32"])))
     assert "arch.width=64 (now: 32)" in str(info.value)
+
+
+def test_the_hash_is_of_the_bytes_read_even_if_the_file_is_replaced_meanwhile(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # issue 20, case 5: flowstudy.sample while the run trains; best.pt is replaced mid-read
+    train = {k: {} for k in ("model", "ema", "optimizer", "early_stopping", "generators",
+                             "window", "nonfinite")}
+    path = tmp_path / "best.pt"
+    Checkpoint({**train, "epoch": 5, "step": 40, "batch": 0}, {}, {}).save(path)
+    epoch5 = hashlib.sha256(path.read_bytes()).hexdigest()
+    real_load = torch.load
+
+    def load_then_replace(*args, **kwargs):
+        content = real_load(*args, **kwargs)
+        Checkpoint({**train, "epoch": 40, "step": 320, "batch": 0}, {}, {}).save(path)
+        return content
+
+    monkeypatch.setattr(torch, "load", load_then_replace)
+    loaded = Checkpoint.load(path)
+    assert loaded.epoch == 5 and loaded.sha256 == epoch5
+    assert hashlib.sha256(path.read_bytes()).hexdigest() != epoch5  # the file did change

@@ -186,3 +186,24 @@ def test_a_result_from_before_lineages_compares_by_its_config() -> None:
     lineage = [{"config": {"train": {"lr": 2e-3}}, "data": {"sha256": "a" * 64},
                 "parent": None}]
     assert plan_run(_request(lineage=lineage), _disk(legacy)) == Skip(legacy)
+
+
+# --- issue 20, case 11: a run that never trained claims nothing ---------------------------------
+
+
+@pytest.mark.parametrize("status", ["failed", "interrupted"])
+def test_a_run_stopped_before_its_first_step_neither_claims_its_data_nor_its_name(
+        status: str) -> None:
+    never = RunResult(name="r", group="g", status=status, lineage=[_segment(sha="c" * 64)],
+                      config={"train": {"lr": 1.0}})  # other data, other config: no matter
+    plan = plan_run(_request(), _disk(never))
+    assert plan == Fresh(Start("r", LINEAGE), "run 'r' in study/runs/r was "
+                                              f"{status} before training started; training it "
+                                              "afresh")
+
+
+def test_a_failed_run_that_took_steps_still_claims_its_data() -> None:
+    failed = RunResult(name="r", group="g", status="failed", steps=3,
+                       lineage=[_segment(sha="c" * 64)], config={"train": {"lr": 2e-3}})
+    with pytest.raises(UserError, match="its content changed since run 'r'"):
+        plan_run(_request(), _disk(failed))

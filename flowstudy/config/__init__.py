@@ -66,7 +66,14 @@ from flowstudy.config.schemas import (
     WandbConfig,
     to_dict,
 )
-from flowstudy.config.validation import load_config, objective_direction, rules_text, validate
+from flowstudy.config.validation import (
+    check_keys,
+    load_config,
+    objective_direction,
+    rules_text,
+    validate,
+    validate_eval,
+)
 
 __all__ = [
     "CONF_DIR", "GROUP_SCHEMAS", "MAX_EVAL_DIM", "MAX_EVAL_POINTS", "MIN_EVAL_POINTS",
@@ -74,9 +81,10 @@ __all__ = [
     "ArchConfig", "AugConfig", "CFMFlowConfig", "CheckpointConfig", "Config", "CoupledFlowConfig",
     "DatasetConfig", "DiTConfig", "DigitsConfig", "EmbeddingsConfig", "EvalConfig", "FlowConfig",
     "MLPConfig", "MixupAugConfig", "NoiseAugConfig", "OTFlowConfig", "Rule", "SampleConfig",
-    "SphereConfig", "Toy2DConfig", "TrainConfig", "UNetConfig", "WandbConfig", "checked",
+    "SphereConfig", "Toy2DConfig", "TrainConfig", "UNetConfig", "WandbConfig", "check_keys",
+    "checked",
     "compose_config", "dataset_label", "derive_name", "differences", "floats", "format_value",
     "group_options", "identity", "ints", "leaves", "load_config", "name_suffix", "named_changes",
     "objective_direction", "one_of", "option_defaults", "overrides", "register_configs",
-    "rules_text", "to_dict", "validate",
+    "rules_text", "to_dict", "validate", "validate_eval",
 ]

@@ -10,6 +10,8 @@ the groups, so ``arch=<TAB>`` and error messages offer only the options users pi
 
 from __future__ import annotations
 
+import os
+
 from hydra import compose, initialize_config_dir
 from hydra.core.config_store import ConfigStore
 from omegaconf import OmegaConf
@@ -31,6 +33,9 @@ def register_configs() -> None:
     # --help lists the options users pick from (the YAML files), not the schemas behind them.
     OmegaConf.register_new_resolver("flowstudy_groups", group_options_text, replace=True)
     OmegaConf.register_new_resolver("flowstudy_rules", rules_text, replace=True)
+    # hydra.run.dir / hydra.sweep.dir: the launching process's id, cached like Hydra's ${now:}
+    # (and copied with it into each job's config), so a command's directory is its own.
+    OmegaConf.register_new_resolver("flowstudy_pid", os.getpid, use_cache=True, replace=True)
     # hparams_search=: hydra.sweeper.direction follows from the objective's metric.
     OmegaConf.register_new_resolver("flowstudy_direction", objective_direction, replace=True)
 

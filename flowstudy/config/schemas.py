@@ -277,7 +277,7 @@ class EvalConfig:
     what its run used (keys not given on the command line keep the run's values)."""
 
     resume: str = MISSING  # the checkpoint to sample from (relative to where you run)
-    seed: int | None = None  # sampling seed; null: the run's seed
+    seed: int | None = checked(None, SEED.or_null("for the run's seed"))  # sampling seed
     sample: SampleConfig = field(default_factory=SampleConfig)
     save_samples: bool = True  # also write the samples themselves (.pt, data space)
 

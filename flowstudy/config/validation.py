@@ -10,18 +10,19 @@ from omegaconf import DictConfig, OmegaConf
 
 from flowstudy.budget import chosen
 from flowstudy.config.groups import group_options
-from flowstudy.config.naming import derive_name, overrides
+from flowstudy.config.naming import derive_name, leaves, overrides
 from flowstudy.config.schemas import (
     GROUP_SCHEMAS,
     Config,
     CoupledFlowConfig,
     DiTConfig,
+    EvalConfig,
     SphereConfig,
     Toy2DConfig,
     keyed_schemas,
     schema_fields,
 )
-from flowstudy.errors import ConfigError
+from flowstudy.errors import ConfigError, UserError
 from flowstudy.metrics import OBJECTIVES
 
 
@@ -70,6 +71,12 @@ def validate(cfg: Config) -> None:
         _check(d.size > held_out, "dataset.size", d.size, f"more than n_val + n_test = {held_out}")
 
 
+def validate_eval(cfg: EvalConfig) -> None:
+    """``flowstudy.sample``'s own keys (its seed, the sample.* values given), before the
+    checkpoint is read; the run's settings they join are validated once it is."""
+    _check_fields(cfg, "")
+
+
 def rules_text() -> str:
     """Every key with a rule and what it allows, for --help."""
     lines: dict[str, str] = {}
@@ -81,12 +88,43 @@ def rules_text() -> str:
     return "\n".join(f"{key:<{width}}  {text}" for key, text in sorted(lines.items()))
 
 
+def check_keys(cfg: DictConfig, prefix: str = "") -> None:
+    """Every key of the composed config is a field of its schema, and no section is missing.
+
+    Hydra lets ``+key=value`` add a key and ``~key`` delete one whatever the schema says; the
+    typed config would drop the added key silently (``+lr=0.5`` trains at the default lr) and
+    fill a deleted section with its defaults, so both are refused here, before any work."""
+    schema = OmegaConf.get_type(cfg)
+    if not dataclasses.is_dataclass(schema):
+        return  # a free-form dict field: any keys
+    fields = {f.name for f in dataclasses.fields(schema)}
+    allowed = ", ".join(f.name for f in dataclasses.fields(schema))
+    where = f"allowed in {prefix.rstrip('.')}" if prefix else "allowed at the top level"
+    for key in cfg:
+        if key not in fields:
+            value = OmegaConf.to_container(cfg, resolve=False).get(key)  # type: ignore[union-attr]
+            first, shown = next(iter(leaves(value, f"{prefix}{key}").items()), (key, value))
+            raise UserError(f"{first}={shown} is not a known key; {where}: {allowed}")
+    for f in dataclasses.fields(schema):
+        if f.name not in cfg:
+            section = f.name in GROUP_SCHEMAS or dataclasses.is_dataclass(f.default_factory)
+            hint = f"set its keys instead ({prefix}{f.name}.<key>=...)" if section \
+                else f"set it instead ({prefix}{f.name}=...)"
+            raise UserError(f"~{prefix}{f.name}: {prefix}{f.name} is part of the config and "
+                            f"cannot be deleted; {hint}")
+    for key in fields & set(cfg):
+        node = cfg._get_node(key)  # type: ignore[union-attr]
+        if isinstance(node, DictConfig) and not node._is_none() and not node._is_missing():
+            check_keys(node, f"{prefix}{key}.")
+
+
 def load_config(cfg: DictConfig) -> Config:
     """Hydra's composed DictConfig -> a validated, fully resolved dataclass tree.
 
     Without ``name=``, the run is named by its config: the base name plus every override
     (``overrides``). A run resumed from a checkpoint is named by ``flowstudy.lineage`` once the
     checkpoint is read."""
+    check_keys(cfg)
     config: Config = OmegaConf.to_object(cfg)  # type: ignore[assignment]
     for group, schemas in GROUP_SCHEMAS.items():
         node = getattr(config, group)
