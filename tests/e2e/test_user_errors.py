@@ -50,3 +50,40 @@ def test_eight_row_file_completes(tmp_path):
     assert "precision, recall, density, coverage, c2st: NaN, not defined at this n (2 points" \
         in done.stdout + done.stderr
     assert _result(tmp_path)["status"] == "completed"
+
+
+def _damaged_checkpoint(path: Path, case: str) -> Path:
+    from flowstudy.checkpoint import FORMAT_VERSION, TRAIN_KEYS
+    from flowstudy.config import to_dict
+    from tests.helpers import compose_config
+
+    config = to_dict(compose_config([]))
+    content = {"format_version": FORMAT_VERSION, "rng": {}, **{k: {} for k in TRAIN_KEYS},
+               "config": config}
+    if case == "format":
+        content["format_version"] = "1"
+    elif case == "no_arch":
+        del config["arch"]
+    else:
+        content["config"] = "junk"
+    torch.save(content, path)
+    return path
+
+
+@pytest.mark.parametrize("module", ["flowstudy.train", "flowstudy.sample"])
+@pytest.mark.parametrize(("case", "problem"), [
+    ("format", "its format_version is '1', expected an integer"),
+    ("no_arch", "its config lacks a valid arch (each a mapping naming one of its options)"),
+    ("config_str", "its config is a str, expected the run's config (a mapping)"),
+])
+def test_a_damaged_checkpoint_is_one_line_in_resume_and_sample(tmp_path, module, case,
+                                                               problem):
+    """Case 5: the checkpoint's header is read and checked before any work, in both readers."""
+    path = _damaged_checkpoint(tmp_path / "best.pt", case)
+    args = [f"resume={path}", f"hydra.run.dir={tmp_path / 'out'}"]
+    if module == "flowstudy.train":
+        args += [*QUICK, f"study_dir={tmp_path / 'study'}"]
+    done = cli(args, tmp_path, module=module)
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        f"flowstudy: error: resume={path}: damaged checkpoint, {problem}"]
