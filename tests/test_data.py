@@ -204,3 +204,14 @@ def test_a_hash_cache_of_another_shape_costs_only_a_rehash(tmp_path: Path, cache
     digest = fingerprint.file_sha256(path, tmp_path / "datasets")
     assert digest == hashlib.sha256(path.read_bytes()).hexdigest()
     assert isinstance(json.loads((tmp_path / "datasets" / "sha256.json").read_text()), dict)
+
+
+# Issue 21, case 3: a tensor saved from a graph is read as values only.
+def test_a_tensor_saved_with_requires_grad_is_detached(tmp_path: Path) -> None:
+    from flowstudy.data.files import load_vectors
+
+    torch.save(torch.randn(20, 3, requires_grad=True) * 2, tmp_path / "graph.pt")
+    torch.save(torch.randn(20, 3).requires_grad_(), tmp_path / "leaf.pt")
+    for name in ("graph.pt", "leaf.pt"):
+        data = load_vectors(str(tmp_path / name))
+        assert not data.requires_grad and data.grad_fn is None

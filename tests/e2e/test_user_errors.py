@@ -87,3 +87,25 @@ def test_a_damaged_checkpoint_is_one_line_in_resume_and_sample(tmp_path, module,
     assert done.returncode == 2
     assert done.stderr.strip().splitlines() == [
         f"flowstudy: error: resume={path}: damaged checkpoint, {problem}"]
+
+
+def test_a_one_column_file_trains_plots_and_reports(tmp_path):
+    """Case 2: [N, 1] data draw as a histogram (the run) and a jittered strip (the report)."""
+    torch.save(torch.randn(200, 1, generator=torch.Generator().manual_seed(0)),
+               tmp_path / "x1.pt")
+    done = cli([*QUICK, "dataset=embeddings", f"dataset.path={tmp_path / 'x1.pt'}",
+                "dataset.n_train=null", *_where(tmp_path)], tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert _result(tmp_path)["status"] == "completed"
+    shown = cli(["--study", str(tmp_path / "study")], tmp_path, module="flowstudy.report")
+    assert shown.returncode == 0, shown.stderr[-2000:]
+    assert (tmp_path / "study" / "reports" / "default" / "samples.png").exists()
+
+
+def test_a_tensor_file_saved_with_requires_grad_trains(tmp_path):
+    """Case 3: the file's autograd history is dropped on load; training passes epoch 1."""
+    torch.save(torch.randn(200, 3, requires_grad=True) * 1.0, tmp_path / "g.pt")
+    done = cli([*QUICK, "dataset=embeddings", f"dataset.path={tmp_path / 'g.pt'}",
+                "dataset.n_train=null", *_where(tmp_path)], tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert _result(tmp_path)["status"] == "completed"
