@@ -113,7 +113,11 @@ class Checkpoint:
             raise CheckpointError(f"resume={path}: not a readable checkpoint ({reason})") from e
         if not isinstance(content, dict) or "format_version" not in content:
             raise CheckpointError(f"resume={path}: not a flowstudy checkpoint")
-        if content["format_version"] > FORMAT_VERSION:
+        version = content["format_version"]
+        if not isinstance(version, int) or isinstance(version, bool):
+            raise CheckpointError(f"resume={path}: damaged checkpoint, its format_version is "
+                                  f"{version!r:.40}, expected an integer")
+        if version > FORMAT_VERSION:
             raise CheckpointError(
                 f"resume={path}: checkpoint format {content['format_version']} is newer than "
                 f"this flowstudy reads (up to {FORMAT_VERSION}); upgrade flowstudy")
@@ -121,14 +125,31 @@ class Checkpoint:
         if missing:
             raise CheckpointError(f"resume={path}: damaged checkpoint, it lacks "
                                   f"{', '.join(missing)}")
+        if not isinstance(content["config"], dict):
+            raise CheckpointError(f"resume={path}: damaged checkpoint, its config is a "
+                                  f"{type(content['config']).__name__}, expected the run's "
+                                  f"config (a mapping)")
         train = {k: v for k, v in content.items()
                  if k not in (*HEADER_KEYS, "rng", "format_version")}
         return cls(train=train, rng=content["rng"], sha256=hashlib.sha256(raw).hexdigest(),
                    **{k: content.get(k) for k in HEADER_KEYS})
 
 
+def check_config(path: str | os.PathLike[str], config: dict[str, Any]) -> None:
+    """A checkpoint's config names an option of every group (what a resume compares and a
+    reader rebuilds the model from), or one line saying which it lacks."""
+    from flowstudy.options import OPTIONS  # the option table, only where a config is read
+
+    missing = [g for g in OPTIONS if not isinstance(config.get(g), dict)
+               or config[g].get("name") not in OPTIONS[g]]
+    if missing:
+        raise CheckpointError(f"resume={path}: damaged checkpoint, its config lacks a valid "
+                              f"{', '.join(missing)} (each a mapping naming one of its options)")
+
+
 def check_compatible(path: str | os.PathLike[str], saved: dict, current: dict) -> None:
     """The model, flow and data of a resumed run must be the ones the checkpoint was trained on."""
+    check_config(path, saved)
     diffs = [d for s in COMPATIBLE_SECTIONS for d in differences(saved[s], current[s], s)]
     if diffs:
         raise CheckpointError(

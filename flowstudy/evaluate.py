@@ -25,7 +25,7 @@ from flowstudy.flows.likelihood import choose_divergence, nll_per_dim
 from flowstudy.flows.solvers import solve
 from flowstudy.metrics.gaussian import GaussianFit
 from flowstudy.metrics.sets import sample_metrics
-from flowstudy.plots import image_grid, pca_scatter, scatter
+from flowstudy.plots import histogram, image_grid, pca_scatter, scatter
 from flowstudy.results import COST_KEYS, RunResult
 from flowstudy.tracking import Tracker
 
@@ -92,6 +92,8 @@ def plot_samples(evaluation: Evaluation, data: DataSplits, png: Path, title: str
              f"gauss {m[f'{key}_baseline']:.4g})")
     if data.name.startswith("digits"):
         image_grid(evaluation.samples, png, title, reference=data.test)
+    elif data.dim == 1:
+        histogram(evaluation.samples, data.test, png, title)
     elif data.dim == 2:
         scatter(evaluation.samples, data.test, png, title)
     else:

@@ -12,7 +12,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from flowstudy.checkpoint import Checkpoint, CheckpointError
+from flowstudy.checkpoint import Checkpoint, CheckpointError, check_config
 from flowstudy.config import (
     CheckpointConfig,
     Config,
@@ -95,6 +95,7 @@ class TrainedRun:
 def load(path: str | os.PathLike[str], device: str | torch.device = "cpu") -> TrainedRun:
     """Load a flowstudy checkpoint (``best.pt``, ``last.pt``) for sampling or inspection."""
     ckpt = Checkpoint.load(path, device)
+    check_config(path, ckpt.config)
     if ckpt.normalizer is None:
         raise CheckpointError(f"{path}: checkpoint lacks normalizer")
     config = config_from_dict(ckpt.config)

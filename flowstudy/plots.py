@@ -51,6 +51,25 @@ def scatter(samples: torch.Tensor, data: torch.Tensor, path: str | os.PathLike[s
     save_figure(fig, path)
 
 
+def histogram(samples: torch.Tensor, data: torch.Tensor, path: str | os.PathLike[str],
+              title: str) -> None:
+    """1-d samples over held-out 1-d data: two densities on shared bins."""
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(6, 4.5), dpi=120)
+    both = torch.cat([samples[:, 0], data[:, 0]]).double()
+    finite = both[torch.isfinite(both)]
+    low, high = (float(finite.min()), float(finite.max())) if finite.numel() else (0.0, 1.0)
+    bins = torch.linspace(low, high if high > low else low + 1.0, 41).numpy()
+    ax.hist(data[:, 0].numpy(), bins=bins, density=True, alpha=0.5, color="tab:gray",
+            label="test data")
+    ax.hist(samples[:, 0].clamp(low, high).numpy(), bins=bins, density=True, alpha=0.6,
+            color="tab:blue", label="samples")
+    ax.set_title(title, fontsize=9)
+    ax.set_xlabel("x")
+    ax.legend(loc="upper right", fontsize=8)
+    save_figure(fig, path)
+
+
 def pca_basis(data: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(mean, [D, 2] basis of the top two principal components) of ``data``."""
     mean = data.mean(0)

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import os
+import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -80,17 +80,81 @@ class RunResult:
         fix = "move it away, or replace the run with force=true"
         data = read_json(path, "result.json", fix)
         try:
-            return cls(**data)
+            result = cls(**data)
         except TypeError as e:  # not a dict, or keys this flowstudy does not know
             raise UserError(f"{path}: not a flowstudy result ({e}); {fix}") from e
+        wrong = _wrong_shape(result)
+        if wrong:
+            raise UserError(f"{path}: not a flowstudy result ({wrong}); {fix}")
+        return result
+
+
+# The fields every reader indexes into, and the JSON type each must hold.
+_SHAPES: dict[str, tuple[type, ...]] = {
+    "name": (str,), "group": (str,), "groups": (list,), "swept": (dict,), "status": (str,),
+    "metrics": (dict,), "config": (dict,), "lineage": (list,), "resolved": (dict,),
+    "budget": (dict, type(None)), "checkpoint": (str, type(None))}
+_JSON_TYPE = {str: "a string", list: "a list", dict: "an object", type(None): "null"}
+
+
+def _json_name(value: Any) -> str:
+    return "null" if value is None else repr(value) if isinstance(value, (str, int, float)) \
+        else _JSON_TYPE.get(type(value), type(value).__name__)
+
+
+def _wrong_shape(result: RunResult) -> str | None:
+    """What in a loaded result.json has the wrong type (a reader would crash on it), or None."""
+    for key, types in _SHAPES.items():
+        value = getattr(result, key)
+        if not isinstance(value, types):
+            allowed = " or ".join(_JSON_TYPE[t] for t in types)
+            return f"{key} is {_json_name(value)[:40]}, expected {allowed}"
+    if not all(isinstance(s, dict) for s in result.lineage):
+        return "lineage holds something other than segments (objects)"
+    if not all(isinstance(v, (int, float, type(None))) for v in result.metrics.values()):
+        return "metrics holds a value that is not a number"
+    return None
+
+
+_SKIPPED: set[str] = set()
+
+
+def skip_warning(what: str) -> None:
+    """``flowstudy.report: warning: skipping <what>`` on stderr, once per process: the report
+    reads around a damaged file rather than failing on it."""
+    if what not in _SKIPPED:
+        _SKIPPED.add(what)
+        print(f"flowstudy.report: warning: skipping {what}", file=sys.stderr)
+
+
+# What an evaluation record must hold for the report's table and figures.
+_RECORD_KEYS = {"run": str, "epoch": int, "seed": int, "nfe": int, "sample": dict,
+                "metrics": dict}
 
 
 def evaluation_records(checkpoint: str | None) -> list[dict[str, Any]]:
-    """The records ``python -m flowstudy.sample`` wrote beside ``checkpoint`` (a best.pt)."""
+    """The records ``python -m flowstudy.sample`` wrote beside ``checkpoint`` (a best.pt); a
+    damaged one is skipped with a warning naming it."""
     if not checkpoint:
         return []
-    return [json.loads(p.read_text())
-            for p in sorted((Path(checkpoint).parent / "eval").glob("*.json"))]
+    records = []
+    for path in sorted((Path(checkpoint).parent / "eval").glob("*.json")):
+        try:
+            record = read_json(path, "evaluation record", "move it away, or rerun "
+                               "flowstudy.sample")
+        except UserError as e:
+            skip_warning(str(e))
+            continue
+        wrong = [key for key, kind in _RECORD_KEYS.items()
+                 if not isinstance(record, dict) or not isinstance(record.get(key), kind)]
+        if not wrong and not isinstance(record["sample"].get("solver"), str):
+            wrong = ["sample.solver"]
+        if wrong:
+            skip_warning(f"{path}: not a flowstudy.sample record (no valid {', '.join(wrong)}); "
+                         f"move it away, or rerun flowstudy.sample")
+            continue
+        records.append(record)
+    return records
 
 
 COST_KEYS = ("flops_per_step", "flops", "flops_6nd", "steps_per_s", "samples_per_s",

@@ -82,7 +82,7 @@ def test_compatibility_names_the_differing_keys() -> None:
 
 def test_the_hash_is_of_the_bytes_read_even_if_the_file_is_replaced_meanwhile(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    # issue 20, case 5: flowstudy.sample while the run trains; best.pt is replaced mid-read
+    # flowstudy.sample while the run trains: best.pt is replaced mid-read
     train = {k: {} for k in ("model", "ema", "optimizer", "early_stopping", "generators",
                              "window", "nonfinite")}
     path = tmp_path / "best.pt"
@@ -99,3 +99,49 @@ def test_the_hash_is_of_the_bytes_read_even_if_the_file_is_replaced_meanwhile(
     loaded = Checkpoint.load(path)
     assert loaded.epoch == 5 and loaded.sha256 == epoch5
     assert hashlib.sha256(path.read_bytes()).hexdigest() != epoch5  # the file did change
+
+
+# A checkpoint whose header has the wrong types is one line, never a TypeError.
+def _header_only(path: Path, **changes: object) -> Path:
+    from flowstudy.checkpoint import TRAIN_KEYS
+
+    content = {"format_version": FORMAT_VERSION, "rng": {}, **{k: {} for k in TRAIN_KEYS},
+               "config": to_dict(compose_config([])), **changes}
+    torch.save(content, path)
+    return path
+
+
+@pytest.mark.parametrize(("changes", "expected"), [
+    ({"format_version": "1"}, "damaged checkpoint, its format_version is '1', expected an "
+                              "integer"),
+    ({"config": "junk"}, "damaged checkpoint, its config is a str, expected the run's config "
+                         "(a mapping)"),
+])
+def test_a_checkpoint_header_of_the_wrong_type_is_one_line(tmp_path: Path, changes: dict,
+                                                           expected: str) -> None:
+    path = _header_only(tmp_path / "best.pt", **changes)
+    with pytest.raises(CheckpointError) as info:
+        Checkpoint.load(path)
+    assert str(info.value) == f"resume={path}: {expected}"
+
+
+@pytest.mark.parametrize("arch", ["drop", "mlp", {"name": "transformer"}])
+def test_a_checkpoint_config_without_a_valid_arch_is_one_line(tmp_path: Path, arch) -> None:
+    import flowstudy
+
+    config = to_dict(compose_config([]))
+    if arch == "drop":
+        del config["arch"]
+    else:
+        config["arch"] = arch
+    path = _header_only(tmp_path / "best.pt", config=config,
+                        normalizer={"shift": torch.zeros(2), "scale": torch.ones(2)})
+    expected = (f"resume={path}: damaged checkpoint, its config lacks a valid arch (each a "
+                f"mapping naming one of its options)")
+    loaded = Checkpoint.load(path)  # the header reads; what reads its config refuses it
+    with pytest.raises(CheckpointError) as info:
+        check_compatible(path, loaded.config, to_dict(compose_config([])))
+    assert str(info.value) == expected
+    with pytest.raises(CheckpointError) as info:
+        flowstudy.load(path)
+    assert str(info.value) == expected

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -171,3 +172,46 @@ def test_augmentations_are_seeded_and_stay_in_range() -> None:
     assert torch.equal(mixed, again) and not torch.equal(mixed, x)
     # Convex combinations of two rows stay inside the data's bounding box.
     assert (mixed >= x.min(0).values - 1e-6).all() and (mixed <= x.max(0).values + 1e-6).all()
+
+
+# Issue 21, case 5: a stored split or hash cache that parses but holds the wrong thing.
+@pytest.mark.parametrize(("part", "value", "expected"), [
+    ("test", [0, 1, 999], "test holds row 999, outside the file's 40 rows (0 to 39)"),
+    ("val", [-1], "val holds row -1, outside the file's 40 rows (0 to 39)"),
+    ("train", "abc", "train is 'abc', expected a list of row indices"),
+])
+def test_a_stored_split_with_bad_indices_is_one_line(tmp_path: Path, part: str, value: object,
+                                                      expected: str) -> None:
+    path = _write(tmp_path / "rows.npy", np.random.default_rng(0).normal(size=(40, 3)))
+    cfg = EmbeddingsConfig(name="embeddings", path=str(path), n_val=8, n_test=8)
+    build_data(cfg, tmp_path / "study")
+    (split_file,) = (tmp_path / "study" / "datasets" / "rows").glob("split-*.json")
+    split = json.loads(split_file.read_text())
+    split[part] = value
+    split_file.write_text(json.dumps(split))
+    with pytest.raises(DataError) as info:
+        build_data(cfg, tmp_path / "study")
+    assert str(info.value) == f"{split_file}: not a split file ({expected}); move it away to " \
+                              f"re-split"
+
+
+@pytest.mark.parametrize("cache", ["[]", '{"x": 1}', "null"])
+def test_a_hash_cache_of_another_shape_costs_only_a_rehash(tmp_path: Path, cache: str) -> None:
+    path = _write(tmp_path / "rows.npy", np.ones((10, 2), np.float32))
+    (tmp_path / "datasets").mkdir()
+    (tmp_path / "datasets" / "sha256.json").write_text(cache.replace("x", str(path.resolve())))
+    fingerprint._memo.clear()
+    digest = fingerprint.file_sha256(path, tmp_path / "datasets")
+    assert digest == hashlib.sha256(path.read_bytes()).hexdigest()
+    assert isinstance(json.loads((tmp_path / "datasets" / "sha256.json").read_text()), dict)
+
+
+# Issue 21, case 3: a tensor saved from a graph is read as values only.
+def test_a_tensor_saved_with_requires_grad_is_detached(tmp_path: Path) -> None:
+    from flowstudy.data.files import load_vectors
+
+    torch.save(torch.randn(20, 3, requires_grad=True) * 2, tmp_path / "graph.pt")
+    torch.save(torch.randn(20, 3).requires_grad_(), tmp_path / "leaf.pt")
+    for name in ("graph.pt", "leaf.pt"):
+        data = load_vectors(str(tmp_path / name))
+        assert not data.requires_grad and data.grad_fn is None

@@ -473,3 +473,33 @@ def test_c2st_and_norm_w1_are_objectives_minimised_and_their_context_is_not_rank
         with pytest.raises(ConfigError):
             objective_direction(context)
 
+
+
+# Issue 21, case 1: fewer points than a k-NN ball or a C2ST fold needs give NaN, never a crash.
+@pytest.mark.parametrize("n", [4, 5, 6, 9, 10])
+def test_sample_metrics_small_sets_mark_undefined_metrics_nan(n, caplog):
+    from flowstudy.metrics import SET_METRICS
+    from flowstudy.metrics.sets import sample_metrics, undefined_at
+
+    g = torch.Generator().manual_seed(0)
+    sets = [torch.randn(n, 2, generator=g) for _ in range(4)]
+    with caplog.at_level("WARNING", logger="flowstudy"):
+        metrics = sample_metrics(*sets, train=torch.randn(40, 2, generator=g))
+    undefined = set(undefined_at(n))
+    assert undefined == ({"density", "coverage"} if n < 6 else set()) | (
+        {"c2st", "c2st_std", "c2st_lr", "c2st_mlp"} if n < 10 else set())
+    for key in SET_METRICS:
+        for value in (metrics[key], metrics[f"{key}_floor"], metrics[f"{key}_baseline"]):
+            assert math.isnan(value) == (key in undefined), (key, value)
+    if undefined:
+        assert f"NaN, not defined at this n ({n} points per set;" in caplog.text
+
+
+def test_knn_metrics_below_k_plus_one_points_are_nan():
+    from flowstudy.metrics.neighbours import density_coverage, precision_recall
+
+    three, many = torch.randn(3, 2), torch.randn(20, 2)
+    assert all(math.isnan(v) for v in precision_recall(three, many))
+    assert all(math.isnan(v) for v in precision_recall(many, three))
+    assert all(math.isnan(v) for v in density_coverage(torch.randn(5, 2), many))
+    assert not any(math.isnan(v) for v in density_coverage(torch.randn(6, 2), many))

@@ -198,3 +198,51 @@ def test_a_real_sweep_declares_a_broken_arm_worse_and_a_neutral_key_no_winner(
     assert "agree on every seed" in twins["verdicts"]["w2"]["text"]
     assert "no clear winner by W2" in (reports / "twins" / "report.md").read_text()
     assert np.all([r["best"] is False for r in twins["rows"]])
+
+
+# Issue 21, case 4: the report reads around damaged files (a warning naming each) and never
+# tracebacks; a directory it cannot write is one line.
+def test_the_report_skips_damaged_files_with_a_warning_naming_each(tmp_path: Path,
+                                                                   capsys) -> None:
+    runs = _arms(("good", GOOD, {}))
+    for r in runs:
+        r.checkpoint = str(tmp_path / "study" / "checkpoints" / r.name / "best.pt")
+    study = _study(tmp_path, runs)
+    first = runs[0].name
+    (study / "runs" / first / "metrics.jsonl").write_text(
+        '{"step": 8, "val/ema_loss": 1.5}\n{"step": 16, "val/ema_lo')  # a run killed mid-line
+    eval_dir = study / "checkpoints" / first / "eval"
+    eval_dir.mkdir(parents=True)
+    (eval_dir / "best-e2-euler-2-n4-seed0.json").write_text('{"run": "go')
+    (eval_dir / "best-e2-euler-4-n4-seed0.json").write_text("[1]")
+    (study / "checkpoints" / first / "samples.npz").write_bytes(b"PK\x03\x04 cut short")
+    for name, damage in (("nullmetrics", {"metrics": None}), ("junk", {"lineage": "junk"})):
+        path = study / "runs" / name / "result.json"
+        path.parent.mkdir(parents=True)
+        path.write_text(json.dumps({**_result(name, 0, 0.3, 1.7).__dict__, **damage}))
+    out = report(study, "g")
+    err = capsys.readouterr().err
+    assert (out / "report.md").exists()
+    expected = [
+        f"skipping 1 unreadable line(s) of {study / 'runs' / first / 'metrics.jsonl'} "
+        "(first: line 2)",
+        f"skipping {eval_dir / 'best-e2-euler-2-n4-seed0.json'}: not a readable evaluation record",
+        f"skipping {eval_dir / 'best-e2-euler-4-n4-seed0.json'}: not a flowstudy.sample record",
+        f"skipping {study / 'checkpoints' / first / 'samples.npz'}: not a readable samples file",
+        f"skipping {study / 'runs' / 'nullmetrics' / 'result.json'}: not a flowstudy result "
+        "(metrics is null, expected an object)",
+        f"skipping {study / 'runs' / 'junk' / 'result.json'}: not a flowstudy result (lineage "
+        "is 'junk', expected a list)"]
+    for line in expected:
+        assert f"flowstudy.report: warning: {line}" in err, (line, err)
+    assert "Traceback" not in err
+
+
+def test_a_study_the_report_cannot_write_is_one_line(tmp_path: Path) -> None:
+    study = _study(tmp_path, _arms(("good", GOOD, {})))
+    (study / "reports").write_text("a file where the reports directory goes")
+    with pytest.raises(SystemExit) as stopped:
+        report(study, "g")
+    assert str(stopped.value) == (
+        f"flowstudy.report: --study: {study / 'reports' / 'g'} is not a writable directory "
+        "(Not a directory); the report is written under <study>/reports/<group>")

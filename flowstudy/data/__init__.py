@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -70,6 +71,19 @@ def _split(n: int, n_val: int, n_test: int, seed: int) -> dict[str, list[int]]:
             "train": order[n_test + n_val:]}
 
 
+def _bad_indices(stored: dict[str, Any], n: int) -> str | None:
+    """What makes a stored split unusable for a file of ``n`` rows (one phrase), or None."""
+    for part in ("train", "val", "test"):
+        rows = stored[part]
+        if not isinstance(rows, list) or not all(
+                isinstance(i, int) and not isinstance(i, bool) for i in rows):
+            return f"{part} is {rows!r:.40}, expected a list of row indices"
+        outside = [i for i in rows if not 0 <= i < n]
+        if outside:
+            return (f"{part} holds row {outside[0]}, outside the file's {n} rows (0 to {n - 1})")
+    return None
+
+
 def _file_split(cfg: EmbeddingsConfig, n: int, n_val: int, n_test: int,
                 study_dir: Path) -> dict[str, list[int]]:
     """The split of a user's file, written on first use and reused by every later run of the
@@ -101,6 +115,9 @@ def _file_split(cfg: EmbeddingsConfig, n: int, n_val: int, n_test: int,
             raise DataError(f"dataset.path={cfg.path}: another file with the same stem "
                             f"({stored.get('source')}, sha256 {short(made_for)}) made {path}; "
                             f"rename this file (splits and run names go by the file stem)")
+        bad = _bad_indices(stored, n)
+        if bad:
+            raise DataError(f"{path}: not a split file ({bad}); move it away to re-split")
         return stored
     split = {"rows": n, "source": source, "sha256": digest,
              **_split(n, n_val, n_test, cfg.seed)}

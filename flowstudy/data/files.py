@@ -54,6 +54,9 @@ def load_vectors(path: str) -> torch.Tensor:
         keys = f" with keys {', '.join(map(str, list(data)[:5]))}" if isinstance(data, dict) else ""
         raise DataError(f"{where}: holds a {type(data).__name__}{keys}, expected one tensor "
                         f"[N, D] (save the tensor itself: torch.save(tensor, path))")
+    # A tensor saved from a graph (requires_grad=True) would carry its autograd history into
+    # every batch: the second backward would fail. The data are values only.
+    data = data.detach()
     if data.layout != torch.strided:  # sparse COO/CSR: the same vectors, stored densely here
         data = data.to_dense()
     if data.is_complex() or data.dtype == torch.bool:

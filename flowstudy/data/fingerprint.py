@@ -33,8 +33,12 @@ def file_sha256(path: str | Path, cache_dir: Path | None = None) -> str:
             cache = json.loads(cache_path.read_text())
         except (OSError, ValueError):  # a damaged cache only costs a rehash
             cache = {}
+    if not isinstance(cache, dict):  # valid JSON of another shape ([]): damaged all the same
+        cache = {}
     hit = cache.get(key[0])
-    if hit is not None and [hit.get("bytes"), hit.get("mtime_ns")] == [st.st_size, st.st_mtime_ns]:
+    fresh = (isinstance(hit, dict) and isinstance(hit.get("sha256"), str)
+             and [hit.get("bytes"), hit.get("mtime_ns")] == [st.st_size, st.st_mtime_ns])
+    if fresh:
         digest = hit["sha256"]
     else:
         h = hashlib.sha256()

@@ -15,7 +15,7 @@ from flowstudy.labels import Configs
 from flowstudy.metrics import METRICS
 from flowstudy.metrics import label as metric_label
 from flowstudy.plots import grid_shape, image_canvas, pca_basis, pyplot, save_figure
-from flowstudy.results import RunResult
+from flowstudy.results import RunResult, skip_warning
 
 
 def metric_intervals(summary: Any, png: Path, title: str) -> bool:
@@ -88,8 +88,19 @@ def _val_curve(study: Path, run: RunResult) -> dict[int, float]:
         return {}
     raw = run.config.get("train", {}).get("monitor") == "raw"
     key = "val/raw_loss" if raw else "val/ema_loss"
-    points = (json.loads(line) for line in path.read_text().splitlines() if line.strip())
-    return {p["step"]: p[key] for p in points if key in p and np.isfinite(p[key])}
+    curve, bad = {}, []
+    for line_no, line in enumerate(path.read_text(errors="replace").splitlines(), 1):
+        try:
+            point = json.loads(line) if line.strip() else {}
+            value = point.get(key) if isinstance(point, dict) else None
+            if value is not None and np.isfinite(value):
+                curve[int(point["step"])] = float(value)
+        except (ValueError, TypeError, KeyError):  # a line cut short by a killed run, or junk
+            bad.append(line_no)
+    if bad:
+        skip_warning(f"{len(bad)} unreadable line(s) of {path} (first: line {bad[0]}); the "
+                     f"validation curve uses the rest")
+    return curve
 
 
 def validation_curves(configs: Configs, study: Path, png: Path, title: str) -> bool:
@@ -158,9 +169,16 @@ def sample_montage(configs: Configs, study: Path, png: Path, title: str, metric:
         path = samples_file(study, run)
         if path is None:
             continue
-        arrays = np.load(path)
+        try:
+            with np.load(path) as arrays:
+                points, reference = arrays["samples"], arrays["reference"]
+        except Exception as e:  # np.load of a damaged file raises many kinds
+            skip_warning(f"{path}: not a readable samples file ({type(e).__name__}: "
+                         f"{str(e).splitlines()[0] if str(e) else 'damaged'}); the montage "
+                         f"leaves it out")
+            continue
         panels.append({"title": f"{label}\n{_metric_text(runs, metric)}",
-                       "points": arrays["samples"], "reference": arrays["reference"],
+                       "points": points, "reference": reference,
                        "dataset": _test_data_key(run), "seeds": len(runs),
                        "floors": [r.metrics[f"{metric}_floor"] for r in runs
                                   if f"{metric}_floor" in r.metrics]})
@@ -199,13 +217,21 @@ def sample_montage(configs: Configs, study: Path, png: Path, title: str, metric:
 
 
 def _plane(cell: dict[str, Any]) -> tuple[np.ndarray, np.ndarray, str]:
-    """(points, reference, axes) to draw: 2-d data as it is, digits as images, other vectors on
-    the test data's top two principal components (the same plane for every panel)."""
+    """(points, reference, axes) to draw: 2-d data as it is, digits as images, 1-d data as a
+    jittered strip, other vectors on the test data's top two principal components (the same
+    plane for every panel)."""
     points, reference = cell["points"], cell["reference"]
     if (json.loads(cell["dataset"]) or {}).get("name") == "digits":
         return points, reference, "image"
     if reference.shape[1] == 2:
         return points, reference, "data"
+    if reference.shape[1] == 1:  # a strip: the value against a fixed jitter, density by eye
+        span = float(np.ptp(reference)) or 1.0
+
+        def lift(x: np.ndarray) -> np.ndarray:
+            jitter = np.random.default_rng(0).uniform(0, 0.3 * span, len(x))
+            return np.c_[x[:, 0], jitter]
+        return lift(points), lift(reference), "strip"
     mean, basis = pca_basis(torch.from_numpy(reference).double())
     project = lambda x: ((torch.from_numpy(x).double() - mean) @ basis).numpy()  # noqa: E731
     return project(points), project(reference), "PC"
@@ -245,6 +271,9 @@ def _draw_panel(ax: Any, cell: dict[str, Any]) -> None:
     ax.set_ylim(low[1], high[1])
     ax.set_aspect("equal", adjustable="box")
     ax.tick_params(labelsize=8)
+    if cell["axes"] == "strip":
+        ax.set_yticks([])  # the jitter carries no value
+        ax.set_xlabel("x", fontsize=9)
     if cell["axes"] == "PC":
         ax.set_xlabel("PC 1", fontsize=9)
         ax.set_ylabel("PC 2", fontsize=9)

@@ -6,6 +6,14 @@ import math
 
 import torch
 
+# The k of each k-NN metric: a set needs more than k points for each point to have k others.
+PRDC_K = {"precision": 3, "recall": 3, "density": 5, "coverage": 5}
+
+
+def min_points(k: int) -> int:
+    """The fewest points a set needs for k-NN balls of k other points: k + 1."""
+    return k + 1
+
 
 def _radii(points: torch.Tensor, k: int) -> torch.Tensor:
     """Each point's distance to its k-th nearest other point."""
@@ -18,8 +26,10 @@ def precision_recall(real: torch.Tensor, fake: torch.Tensor, k: int = 3) -> tupl
     Precision: the fraction of fake points inside some real point's k-NN ball (fidelity);
     recall: the fraction of real points inside some fake point's ball. Recall flatters
     over-spread samples: a few far-flung fakes have huge balls that swallow every real point, so
-    read it beside coverage.
+    read it beside coverage. NaN (not defined) when either set has at most ``k`` points.
     """
+    if min(len(real), len(fake)) < min_points(k):
+        return math.nan, math.nan
     real, fake = real.double().cpu(), fake.double().cpu()
     cross = torch.cdist(fake, real)  # [fake, real]
     precision = (cross <= _radii(real, k)[None, :]).any(dim=1).double().mean()
@@ -33,8 +43,11 @@ def density_coverage(real: torch.Tensor, fake: torch.Tensor, k: int = 5) -> tupl
     Density: how many real balls hold each fake point, / k, averaged (1 when the sets match in
     distribution, above 1 where fakes crowd the modes). Coverage: the fraction of real points
     whose ball holds some fake (1 when matched). Unlike recall, a fake outlier cannot raise
-    coverage: the balls are the real points', so over-spread samples are not rewarded.
+    coverage: the balls are the real points', so over-spread samples are not rewarded. NaN
+    (not defined) when the real set has at most ``k`` points.
     """
+    if len(real) < min_points(k) or len(fake) == 0:
+        return math.nan, math.nan
     real, fake = real.double().cpu(), fake.double().cpu()
     inside = torch.cdist(fake, real) <= _radii(real, k)[None, :]  # [fake, real]
     density = inside.double().sum() / (k * len(fake))

@@ -8,6 +8,7 @@ more than a mean and a covariance).
 
 from __future__ import annotations
 
+import logging
 import math
 
 import torch
@@ -15,8 +16,41 @@ import torch
 from flowstudy.metrics import SET_METRICS
 from flowstudy.metrics.c2st import c2st
 from flowstudy.metrics.distances import frechet_distance, mmd2_unbiased, wasserstein2
-from flowstudy.metrics.neighbours import density_coverage, memorization, precision_recall
+from flowstudy.metrics.neighbours import (
+    PRDC_K,
+    density_coverage,
+    memorization,
+    min_points,
+    precision_recall,
+)
 from flowstudy.metrics.norms import norm_metrics
+
+log = logging.getLogger("flowstudy")
+C2ST_FOLDS = 5
+
+
+def undefined_at(n: int) -> list[str]:
+    """The set metrics not defined for sets of ``n`` points (reported as NaN): k-NN metrics need
+    k + 1 points, the C2ST two per fold and class."""
+    small = [key for key, k in PRDC_K.items() if n < min_points(k)]
+    return small + (["c2st", "c2st_std", "c2st_lr", "c2st_mlp"] if n < 2 * C2ST_FOLDS else [])
+
+
+def undefined_note(n: int) -> str | None:
+    """The one line that says which metrics are NaN because ``n`` points are too few, or None."""
+    small = undefined_at(n)
+    if not small:
+        return None
+    needs: dict[int, list[str]] = {}
+    for key, k in PRDC_K.items():
+        if key in small:
+            needs.setdefault(min_points(k), []).append(key)
+    if "c2st" in small:
+        needs.setdefault(2 * C2ST_FOLDS, []).append("c2st")
+    names = [key for keys in needs.values() for key in keys]
+    why = ", ".join(f"{'/'.join(keys)} need {count}" for count, keys in needs.items())
+    return (f"{', '.join(names)}: NaN, not defined at this n ({n} points per set; {why}); "
+            f"more test points and samples (sample.n, dataset.n_test) define them")
 
 
 def sample_metrics(samples: torch.Tensor, test: torch.Tensor, reference: torch.Tensor,
@@ -41,10 +75,13 @@ def sample_metrics(samples: torch.Tensor, test: torch.Tensor, reference: torch.T
         computed = {"w2": wasserstein2(x, test), "mmd": mmd2_unbiased(x, test),
                     "fd": frechet_distance(x, test), "precision": precision, "recall": recall,
                     "density": density, "coverage": coverage, "memorized": memorized,
-                    "nn_dist": nn_dist, **c2st(x, test, seed).as_metrics(),
+                    "nn_dist": nn_dist, **c2st(x, test, seed, C2ST_FOLDS).as_metrics(),
                     **norm_metrics(x, test)}
         return {key: computed[key] for key in SET_METRICS}  # the registry's order, all of it
 
+    note = undefined_note(min(len(samples), len(test)))
+    if note:
+        log.warning("%s", note)
     model, floor = scores(samples, samples), scores(reference, test)
     gauss = scores(baseline, baseline)
     return {**model, **{f"{key}_floor": value for key, value in floor.items()},

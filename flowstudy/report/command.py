@@ -11,7 +11,8 @@ from pathlib import Path
 
 from flowstudy import stats
 from flowstudy.completion import shell_completion
-from flowstudy.fileio import atomic_path
+from flowstudy.errors import UserError
+from flowstudy.fileio import atomic_path, ensure_writable_dir
 from flowstudy.metrics import METRICS
 from flowstudy.report.compute import compute_matched
 from flowstudy.report.rows import default_metric, load_runs, rows_for, study_groups
@@ -37,7 +38,11 @@ def report(study: Path, group: str, metric: str | None = None, method: stats.Met
     s = summarise(rows, metric, method)
     head, cells, best = table(rows, metric, method, s)
     out = study / "reports" / group
-    out.mkdir(parents=True, exist_ok=True)
+    try:  # before any work: a study the report cannot write to is one line
+        ensure_writable_dir(out, "--study")
+    except UserError as e:
+        raise SystemExit(f"flowstudy.report: {e}; the report is written under "
+                         f"<study>/reports/<group>") from None
     interval = ("Student-t" if method == "t" else f"{method} bootstrap")
     fewest = min((len(row.runs) for row in rows), default=0)
     warning = ""
@@ -121,4 +126,9 @@ def main() -> None:
     if not groups:
         raise SystemExit(f"flowstudy.report: no runs under {args.study / 'runs'}")
     for group in groups:
-        report(args.study, group, args.metric, args.interval, args.wandb)
+        try:
+            report(args.study, group, args.metric, args.interval, args.wandb)
+        except OSError as e:  # the disk filled, or the directory changed under the report
+            where = f"{e.filename}" if e.filename else f"the report of group {group!r}"
+            raise SystemExit(f"flowstudy.report: could not write {where} "
+                             f"({e.strerror or e})") from None

@@ -6,13 +6,12 @@ import json
 import math
 import re
 import statistics
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from flowstudy.config import identity
 from flowstudy.errors import UserError
-from flowstudy.results import RunResult
+from flowstudy.results import RunResult, skip_warning
 
 
 @dataclass
@@ -66,7 +65,7 @@ def load_runs(study: Path) -> list[RunResult]:
         try:
             runs.append(RunResult.load(path))
         except UserError as e:
-            print(f"flowstudy.report: warning: skipping {e}", file=sys.stderr)
+            skip_warning(str(e))
     return runs
 
 
