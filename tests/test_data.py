@@ -174,7 +174,7 @@ def test_augmentations_are_seeded_and_stay_in_range() -> None:
     assert (mixed >= x.min(0).values - 1e-6).all() and (mixed <= x.max(0).values + 1e-6).all()
 
 
-# Issue 21, case 5: a stored split or hash cache that parses but holds the wrong thing.
+# A stored split or hash cache that parses but holds the wrong thing.
 @pytest.mark.parametrize(("part", "value", "expected"), [
     ("test", [0, 1, 999], "test holds row 999, outside the file's 40 rows (0 to 39)"),
     ("val", [-1], "val holds row -1, outside the file's 40 rows (0 to 39)"),
@@ -206,7 +206,7 @@ def test_a_hash_cache_of_another_shape_costs_only_a_rehash(tmp_path: Path, cache
     assert isinstance(json.loads((tmp_path / "datasets" / "sha256.json").read_text()), dict)
 
 
-# Issue 21, case 3: a tensor saved from a graph is read as values only.
+# A tensor saved from a graph is read as values only.
 def test_a_tensor_saved_with_requires_grad_is_detached(tmp_path: Path) -> None:
     from flowstudy.data.files import load_vectors
 

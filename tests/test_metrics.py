@@ -475,7 +475,7 @@ def test_c2st_and_norm_w1_are_objectives_minimised_and_their_context_is_not_rank
 
 
 
-# Issue 21, case 1: fewer points than a k-NN ball or a C2ST fold needs give NaN, never a crash.
+# Fewer points than a k-NN ball or a C2ST fold needs give NaN, never a crash.
 @pytest.mark.parametrize("n", [4, 5, 6, 9, 10])
 def test_sample_metrics_small_sets_mark_undefined_metrics_nan(n, caplog):
     from flowstudy.metrics import SET_METRICS

@@ -188,7 +188,7 @@ def test_a_result_from_before_lineages_compares_by_its_config() -> None:
     assert plan_run(_request(lineage=lineage), _disk(legacy)) == Skip(legacy)
 
 
-# --- issue 20, case 11: a run that never trained claims nothing ---------------------------------
+# --- A run that never trained claims nothing ---------------------------------
 
 
 @pytest.mark.parametrize("status", ["failed", "interrupted"])

@@ -200,7 +200,7 @@ def test_a_real_sweep_declares_a_broken_arm_worse_and_a_neutral_key_no_winner(
     assert np.all([r["best"] is False for r in twins["rows"]])
 
 
-# Issue 21, case 4: the report reads around damaged files (a warning naming each) and never
+# The report reads around damaged files (a warning naming each) and never
 # tracebacks; a directory it cannot write is one line.
 def test_the_report_skips_damaged_files_with_a_warning_naming_each(tmp_path: Path,
                                                                    capsys) -> None:

@@ -30,7 +30,7 @@ def test_wandb_prints_only_when_not_quiet(tmp_path: Path, quiet: bool,
 
 
 def test_a_torn_last_metrics_line_is_dropped_on_resume(tmp_path: Path) -> None:
-    # issue 20, case 12: kill -9 or a full disk leaves half a line at the end
+    # Kill -9 or a full disk leaves half a line at the end
     from flowstudy.tracking import _truncate_jsonl
 
     source = tmp_path / "metrics.jsonl"

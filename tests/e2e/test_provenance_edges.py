@@ -1,4 +1,4 @@
-"""Issue 20: the edges of provenance, sweeps and the documented commands, as a user meets them:
+"""The edges of provenance, sweeps and the documented commands, as a user meets them:
 real subprocesses on real files. Each test names its case of the issue."""
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ def _error_line(proc) -> str:
     return lines[0].removeprefix("flowstudy: error: ")
 
 
-# --- case 1: keys added with + or deleted with ~ -------------------------------------------
+# --- keys added with + or deleted with ~ -------------------------------------------
 
 @pytest.mark.parametrize(("args", "expected"), [
     (["+lr=0.5"], "lr=0.5 is not a known key; allowed at the top level: arch, flow, dataset,"),
@@ -102,7 +102,7 @@ def test_a_rejected_data_file_does_not_poison_its_name(tmp_path: Path) -> None:
     assert json.loads(_result(tmp_path).read_text())["status"] == "completed"
 
 
-# --- case 10: extending a finished run keeps its parent's best as the best to beat ---------
+# --- extending a finished run keeps its parent's best as the best to beat ---------
 
 def test_a_branch_that_never_beats_its_parent_evaluates_the_parents_best(tmp_path: Path) -> None:
     base = [*QUICK, "train.epochs=2"]
@@ -119,7 +119,7 @@ def test_a_branch_that_never_beats_its_parent_evaluates_the_parents_best(tmp_pat
     assert Path(tmp_path / branch["checkpoint"]).exists()
 
 
-# --- case 12: a torn last line of metrics.jsonl -------------------------------------------
+# --- a torn last line of metrics.jsonl -------------------------------------------
 
 def test_resume_tolerates_and_repairs_a_torn_last_metrics_line(tmp_path: Path) -> None:
     base = [*QUICK, "checkpoint.save_last=true"]
@@ -138,7 +138,7 @@ def test_resume_tolerates_and_repairs_a_torn_last_metrics_line(tmp_path: Path) -
     assert json.loads((branch / "result.json").read_text())["status"] == "completed"
 
 
-# --- case 6: every command's Hydra directory is its own -------------------------------------
+# --- every command's Hydra directory is its own -------------------------------------
 
 def test_two_runs_started_in_the_same_second_get_directories_of_their_own(tmp_path: Path) -> None:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_SILENT": "true"}
@@ -164,7 +164,7 @@ def test_a_sweeps_directory_names_its_process(tmp_path: Path) -> None:
     assert re.search(r"outputs/multirun/\d{4}-\d\d-\d\d/\d\d-\d\d-\d\d-\d+$", sweep_dir)
 
 
-# --- case 7: the command printed after Ctrl-C in a sweep continues the whole sweep -----------
+# --- the command printed after Ctrl-C in a sweep continues the whole sweep -----------
 
 def test_the_printed_resume_command_continues_the_whole_sweep(tmp_path: Path) -> None:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_SILENT": "true"}
@@ -190,7 +190,7 @@ def test_the_printed_resume_command_continues_the_whole_sweep(tmp_path: Path) ->
     assert {r["epochs"] for r in results} == {40}
 
 
-# --- case 8: flowstudy.sample -m checks its whole grid first ----------------------------------
+# --- flowstudy.sample -m checks its whole grid first ----------------------------------
 
 def test_a_sample_sweep_checks_every_job_before_the_first(tmp_path: Path) -> None:
     assert cli(QUICK, tmp_path, timeout=120).returncode == 0
@@ -206,7 +206,7 @@ def test_a_sample_sweep_checks_every_job_before_the_first(tmp_path: Path) -> Non
     assert len(list((best.parent / "eval").glob("*.json"))) == 2
 
 
-# --- case 9: degenerate or tampered input -----------------------------------------------------
+# --- degenerate or tampered input -----------------------------------------------------
 
 def test_sample_refuses_a_negative_seed_as_training_does(tmp_path: Path) -> None:
     proc = cli(["resume=x.pt", "seed=-1"], tmp_path, timeout=60, module="flowstudy.sample")

@@ -1,4 +1,4 @@
-"""Issue 21: what a new or hostile user reaches second (small data, damaged files, reports,
+"""What a new or hostile user reaches second (small data, damaged files, reports,
 searches) ends in one line and a non-zero exit, or a documented behaviour; never a traceback.
 Each test runs the real CLI in a subprocess, on the smallest run that shows the case."""
 
