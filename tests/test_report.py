@@ -1,16 +1,14 @@
 """The report's statistics: verdicts on synthetic results, the files a notebook reads, the W&B
-report run read back from its offline file, and a real small sweep with a broken arm."""
+report run read back from its offline file (a real small sweep with a broken arm is in
+tests/e2e/test_sweeps.py)."""
 
 from __future__ import annotations
 
 import csv
 import json
 import re
-import subprocess
-import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 import scipy.stats
 import wandb
@@ -18,8 +16,6 @@ import wandb
 from flowstudy.report import report, rows_for, summarise, table
 from flowstudy.results import RunResult
 
-from .helpers import TINY_MLP, TINY_TRAIN, name_of
-from .test_sweeps import _sweep
 from .wandb_files import find_run_files, read_run
 
 
@@ -148,53 +144,3 @@ def test_the_report_writes_its_statistics_for_notebooks_and_to_wandb(tmp_path: P
     assert logged["columns"] == list(rows[0]) and len(logged["data"]) == 3
     assert [line[logged["columns"].index("label")] for line in logged["data"]] == \
         [r["label"] for r in rows]
-
-
-# A real sweep small enough for seconds per run, yet confident: 512 test points make W2 steady
-# enough that 3 seeds separate a model trained 8 epochs from one that has not moved (lr 1e-6).
-SWEEP = ["dataset.size=1664", "dataset.n_val=128", "dataset.n_test=512", *TINY_MLP,
-         *TINY_TRAIN, "train.epochs=8", "train.threads=1", "wandb.mode=disabled"]
-
-
-@pytest.mark.slow
-def test_a_real_sweep_declares_a_broken_arm_worse_and_a_neutral_key_no_winner(
-        tmp_path: Path) -> None:
-    # (_sweep puts train.epochs=2 after the base: the epochs go again after it.)
-    code, out, _ = _sweep(tmp_path, "study", "seed=0,1,2", "train.lr=1e-6,2e-3", "group=lr",
-                          "train.epochs=8", base=tuple(SWEEP))
-    assert code == 0, out
-    # The same config but for an ODE tolerance that Euler never reads; the default tolerance's
-    # runs are skipped as completed and counted in this group too.
-    code, out, results = _sweep(tmp_path, "study", "seed=0,1,2", "sample.atol=1e-5,1e-6",
-                                "group=twins", "train.epochs=8", base=tuple(SWEEP))
-    assert code == 0, out
-    assert len(results) == 9 and "skipping" in out
-    proc = subprocess.run([sys.executable, "-m", "flowstudy.report", "--study",
-                           str(tmp_path / "study")], capture_output=True, text=True, cwd=tmp_path)
-    assert proc.returncode == 0, proc.stderr
-    reports = tmp_path / "study" / "reports"
-
-    lr = json.loads((reports / "lr" / "report.json").read_text())
-    verdict = lr["verdicts"]["w2"]
-    assert verdict["winner"] == "lr=0.002" and verdict["runner_up"] == "lr=1e-06"
-    difference = verdict["comparison"]["difference"]
-    assert verdict["comparison"]["paired"] and difference["n"] == 3
-    assert difference["high"] < 0  # confidently lower W2 than the broken arm, on 3 seeds
-    assert verdict["comparison"]["wins"] == 3
-    good = name_of([*SWEEP, "train.lr=2e-3"])
-    rows = list(csv.DictReader((reports / "lr" / "report.csv").open()))
-    assert [r["name"] for r in rows if r["best"] == "yes"] == [good]
-    assert f"**{good}**" in (reports / "lr" / "report.md").read_text()
-    broken = {r["label"]: r for r in lr["rows"]}["lr=1e-06"]["cells"]["w2"]
-    values = [results[n].metrics["w2"] for n in {r["label"]: r for r in lr["rows"]}[
-        "lr=1e-06"]["runs"]]
-    assert broken["values"] == pytest.approx(values)
-    assert broken["ci"] == pytest.approx(list(scipy.stats.ttest_1samp(values, 0)
-                                              .confidence_interval()))
-
-    twins = json.loads((reports / "twins" / "report.json").read_text())
-    for metric, v in twins["verdicts"].items():
-        assert v["winner"] is None, (metric, v["text"])
-    assert "agree on every seed" in twins["verdicts"]["w2"]["text"]
-    assert "no clear winner by W2" in (reports / "twins" / "report.md").read_text()
-    assert np.all([r["best"] is False for r in twins["rows"]])

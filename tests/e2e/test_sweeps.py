@@ -6,24 +6,20 @@ import csv
 import json
 import os
 import re
-import signal
 import subprocess
 import sys
-import threading
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import scipy.stats
 
-from flowstudy.devices import auto_device
-from flowstudy.interrupt import Interrupted
 from flowstudy.results import RunResult
-from flowstudy.run import run
 
-from .helpers import TINY, TINY_MOONS, TINY_TRAIN, cli, compose_config, name_of
-from .wandb_files import find_run_files, read_run
+from ..helpers import TINY, TINY_MLP, TINY_MOONS, TINY_TRAIN, cli, name_of
+from ..wandb_files import find_run_files, read_run
+
+pytestmark = pytest.mark.e2e
 
 
 def _sweep(tmp_path: Path, study: str, *args: str,
@@ -181,36 +177,51 @@ def test_the_report_tabulates_the_group_from_the_files(tmp_path: Path) -> None:
         assert (out_dir / png).read_bytes()[:4] == b"\x89PNG"
 
 
-def test_resume_auto_continues_an_interrupted_run_from_its_last_checkpoint(
+# A real sweep small enough for seconds per run, yet confident: 512 test points make W2 steady
+# enough that 3 seeds separate a model trained 8 epochs from one that has not moved (lr 1e-6).
+SWEEP = ["dataset.size=1664", "dataset.n_val=128", "dataset.n_test=512", *TINY_MLP,
+         *TINY_TRAIN, "train.epochs=8", "train.threads=1", "wandb.mode=disabled"]
+
+
+@pytest.mark.slow
+def test_a_real_sweep_declares_a_broken_arm_worse_and_a_neutral_key_no_winner(
         tmp_path: Path) -> None:
-    cfg = compose_config([*TINY, "dataset.size=3000", "train.epochs=6",
-                          f"study_dir={tmp_path / 'study'}", "wandb.mode=disabled"])
-    metrics = tmp_path / "study" / "runs" / cfg.name / "metrics.jsonl"
+    # (_sweep puts train.epochs=2 after the base: the epochs go again after it.)
+    code, out, _ = _sweep(tmp_path, "study", "seed=0,1,2", "train.lr=1e-6,2e-3", "group=lr",
+                          "train.epochs=8", base=tuple(SWEEP))
+    assert code == 0, out
+    # The same config but for an ODE tolerance that Euler never reads; the default tolerance's
+    # runs are skipped as completed and counted in this group too.
+    code, out, results = _sweep(tmp_path, "study", "seed=0,1,2", "sample.atol=1e-5,1e-6",
+                                "group=twins", "train.epochs=8", base=tuple(SWEEP))
+    assert code == 0, out
+    assert len(results) == 9 and "skipping" in out
+    proc = subprocess.run([sys.executable, "-m", "flowstudy.report", "--study",
+                           str(tmp_path / "study")], capture_output=True, text=True, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    reports = tmp_path / "study" / "reports"
 
-    def signal_when_training() -> None:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if metrics.exists() and '"epoch": 1' in metrics.read_text():
-                os.kill(os.getpid(), signal.SIGTERM)
-                return
-            time.sleep(0.01)
+    lr = json.loads((reports / "lr" / "report.json").read_text())
+    verdict = lr["verdicts"]["w2"]
+    assert verdict["winner"] == "lr=0.002" and verdict["runner_up"] == "lr=1e-06"
+    difference = verdict["comparison"]["difference"]
+    assert verdict["comparison"]["paired"] and difference["n"] == 3
+    assert difference["high"] < 0  # confidently lower W2 than the broken arm, on 3 seeds
+    assert verdict["comparison"]["wins"] == 3
+    good = name_of([*SWEEP, "train.lr=2e-3"])
+    rows = list(csv.DictReader((reports / "lr" / "report.csv").open()))
+    assert [r["name"] for r in rows if r["best"] == "yes"] == [good]
+    assert f"**{good}**" in (reports / "lr" / "report.md").read_text()
+    broken = {r["label"]: r for r in lr["rows"]}["lr=1e-06"]["cells"]["w2"]
+    values = [results[n].metrics["w2"] for n in {r["label"]: r for r in lr["rows"]}[
+        "lr=1e-06"]["runs"]]
+    assert broken["values"] == pytest.approx(values)
+    assert broken["ci"] == pytest.approx(list(scipy.stats.ttest_1samp(values, 0)
+                                              .confidence_interval()))
 
-    threading.Thread(target=signal_when_training, daemon=True).start()
-    with pytest.raises(Interrupted):
-        run(cfg, tmp_path / "out")
-    interrupted = RunResult.load(metrics.parent / "result.json")
-    assert interrupted.status == "interrupted"
-
-    cfg.resume = "auto"
-    result = run(cfg, tmp_path / "out")
-    assert result.status == "completed" and result.epochs == 6
-    assert result.steps == 6 * (2744 // 64)  # no step trained twice: it continued
-    assert not result.skipped
-
-
-def test_parallel_jobs_each_take_their_own_gpu() -> None:
-    assert auto_device(0, job_num=3, parallel=2) == "cpu"
-    assert auto_device(1, job_num=3, parallel=2) == "cuda"
-    assert [auto_device(4, job_num=j, parallel=2) for j in range(6)] == [
-        "cuda:0", "cuda:1", "cuda:2", "cuda:3", "cuda:0", "cuda:1"]
-    assert auto_device(4, job_num=3, parallel=1) == "cuda"  # serial sweeps keep the default GPU
+    twins = json.loads((reports / "twins" / "report.json").read_text())
+    for metric, v in twins["verdicts"].items():
+        assert v["winner"] is None, (metric, v["text"])
+    assert "agree on every seed" in twins["verdicts"]["w2"]["text"]
+    assert "no clear winner by W2" in (reports / "twins" / "report.md").read_text()
+    assert np.all([r["best"] is False for r in twins["rows"]])
