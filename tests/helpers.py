@@ -1,10 +1,12 @@
-"""Test helpers: compose the real config with Hydra, run the real CLI in a subprocess."""
+"""Test helpers: compose the real config with Hydra, run the real CLI in a subprocess (to its
+end, or started in the background to be signalled)."""
 
 from __future__ import annotations
 
 import os
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
 
 from flowstudy.config import CONF_DIR, compose_config
@@ -37,3 +39,26 @@ def cli(args: list[str], cwd: Path, timeout: float = 300,
     env.pop("HYDRA_FULL_ERROR", None)
     return subprocess.run([sys.executable, "-m", module, *args], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=timeout)
+
+
+def start_cli(args: list[str], cwd: Path, code: str = "") -> subprocess.Popen[str]:
+    """The CLI in a process of its own; ``code`` runs first (e.g. to slow a step down)."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_SILENT": "true"}
+    env.pop("HYDRA_FULL_ERROR", None)
+    script = textwrap.dedent(code) + "\nimport sys\nfrom flowstudy.cli import main\n" \
+        f"sys.argv = ['flowstudy.train', *{args!r}]\nmain()\n"
+    return subprocess.Popen([sys.executable, "-c", script], cwd=cwd, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def wait_for(path: Path, text: str, proc: subprocess.Popen[str], timeout: float = 120) -> None:
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if path.exists() and text in path.read_text():
+            return
+        if proc.poll() is not None:
+            raise AssertionError(f"exited before {text!r} appeared: {proc.communicate()}")
+        time.sleep(0.02)
+    raise TimeoutError(f"{text!r} never appeared in {path}")

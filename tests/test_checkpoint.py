@@ -13,8 +13,9 @@ from flowstudy.checkpoint import (
     check_compatible,
 )
 from flowstudy.config import to_dict
+from flowstudy.run import run
 
-from .helpers import compose_config
+from .helpers import TINY, compose_config
 
 
 def test_round_trip_keeps_tensors_and_metadata(tmp_path: Path) -> None:
@@ -78,3 +79,15 @@ def test_compatibility_names_the_differing_keys() -> None:
     with pytest.raises(CheckpointError) as info:
         check_compatible("x.pt", saved, to_dict(compose_config(["arch.width=32"])))
     assert "arch.width=64 (now: 32)" in str(info.value)
+
+
+def test_a_checkpoint_missing_keys_is_named(tmp_path: Path) -> None:
+    path = tmp_path / "best.pt"
+    torch.save({"format_version": FORMAT_VERSION, "model": {}, "epoch": 3}, path)
+    cfg = compose_config([*TINY, f"study_dir={tmp_path / 'study'}", "wandb.mode=disabled",
+                          f"resume={path}"])
+    with pytest.raises(CheckpointError) as info:
+        run(cfg, tmp_path / "out")
+    assert str(info.value) == (f"resume={path}: damaged checkpoint, it lacks config, ema, "
+                               f"optimizer, early_stopping, generators, step, batch, window, "
+                               f"nonfinite, rng")

@@ -13,7 +13,7 @@ import pytest
 import scipy.stats
 import wandb
 
-from flowstudy.report import report, rows_for, summarise, table
+from flowstudy.report import load_runs, report, rows_for, summarise, table
 from flowstudy.results import RunResult
 
 from .wandb_files import find_run_files, read_run
@@ -144,3 +144,23 @@ def test_the_report_writes_its_statistics_for_notebooks_and_to_wandb(tmp_path: P
     assert logged["columns"] == list(rows[0]) and len(logged["data"]) == 3
     assert [line[logged["columns"].index("label")] for line in logged["data"]] == \
         [r["label"] for r in rows]
+
+
+def test_the_report_skips_a_damaged_result_with_a_warning(tmp_path: Path,
+                                                          capsys: pytest.CaptureFixture[str]
+                                                          ) -> None:
+    good = RunResult(name="good", group="g", groups=["g"], status="completed")
+    good.save(tmp_path / "runs" / "good" / "result.json")
+    bad = tmp_path / "runs" / "bad" / "result.json"
+    bad.parent.mkdir(parents=True)
+    bad.write_text('{"name": "bad", "sta')
+    other = tmp_path / "runs" / "other" / "result.json"
+    other.parent.mkdir(parents=True)
+    other.write_text('[1, 2]')
+    assert [r.name for r in load_runs(tmp_path)] == ["good"]
+    err = capsys.readouterr().err.splitlines()
+    assert err[0].startswith(f"flowstudy.report: warning: skipping {bad}: not a readable "
+                             f"result.json (")
+    assert err[0].endswith("); move it away, or replace the run with force=true")
+    assert err[1].startswith(f"flowstudy.report: warning: skipping {other}: not a flowstudy "
+                             f"result (")

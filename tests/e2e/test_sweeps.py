@@ -6,6 +6,7 @@ import csv
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -16,7 +17,7 @@ import scipy.stats
 
 from flowstudy.results import RunResult
 
-from ..helpers import TINY, TINY_MLP, TINY_MOONS, TINY_TRAIN, cli, name_of
+from ..helpers import TINY, TINY_MLP, TINY_MOONS, TINY_TRAIN, cli, name_of, start_cli, wait_for
 from ..wandb_files import find_run_files, read_run
 
 pytestmark = pytest.mark.e2e
@@ -225,3 +226,39 @@ def test_a_real_sweep_declares_a_broken_arm_worse_and_a_neutral_key_no_winner(
     assert "agree on every seed" in twins["verdicts"]["w2"]["text"]
     assert "no clear winner by W2" in (reports / "twins" / "report.md").read_text()
     assert np.all([r["best"] is False for r in twins["rows"]])
+
+
+
+
+@pytest.mark.slow
+def test_a_bad_value_in_a_sweep_grid_stops_the_sweep_before_any_job(tmp_path: Path,
+                                                                    study: list[str]) -> None:
+    proc = cli(["-m", *study, f"hydra.sweep.dir={tmp_path / 'multi'}", *TINY,
+                "train.grad_clip=1.0,inf"], cwd=tmp_path)
+    assert (proc.returncode, proc.stderr.strip().splitlines()[-1]) == (
+        2, "flowstudy: error: train.grad_clip=inf is not allowed: a float > 0")
+    assert not (tmp_path / "study").exists()
+
+
+@pytest.mark.slow
+def test_a_second_sweep_reports_a_run_another_process_trains_as_busy(tmp_path: Path) -> None:
+    study = tmp_path / "study"
+    first = start_cli([*TINY, "train.epochs=200", f"study_dir={study}",
+                       f"hydra.run.dir={tmp_path / 'o1'}", "wandb.mode=disabled"], tmp_path)
+    try:
+        wait_for(study / "runs" / name_of([*TINY, "train.epochs=200"]) / "metrics.jsonl",
+                 '"step"', first)
+        # job 0 is the run the first process trains; job 1 a short one of its own
+        second = cli(["-m", *TINY, f"study_dir={study}", f"hydra.sweep.dir={tmp_path / 'm'}",
+                      "wandb.mode=disabled", "train.epochs=200,2"], cwd=tmp_path)
+    finally:
+        first.send_signal(signal.SIGTERM)
+        first.communicate(timeout=120)
+    assert second.returncode == 75, second.stderr
+    job0 = json.loads((tmp_path / "m" / "0" / "job.json").read_text())
+    assert job0["status"] == "running elsewhere"
+    assert "1 of 2 runs completed or skipped as done; 1 being trained by another process" in \
+        second.stdout
+    assert second.stderr.strip().splitlines()[-1] == (
+        "flowstudy: 1 runs are being trained by another process; rerun this sweep once it has "
+        "finished")
