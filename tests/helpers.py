@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 from flowstudy.config import CONF_DIR, compose_config
@@ -61,4 +62,21 @@ def wait_for(path: Path, text: str, proc: subprocess.Popen[str], timeout: float 
         if proc.poll() is not None:
             raise AssertionError(f"exited before {text!r} appeared: {proc.communicate()}")
         time.sleep(0.02)
+    raise TimeoutError(f"{text!r} never appeared in {path}")
+
+
+def start_train(args: list[str], cwd: Path) -> subprocess.Popen[str]:
+    """``python -m flowstudy.train ARGS`` in a process of its own (HYDRA_FULL_ERROR kept)."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_SILENT": "true"}
+    return subprocess.Popen([sys.executable, "-m", "flowstudy.train", *args], cwd=cwd, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def wait_for_text(path: Path, text: str, timeout: float = 120) -> None:
+    """Wait until ``text`` is in the file ``path`` (whatever the process is doing)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if path.exists() and text in path.read_text():
+            return
+        time.sleep(0.05)
     raise TimeoutError(f"{text!r} never appeared in {path}")

@@ -3,6 +3,7 @@ keeps when something fails."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import threading
@@ -10,7 +11,11 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
+from torch import nn
 
+from flowstudy import models
+from flowstudy.config import Config
 from flowstudy.errors import UserError
 from flowstudy.fileio import run_lock
 from flowstudy.interrupt import Interrupted
@@ -93,3 +98,43 @@ def test_an_evaluation_failure_keeps_the_trained_run_and_the_rerun_only_evaluate
     assert after.startswith(metrics) and after.count('"train/loss"') == metrics.count(
         '"train/loss"')
     assert '"sample/w2"' in after and RunResult.load(result_path).status == "completed"
+
+
+def _config(tmp_path: Path, *overrides: str) -> Config:
+    return compose_config([*TINY, f"study_dir={tmp_path / 'study'}", "wandb.mode=disabled",
+                           *overrides])
+
+
+TINY_NAME = name_of(TINY)
+
+
+class WrongShape(nn.Module):
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.layer = nn.Linear(dim, dim + 1)
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return self.layer(x)
+
+
+def test_a_model_with_the_wrong_output_shape_is_refused(tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(models, "mlp", lambda cfg, dim: WrongShape(dim))
+    with pytest.raises(UserError, match=r"maps x_t of shape \[2, 2\] to \[2, 3\]"):
+        run(_config(tmp_path), tmp_path / "out")
+    result = RunResult.load(tmp_path / "study" / "runs" / TINY_NAME / "result.json")
+    assert result.status == "failed" and "a velocity must have the shape of x_t" in result.error
+
+
+def test_gradient_statistics_are_logged_when_asked_and_absent_by_default(tmp_path: Path) -> None:
+    run(_config(tmp_path / "on", "train.grad_stats_every=4"), tmp_path / "out")
+    run(_config(tmp_path / "off"), tmp_path / "out")
+    on = (tmp_path / "on" / "study" / "runs" / TINY_NAME / "metrics.jsonl").read_text()
+    off = (tmp_path / "off" / "study" / "runs" / TINY_NAME / "metrics.jsonl").read_text()
+    records = [json.loads(line) for line in on.splitlines()]
+    stats = [r for r in records if "grad/inp.weight/l2" in r]
+    assert [r["step"] for r in stats] == [0, 4, 8, 12, 16, 20]
+    first = stats[0]
+    assert first["grad/inp.weight/l2"] > 0 and first["grad/inp.weight/max_abs"] > 0
+    assert 0 <= first["grad/out.2.weight/zero_frac"] <= 1
+    assert "grad/" not in off

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from ..helpers import cli
+from ..helpers import TINY, cli, name_of
 
 pytestmark = pytest.mark.e2e
 
@@ -25,4 +25,19 @@ def test_command_line_mistakes_are_one_line_with_exit_2(tmp_path: Path, args: li
     (tmp_path / "afile").write_text("")
     proc = cli([f"study_dir={tmp_path / 'study'}", *args], cwd=tmp_path)
     assert (proc.returncode, proc.stderr.strip()) == (2, f"flowstudy: error: {expected}")
+    assert not (tmp_path / "study").exists()
+
+
+TINY_NAME = name_of(TINY)
+
+
+def test_an_unwritable_checkpoint_dir_is_refused_before_any_work(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    proc = cli([*TINY, f"study_dir={tmp_path / 'study'}", f"checkpoint.dir={blocker}/ckpts",
+                f"hydra.run.dir={tmp_path / 'out'}"], cwd=tmp_path)
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == (f"flowstudy: error: checkpoint.dir: {blocker}/ckpts/"
+                                   f"{TINY_NAME} is not a writable directory "
+                                   f"(Not a directory)")
     assert not (tmp_path / "study").exists()

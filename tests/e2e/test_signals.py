@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import shlex
 import signal
 from pathlib import Path
 
 import pytest
+import torch
 
+from flowstudy.checkpoint import Checkpoint
 from flowstudy.results import RunResult
 
-from ..helpers import TINY, cli, name_of, start_cli, wait_for
+from ..helpers import TINY, cli, name_of, start_cli, start_train, wait_for, wait_for_text
 
 pytestmark = pytest.mark.e2e
 
@@ -67,3 +70,79 @@ def test_sigterm_during_final_evaluation_keeps_training_and_the_rerun_only_evalu
     assert done.status == "completed" and done.metrics["w2"] > 0
     assert (done.epochs, done.best_val_loss) == (saved.epochs, saved.best_val_loss)
     assert (tmp_path / "study" / "checkpoints" / name / "best.pt").read_bytes() == best
+
+
+LONG = [*TINY, "dataset.size=3000", "train.epochs=12", "checkpoint.save_last=true",
+        "wandb.mode=disabled"]
+
+
+LONG_NAME, LONG50_NAME = name_of(LONG), name_of([*LONG, "train.epochs=50"])
+
+
+@pytest.mark.slow
+def test_sigterm_saves_last_marks_interrupted_and_the_printed_command_resumes_exactly(
+        tmp_path: Path) -> None:
+    straight = cli([*LONG, f"study_dir={tmp_path / 'a'}", f"hydra.run.dir={tmp_path / 'oa'}"],
+                   cwd=tmp_path)
+    assert straight.returncode == 0, straight.stderr
+
+    study = tmp_path / "b"
+    proc = start_train([*LONG, f"study_dir={study}", f"hydra.run.dir={tmp_path / 'ob'}"], tmp_path)
+    metrics = study / "runs" / LONG_NAME / "metrics.jsonl"
+    wait_for_text(metrics, '"epoch": 2')
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signal.SIGTERM, stderr
+    assert "stopped by SIGTERM; state saved to" in stderr
+    result = RunResult.load(study / "runs" / LONG_NAME / "result.json")
+    assert result.status == "interrupted" and 0 < result.epochs < 12
+
+    command = stderr.strip().splitlines()[-1].strip()
+    assert command.startswith("python -m flowstudy.train ") and "resume=" in command
+    args = shlex.split(command)[3:]
+    resumed = cli(args, cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr
+    assert RunResult.load(study / "runs" / LONG_NAME / "result.json").status == \
+        "completed"
+
+    a = Checkpoint.load(tmp_path / "a" / "checkpoints" / LONG_NAME / "last.pt")
+    b = Checkpoint.load(study / "checkpoints" / LONG_NAME / "last.pt")
+    for key in ("model", "ema"):
+        flat_a = a.train[key] if key == "model" else a.ema_weights()
+        flat_b = b.train[key] if key == "model" else b.ema_weights()
+        assert all(torch.equal(flat_a[k], flat_b[k]) for k in flat_a)
+    assert (tmp_path / "a" / "runs" / LONG_NAME / "metrics.jsonl").read_text() == \
+        metrics.read_text()
+
+
+@pytest.mark.slow
+def test_a_second_signal_aborts_at_once_and_corrupts_nothing(tmp_path: Path) -> None:
+    study = tmp_path / "study"
+    proc = start_train([*LONG, "train.epochs=50", f"study_dir={study}",
+                        f"hydra.run.dir={tmp_path / 'o'}"], tmp_path)
+    wait_for_text(study / "runs" / LONG50_NAME / "metrics.jsonl", '"epoch": 2')
+    proc.send_signal(signal.SIGINT)
+    proc.send_signal(signal.SIGINT)
+    proc.communicate(timeout=120)
+    assert proc.returncode != 0
+    ckpt_dir = study / "checkpoints" / LONG50_NAME
+    assert Checkpoint.load(ckpt_dir / "best.pt").epoch >= 1
+    assert not [p for p in ckpt_dir.iterdir() if p.suffix == ".tmp"]
+    assert RunResult.load(study / "runs" / LONG50_NAME / "result.json").status == \
+        "interrupted"
+
+
+@pytest.mark.slow
+def test_two_runs_of_the_same_name_at_once_the_second_refuses(tmp_path: Path) -> None:
+    study = tmp_path / "study"
+    first = start_train([*LONG, "train.epochs=50", f"study_dir={study}",
+                         f"hydra.run.dir={tmp_path / 'o1'}"], tmp_path)
+    try:
+        wait_for_text(study / "runs" / LONG50_NAME / "metrics.jsonl", '"step"')
+        second = cli([*LONG, "train.epochs=50", f"study_dir={study}",
+                      f"hydra.run.dir={tmp_path / 'o2'}", "force=true"], cwd=tmp_path)
+        assert second.returncode == 2
+        assert f"run '{LONG50_NAME}' is already running (pid" in second.stderr
+    finally:
+        first.send_signal(signal.SIGTERM)
+        first.communicate(timeout=120)
