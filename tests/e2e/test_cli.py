@@ -3,9 +3,12 @@ the one-line errors it exits with."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
+
+from flowstudy.checkpoint import Checkpoint
 
 from ..helpers import TINY, cli, name_of
 
@@ -41,3 +44,25 @@ def test_an_unwritable_checkpoint_dir_is_refused_before_any_work(tmp_path: Path)
                                    f"{TINY_NAME} is not a writable directory "
                                    f"(Not a directory)")
     assert not (tmp_path / "study").exists()
+
+
+@pytest.mark.slow
+def test_the_quick_preset_runs_end_to_end_and_records_what_it_resolved(tmp_path: Path) -> None:
+    args = ["experiment=quick", "wandb.mode=disabled", "train.threads=1"]
+    first = cli(args, cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    name = "quick-mlp-ot-moons-none"
+    result = json.loads((tmp_path / "study" / "runs" / name / "result.json").read_text())
+    assert result["status"] == "completed" and result["epochs"] == 2
+    r = result["resolved"]
+    assert (r["n_train"], r["batch_size"], r["steps_per_epoch"]) == (20_000, 256, 78)
+    assert result["steps"] == 2 * 78 and r["arch"]["width"] == 256
+    assert result["config"]["train"]["batch_size"] is None  # the identity is what was asked
+    log = (next(tmp_path.glob("outputs/*/*/train.log"))).read_text()
+    assert "resolved: split 20000/1000/1000" in log
+    assert "train.warmup_steps" not in log  # 10 warmup steps < 156 planned: no warning
+    ckpt = Checkpoint.load(tmp_path / "study" / "checkpoints" / name / "best.pt")
+    assert ckpt.resolved == r
+    again = cli(args, cwd=tmp_path)
+    assert again.returncode == 0 and "skipping quick-mlp-ot-moons-none" in again.stderr + \
+        again.stdout
