@@ -283,3 +283,9 @@ def test_help_lists_the_rule_of_every_key() -> None:
     assert re.search(r"^seed +an integer from 0 to 4294967294 \(numpy's seed range\)$", text,
                      re.MULTILINE)
     assert "arch.mults" in text and "wandb.tags" in text and "sample.n" in text
+
+
+def test_quick_is_a_small_run_that_replaces_the_previous_debug_run() -> None:
+    cfg = compose_config(["debug=quick"])
+    assert (cfg.study_dir, cfg.force, cfg.wandb.mode) == ("study/debug", True, "disabled")
+    assert (cfg.train.epochs, cfg.dataset.n_train, cfg.sample.steps) == (2, 1024, 10)
