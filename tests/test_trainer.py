@@ -3,17 +3,19 @@ bitwise, accumulation, early stopping, budgets, background pairing."""
 
 from __future__ import annotations
 
+import copy
 import signal
 from pathlib import Path
 
 import pytest
 import torch
 
-from flowstudy.build import build
+from flowstudy.build import Built, build
 from flowstudy.checkpoint import Checkpoint
 from flowstudy.config import Config
 from flowstudy.interrupt import Interrupted, StopRequest
-from flowstudy.rng import seed_everything, set_rng_state
+from flowstudy.rng import rng_state, seed_everything, set_rng_state
+from flowstudy.state import TrainState
 from flowstudy.trainer import Checkpoints, fit
 
 from .helpers import TINY, compose_config
@@ -75,3 +77,85 @@ def test_a_mid_epoch_stop_resumes_bitwise(tmp_path: Path, flow: str, min_epoch_s
                     strict=True):
         assert torch.equal(a, b)
     assert sink_b.records == [r for r in sink_a.records if r["step"] > stop_step]
+
+
+class Sink:
+    def __init__(self) -> None:
+        self.records: list[dict] = []
+
+    def log(self, metrics: dict[str, float], step: int) -> None:
+        self.records.append({"step": step, **metrics})
+
+
+def _built(cfg: Config) -> Built:
+    seed_everything(cfg.seed)
+    return build(cfg, torch.device("cpu"))
+
+
+class KeepEveryLast(Checkpoints):
+    """Checkpoints that also keep a copy of each epoch's last.pt, as epoch<N>.pt."""
+
+    def save(self, name: str, checkpoint: Checkpoint) -> None:
+        super().save(name, checkpoint)
+        if name == "last.pt":
+            checkpoint.save(self.dir.parent / f"epoch{checkpoint.epoch}.pt")
+
+
+def _fit(cfg: Config, built: Built, sink: Sink, ckpt_dir: Path, keep: type = Checkpoints):
+    return fit(cfg.train, built.state, built.batches, built.val, sink,
+               keep(ckpt_dir, save_last=True))
+
+
+def _weights(state: TrainState) -> list[torch.Tensor]:
+    return [*state.model.parameters(), *state.ema.module.parameters()]
+
+
+@pytest.mark.parametrize("flow", ["ot", "minibatch_ot", "sb"])
+def test_resuming_from_a_checkpoint_replays_the_run_bitwise(tmp_path: Path, flow: str) -> None:
+    cfg = _config(tmp_path, f"flow={flow}", "train.epochs=5", "train.log_every=3")
+    straight, straight_sink = _built(cfg), Sink()
+    _fit(cfg, straight, straight_sink, tmp_path / "a", keep=KeepEveryLast)
+
+    # A new state (fresh weights, other RNG draws in between) restored from epoch 2 of 5.
+    resumed, sink = _built(cfg), Sink()
+    torch.randn(100)
+    ckpt = Checkpoint.load(tmp_path / "epoch2.pt")
+    resumed.state.load_state_dict(ckpt.train)
+    set_rng_state(ckpt.rng)
+    assert (resumed.state.epoch, resumed.state.step, resumed.state.ema.updates) == (2, 16, 16)
+    _fit(cfg, resumed, sink, tmp_path / "b")
+
+    for a, b in zip(_weights(straight.state), _weights(resumed.state), strict=True):
+        assert torch.equal(a, b)
+    opt_a = straight.state.optimizer.state_dict()
+    opt_b = resumed.state.optimizer.state_dict()
+    for k, state in opt_a["state"].items():
+        for name, value in state.items():
+            assert torch.equal(value, opt_b["state"][k][name]), name
+    assert sink.records == [r for r in straight_sink.records if r["step"] > 16]
+
+
+@pytest.mark.parametrize("flow", ["minibatch_ot", "sb"])
+def test_background_pairing_trains_exactly_like_inline_pairing(tmp_path: Path,
+                                                               flow: str) -> None:
+    runs = []
+    for prefetch in (0, 3):
+        cfg = _config(tmp_path, f"flow={flow}", f"flow.prefetch={prefetch}", "train.epochs=2")
+        built = _built(cfg)
+        _fit(cfg, built, Sink(), tmp_path / str(prefetch))
+        runs.append(built.state)
+    for a, b in zip(_weights(runs[0]), _weights(runs[1]), strict=True):
+        assert torch.equal(a, b)
+
+
+def test_checkpoint_state_dict_round_trip(tmp_path: Path) -> None:
+    cfg = _config(tmp_path)
+    built = _built(cfg)
+    _fit(cfg, built, Sink(), tmp_path / "c")
+    state = built.state
+    clone = _built(cfg).state
+    clone.load_state_dict(copy.deepcopy(state.state_dict()))
+    assert (clone.epoch, clone.step, clone.ema.updates) == (state.epoch, state.step,
+                                                            state.ema.updates)
+    assert clone.shuffle_gen.get_state().equal(state.shuffle_gen.get_state())
+    assert set(rng_state()) == {"python", "numpy", "torch", "cuda"}

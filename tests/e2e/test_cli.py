@@ -7,10 +7,16 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
 from flowstudy.checkpoint import Checkpoint
+from flowstudy.metrics import SET_METRICS
+from flowstudy.models import build_model
+from flowstudy.resolve import arch_sizes
+from flowstudy.results import RunResult
 
-from ..helpers import TINY, cli, name_of
+from ..helpers import TINY, cli, compose_config, name_of
+from ..wandb_files import find_run_files, read_run
 
 pytestmark = pytest.mark.e2e
 
@@ -66,3 +72,75 @@ def test_the_quick_preset_runs_end_to_end_and_records_what_it_resolved(tmp_path:
     again = cli(args, cwd=tmp_path)
     assert again.returncode == 0 and "skipping quick-mlp-ot-moons-none" in again.stderr + \
         again.stdout
+
+
+def _metrics(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+@pytest.mark.slow
+def test_cli_run_writes_checkpoint_metrics_result_picture_and_wandb_run(
+        tmp_path: Path, study: list[str]) -> None:
+    proc = cli([*TINY, *study, "wandb.tags=[smoke]"], cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    name = name_of(TINY)
+    ckpt_dir = tmp_path / "study" / "checkpoints" / name
+    run_dir = tmp_path / "study" / "runs" / name
+
+    result = RunResult.load(run_dir / "result.json")
+    assert result.status == "completed" and result.stop_reason == "max_epochs"
+    assert (result.epochs, result.steps) == (3, 24)  # 512 // 64 = 8 steps per epoch
+    assert result.params == sum(p.numel() for p in build_model(
+        arch_sizes(compose_config(TINY).arch, 2), 2).parameters())
+    assert 0 < result.metrics["w2"] < 5 and result.wall_time_s > 0 and result.nfe == 8
+    yardsticks = {f"{k}{f}" for k in SET_METRICS for f in ("", "_floor", "_baseline")}
+    assert set(result.metrics) == yardsticks | {"test_nll", "test_nll_baseline"}
+    assert result.checkpoint == str(ckpt_dir / "best.pt")
+    assert result.config["arch"] == {"name": "mlp", "width": 32, "depth": 2}
+
+    stored = torch.load(ckpt_dir / "best.pt", weights_only=True)  # the file's own layout
+    for key in ("model", "ema", "optimizer", "early_stopping", "epoch", "step", "config",
+                "normalizer", "rng", "generators", "wandb_run_id"):
+        assert key in stored, key
+    ckpt = Checkpoint.load(ckpt_dir / "best.pt")
+    assert ckpt.epoch == result.best_epoch
+    assert ckpt.train["early_stopping"]["best"] == result.best_val_loss
+    assert (ckpt_dir / "samples.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    records = _metrics(run_dir / "metrics.jsonl")
+    train = [r for r in records if "train/loss" in r]
+    val = [r for r in records if "val/ema_loss" in r]
+    assert [r["step"] for r in train] == [4, 8, 12, 16, 20, 24]
+    assert [(r["step"], r["epoch"]) for r in val] == [(8, 1), (16, 2), (24, 3)]
+    assert min(r["val/ema_loss"] for r in val) == result.best_val_loss
+
+    files = find_run_files(tmp_path / "out")
+    assert len(files) == 1
+    wb = read_run(files[0])
+    assert (wb.name, wb.group, wb.project) == (name, "default", "flow-matching-study")
+    assert wb.run_id == ckpt.wandb_run_id and wb.tags == ["smoke"] and wb.exit_code == 0
+    assert {k: wb.config[k] for k in result.config} == result.config
+    assert wb.summary["best_val_loss"] == result.best_val_loss
+    assert wb.summary["val/ema_loss"] == {"min": result.best_val_loss}
+    assert wb.summary["checkpoint"] == result.checkpoint
+    assert wb.summary["sample/w2"] == result.metrics["w2"]
+    assert wb.summary["samples/_type"] == "image-file"
+    assert [h["_step"] for h in wb.history if "train/loss" in h] == [4, 8, 12, 16, 20, 24]
+
+
+@pytest.mark.parametrize(
+    ("resume", "expected"),
+    [
+        ("missing.pt", "resume=missing.pt: no such file"),
+        (".", "resume=.: is a directory"),
+        ("junk.pt", "resume=junk.pt: not a readable checkpoint"),
+    ],
+)
+def test_cli_broken_resume_path_is_one_clear_error(tmp_path: Path, study: list[str],
+                                                   resume: str, expected: str) -> None:
+    (tmp_path / "junk.pt").write_text("not a checkpoint")
+    proc = cli([*TINY, *study, f"resume={resume}"], cwd=tmp_path)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [f"flowstudy: error: {expected}"] or \
+        proc.stderr.strip().startswith(f"flowstudy: error: {expected}")
+    assert not (tmp_path / "study" / "runs").exists()
