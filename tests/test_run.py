@@ -232,3 +232,18 @@ def test_a_diverging_run_skips_bad_steps_then_stops_with_the_state_before(
     assert anomaly.train["ema"]["updates"] == anomaly.step
     assert all(torch.isfinite(v).all() for v in anomaly.train["model"].values())
     assert "diverged" in read_run(find_run_files(tmp_path / "out")[0]).tags
+
+
+def test_deterministic_runs_are_bitwise_equal(tmp_path: Path) -> None:
+    results = [run(_config(tmp_path / str(i), "train.deterministic=true", "flow=minibatch_ot"),
+                   tmp_path / "out") for i in range(2)]
+    assert results[0].metrics == results[1].metrics
+    a, b = (Checkpoint.load(Path(r.checkpoint)).train["model"] for r in results)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    torch.use_deterministic_algorithms(False)
+
+
+@pytest.mark.slow
+def test_compile_trains_or_falls_back_to_eager(tmp_path: Path) -> None:
+    result = run(_config(tmp_path, "train.compile=true", "train.epochs=1"), tmp_path / "out")
+    assert result.status == "completed" and result.steps == 8

@@ -159,3 +159,20 @@ def test_checkpoint_state_dict_round_trip(tmp_path: Path) -> None:
                                                             state.ema.updates)
     assert clone.shuffle_gen.get_state().equal(state.shuffle_gen.get_state())
     assert set(rng_state()) == {"python", "numpy", "torch", "cuda"}
+
+
+def test_accumulation_gives_the_update_of_one_full_batch(tmp_path: Path) -> None:
+    # One optimizer step on a 64-point batch: whole, or as two micro-batches of 32.
+    weights = []
+    for accum in (1, 2, 4):
+        cfg = _config(tmp_path, f"train.accum_steps={accum}", "dataset.size=320", "train.epochs=1",
+                      "dataset.n_val=128", "dataset.n_test=128")
+        seed_everything(cfg.seed)
+        built = build(cfg, torch.device("cpu"))
+        fitted = fit(cfg.train, built.state, built.batches, built.val, Sink(),
+                     Checkpoints(tmp_path / str(accum)), engine=built.engine)
+        assert fitted.steps == 1 and built.state.ema.updates == 1
+        weights.append([p.detach().clone() for p in built.state.model.parameters()])
+    for other in weights[1:]:
+        for a, b in zip(weights[0], other, strict=True):
+            torch.testing.assert_close(a, b, atol=2e-6, rtol=1e-5)
