@@ -17,7 +17,16 @@ import scipy.stats
 
 from flowstudy.results import RunResult
 
-from ..helpers import TINY, TINY_MLP, TINY_MOONS, TINY_TRAIN, cli, name_of, start_cli, wait_for
+from ..helpers import (
+    TINY,
+    TINY_MLP,
+    TINY_MOONS,
+    TINY_TRAIN,
+    cli,
+    name_of,
+    start_cli,
+    wait_for,
+)
 from ..wandb_files import find_run_files, read_run
 
 pytestmark = pytest.mark.e2e
@@ -228,8 +237,6 @@ def test_a_real_sweep_declares_a_broken_arm_worse_and_a_neutral_key_no_winner(
     assert np.all([r["best"] is False for r in twins["rows"]])
 
 
-
-
 @pytest.mark.slow
 def test_a_bad_value_in_a_sweep_grid_stops_the_sweep_before_any_job(tmp_path: Path,
                                                                     study: list[str]) -> None:
@@ -262,3 +269,36 @@ def test_a_second_sweep_reports_a_run_another_process_trains_as_busy(tmp_path: P
     assert second.stderr.strip().splitlines()[-1] == (
         "flowstudy: 1 runs are being trained by another process; rerun this sweep once it has "
         "finished")
+
+
+SWEEPS = {
+    "architectures": ([], {"mlp", "dit", "unet"}, "arch"),
+    "flow-methods": ([], {"ot", "cfm", "minibatch_ot", "vp", "sb"}, "flow"),
+    "augmentations": ([], {"none", "noise", "mixup"}, "aug"),
+    "dataset-size": (["dataset.n_train=64,128"], {"moons-n64", "moons-n128"}, "dataset"),
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("ablation", list(SWEEPS))
+def test_each_ablation_sweeps_its_grid_with_distinct_names_in_its_group(
+        tmp_path: Path, ablation: str) -> None:
+    narrowing, expected, _ = SWEEPS[ablation]
+    tiny = [*TINY_MOONS, *TINY_TRAIN]
+    mode = "offline" if ablation == "architectures" else "disabled"
+    proc = cli(["-m", f"ablation={ablation}", *tiny, "train.epochs=1", *narrowing,
+                f"study_dir={tmp_path / 'study'}", f"hydra.sweep.dir={tmp_path / 'multirun'}",
+                f"wandb.mode={mode}"], cwd=tmp_path, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = [RunResult.load(p) for p in (tmp_path / "study" / "runs").glob("*/result.json")]
+    names = {r.name for r in results}
+    assert len(names) == len(results) == len(expected)
+    parts = {"-".join(r.name.split("-")[2:4]) if ablation == "dataset-size"
+             else r.name.split("-")[{"arch": 0, "flow": 1, "aug": 3}[SWEEPS[ablation][2]]]
+             for r in results}
+    assert parts == expected
+    assert {r.group for r in results} == {ablation}
+    assert all(r.status == "completed" for r in results)
+    if mode == "offline":
+        runs = [read_run(f) for f in find_run_files(tmp_path / "multirun")]
+        assert {r.group for r in runs} == {ablation} and {r.name for r in runs} == names
