@@ -10,7 +10,13 @@ import textwrap
 import time
 from pathlib import Path
 
-from flowstudy.config import CONF_DIR, compose_config
+import torch
+
+from flowstudy.build import Built, build
+from flowstudy.config import CONF_DIR, Config, compose_config
+from flowstudy.rng import seed_everything
+from flowstudy.schedule import WarmupCosine
+from flowstudy.step import StepConfig, attach_lr
 
 CONF = CONF_DIR
 
@@ -80,3 +86,28 @@ def wait_for_text(path: Path, text: str, timeout: float = 120) -> None:
             return
         time.sleep(0.05)
     raise TimeoutError(f"{text!r} never appeared in {path}")
+
+
+def built_with_lr(cfg: Config, device: str = "cpu") -> Built:
+    """A seeded build whose optimizer reads its learning rate from the tally (as the steps do)."""
+    seed_everything(cfg.seed)
+    built = build(cfg, torch.device(device))
+    attach_lr(built.state.optimizer, built.state.tally)
+    return built
+
+
+def step_config(cfg: Config, built: Built) -> StepConfig:
+    """The step settings a run of ``cfg`` trains with."""
+    t = cfg.train
+    schedule = WarmupCosine(t.lr, t.warmup_steps, t.epochs * built.batches.steps_per_epoch,
+                            t.min_lr_ratio)
+    return StepConfig(schedule, t.grad_clip, t.accum_steps, t.nan_patience)
+
+
+def state_tensors(built: Built) -> list[torch.Tensor]:
+    """Every tensor a step may change: weights, EMA, Adam moments, generator state, tally."""
+    s = built.state
+    moments = [v for state in s.optimizer.state.values() for v in state.values()]
+    return [*s.model.parameters(), *s.ema.module.parameters(), *moments, s.ema.count,
+            s.noise_gen.get_state(), *(getattr(s.tally, f) for f in
+                                       ("steps", "skipped", "window_loss", "grad_norm", "lr"))]
