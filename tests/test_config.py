@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 import pytest
 from hydra import compose, initialize_config_dir
@@ -26,7 +25,7 @@ from flowstudy.config.reference import field_comments, reference
 from flowstudy.errors import ConfigError, describe
 from flowstudy.flows.solvers import SOLVERS as SOLVER_FUNCTIONS
 
-from .helpers import CONF, cli, compose_config
+from .helpers import CONF, compose_config
 
 
 def test_defaults_are_the_study_decisions() -> None:
@@ -164,26 +163,6 @@ def test_hydra_errors_become_one_line() -> None:
     assert line.startswith("train.nope is not a known key; allowed here: epochs, batch_size")
     assert describe(_composition_error("arch=transformer")) == (
         "arch=transformer is not an option; available: dit, mlp, unet")
-
-
-@pytest.mark.parametrize(
-    ("override", "expected"),
-    [
-        ("arch.width=abc", "arch.width: Value 'abc'"),
-        ("train.lr=-1", "train.lr=-1.0 is not allowed: a float > 0"),
-        ("train.bogus=3", "train.bogus is not a known key"),
-        ("arch=nosuch", "arch=nosuch is not an option; available: dit, mlp, unet"),
-    ],
-)
-def test_cli_rejects_bad_input_before_any_work(tmp_path: Path, override: str,
-                                               expected: str) -> None:
-    proc = cli([f"study_dir={tmp_path / 'study'}", f"hydra.run.dir={tmp_path / 'out'}",
-                override], cwd=tmp_path)
-    assert proc.returncode == 2
-    lines = [line for line in proc.stderr.splitlines() if line.strip()]
-    assert lines == [lines[0]] and lines[0].startswith(f"flowstudy: error: {expected}")
-    assert "Traceback" not in proc.stderr + proc.stdout
-    assert not (tmp_path / "study").exists()
 
 
 def test_the_configuration_reference_is_current() -> None:

@@ -144,3 +144,23 @@ def test_cli_broken_resume_path_is_one_clear_error(tmp_path: Path, study: list[s
     assert proc.stderr.strip().splitlines() == [f"flowstudy: error: {expected}"] or \
         proc.stderr.strip().startswith(f"flowstudy: error: {expected}")
     assert not (tmp_path / "study" / "runs").exists()
+
+
+@pytest.mark.parametrize(
+    ("override", "expected"),
+    [
+        ("arch.width=abc", "arch.width: Value 'abc'"),
+        ("train.lr=-1", "train.lr=-1.0 is not allowed: a float > 0"),
+        ("train.bogus=3", "train.bogus is not a known key"),
+        ("arch=nosuch", "arch=nosuch is not an option; available: dit, mlp, unet"),
+    ],
+)
+def test_cli_rejects_bad_input_before_any_work(tmp_path: Path, override: str,
+                                               expected: str) -> None:
+    proc = cli([f"study_dir={tmp_path / 'study'}", f"hydra.run.dir={tmp_path / 'out'}",
+                override], cwd=tmp_path)
+    assert proc.returncode == 2
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert lines == [lines[0]] and lines[0].startswith(f"flowstudy: error: {expected}")
+    assert "Traceback" not in proc.stderr + proc.stdout
+    assert not (tmp_path / "study").exists()
