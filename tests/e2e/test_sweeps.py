@@ -302,3 +302,14 @@ def test_each_ablation_sweeps_its_grid_with_distinct_names_in_its_group(
     if mode == "offline":
         runs = [read_run(f) for f in find_run_files(tmp_path / "multirun")]
         assert {r.group for r in runs} == {ablation} and {r.name for r in runs} == names
+
+
+@pytest.mark.slow
+def test_a_sweep_refuses_one_name_for_all_its_runs(tmp_path: Path) -> None:
+    proc = cli(["-m", "name=foo", "seed=0,1", f"study_dir={tmp_path / 'study'}"], cwd=tmp_path)
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == (
+        "flowstudy: error: name=foo: a sweep names each of its runs by its config "
+        "(<arch>-<flow>-<dataset>-<aug>-<overrides>); drop name=, or label the sweep with "
+        "group= or wandb.tags=")
+    assert not (tmp_path / "study").exists()
