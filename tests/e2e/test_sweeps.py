@@ -313,3 +313,26 @@ def test_a_sweep_refuses_one_name_for_all_its_runs(tmp_path: Path) -> None:
         "(<arch>-<flow>-<dataset>-<aug>-<overrides>); drop name=, or label the sweep with "
         "group= or wandb.tags=")
     assert not (tmp_path / "study").exists()
+
+
+@pytest.mark.slow
+def test_an_architectures_sweep_under_a_flop_budget_ends_every_run_within_one_step(
+        tmp_path: Path) -> None:
+    # Default sizes on 2-d moons, batch 64: 5.2e7 (unet) to 8.0e7 (mlp) FLOPs per step, so
+    # 2e9 FLOPs is 24 to 38 steps; 50 epochs of 8 steps never end a run first.
+    budget = 2e9
+    proc = cli(["-m", *TINY_MOONS, *TINY_TRAIN, "ablation=architectures", "train.epochs=50",
+                f"train.budget.flops={budget:g}", "sample.likelihood=false",
+                "wandb.mode=disabled", f"study_dir={tmp_path / 'study'}",
+                f"hydra.sweep.dir={tmp_path / 'sweep'}"], cwd=tmp_path, timeout=600)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    results = [RunResult.load(p) for p in (tmp_path / "study" / "runs").glob("*/result.json")]
+    assert sorted(r.config["arch"]["name"] for r in results) == ["dit", "mlp", "unet"]
+    steps = set()
+    for r in results:
+        assert r.status == "completed" and r.stop_reason == "budget"
+        assert budget - r.flops_per_step < r.flops <= budget
+        assert r.budget["kind"] == "flops" and r.budget["value"] == budget
+        assert r.budget["flops_spent"] == r.flops and r.budget["planned_steps"] == r.steps
+        steps.add(r.steps)
+    assert len(steps) == 3  # the same FLOPs buy each architecture its own number of steps
