@@ -199,7 +199,7 @@ NAME_RULE = ("a run name of letters, digits and . _ - + = , starting with a lett
 
 
 @pytest.mark.parametrize(("override", "expected"), [
-    # issue 12, item 10: non-finite floats, seeds, names, W&B settings
+    # non-finite floats, seeds, names, W&B settings
     ("train.lr=inf", "train.lr=inf is not allowed: a float > 0"),
     ("train.weight_decay=inf", "train.weight_decay=inf is not allowed: a float >= 0"),
     ("train.min_delta=inf", "train.min_delta=inf is not allowed: a float >= 0"),
@@ -221,7 +221,7 @@ NAME_RULE = ("a run name of letters, digits and . _ - + = , starting with a lett
      "tags of 1 to 64 characters each"),
     ("wandb.project=me/proj",
      "wandb.project='me/proj' is not allowed: at most 128 characters, none of / \\ # ? % :"),
-    # issue 12, item 10: sizes evaluation could not handle
+    # sizes evaluation could not handle
     ("sample.n=1000000", "sample.n=1000000 is not allowed: an integer from 4 to 10000 (W2 is an "
      "exact n x n assignment), or null for the test split's size"),
     ("dataset=sphere;dataset.dim=50000", "dataset.dim=50000 is not allowed: an integer from 1 to "
