@@ -1,4 +1,5 @@
-"""Placing runs, jobs and ranks on devices; the CPU threads each job uses; TF32."""
+"""Placing runs and sweep jobs on devices, devices this machine lacks, the CPU threads each job
+uses, TF32."""
 
 from __future__ import annotations
 

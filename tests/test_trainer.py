@@ -1,5 +1,6 @@
-"""The training loop in-process (``flowstudy.trainer.fit``): stops and resumes mid-epoch
-bitwise, accumulation, early stopping, budgets, background pairing."""
+"""The training loop in-process (``flowstudy.trainer.fit``): a mid-epoch stop and a checkpoint
+both resume bitwise, accumulation equals one full batch, background pairing equals inline
+pairing, and the state survives its state_dict."""
 
 from __future__ import annotations
 
