@@ -1,11 +1,15 @@
 from __future__ import annotations
 
+import errno
 import hashlib
+import io
+import os
 from pathlib import Path
 
 import pytest
 import torch
 
+from flowstudy import checkpoint as checkpoint_module
 from flowstudy.checkpoint import (
     FORMAT_VERSION,
     Checkpoint,
@@ -13,8 +17,9 @@ from flowstudy.checkpoint import (
     check_compatible,
 )
 from flowstudy.config import to_dict
+from flowstudy.run import run
 
-from .helpers import compose_config
+from .helpers import TINY, compose_config
 
 
 def test_round_trip_keeps_tensors_and_metadata(tmp_path: Path) -> None:
@@ -145,3 +150,33 @@ def test_a_checkpoint_config_without_a_valid_arch_is_one_line(tmp_path: Path, ar
     with pytest.raises(CheckpointError) as info:
         flowstudy.load(path)
     assert str(info.value) == expected
+
+
+def test_a_checkpoint_missing_keys_is_named(tmp_path: Path) -> None:
+    path = tmp_path / "best.pt"
+    torch.save({"format_version": FORMAT_VERSION, "model": {}, "epoch": 3}, path)
+    cfg = compose_config([*TINY, f"study_dir={tmp_path / 'study'}", "wandb.mode=disabled",
+                          f"resume={path}"])
+    with pytest.raises(CheckpointError) as info:
+        run(cfg, tmp_path / "out")
+    assert str(info.value) == (f"resume={path}: damaged checkpoint, it lacks config, ema, "
+                               f"optimizer, early_stopping, generators, step, batch, window, "
+                               f"nonfinite, rng")
+
+
+def test_disk_full_while_saving_keeps_the_previous_checkpoint(tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch
+                                                              ) -> None:
+    path = tmp_path / "best.pt"
+    Checkpoint({"epoch": 1, "w": torch.ones(10)}, {}, {}).save(path)
+    before = path.read_bytes()
+
+    def full_disk(obj: object, f: io.BufferedWriter) -> None:
+        f.write(b"partial checkpoint bytes")
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(checkpoint_module.torch, "save", full_disk)
+    with pytest.raises(CheckpointError, match=r"No space left on device.*previous best\.pt"):
+        Checkpoint({"epoch": 2, "w": torch.zeros(10)}, {}, {}).save(path)
+    assert path.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["best.pt"]

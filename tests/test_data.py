@@ -10,13 +10,16 @@ import numpy as np
 import pytest
 import torch
 
+import flowstudy.data
 from flowstudy.config import DigitsConfig, EmbeddingsConfig, SphereConfig, Toy2DConfig
 from flowstudy.data import build_data, fingerprint
 from flowstudy.data.augment import gaussian_noise, mixup
-from flowstudy.data.files import DataError
+from flowstudy.data.files import DataError, load_vectors
 from flowstudy.data.normalize import Normalizer
 from flowstudy.data.toy2d import TOY2D, toy2d
-from flowstudy.errors import ConfigError
+from flowstudy.errors import ConfigError, UserError
+
+from .helpers import compose_config
 
 
 def test_splits_are_fixed_by_the_data_seed_and_normalised_on_train() -> None:
@@ -215,3 +218,118 @@ def test_a_tensor_saved_with_requires_grad_is_detached(tmp_path: Path) -> None:
     for name in ("graph.pt", "leaf.pt"):
         data = load_vectors(str(tmp_path / name))
         assert not data.requires_grad and data.grad_fn is None
+
+
+def _data_error(tmp_path: Path, name: str, content: object) -> str:
+    path = tmp_path / name
+    if isinstance(content, np.ndarray):
+        np.save(path, content, allow_pickle=True)
+    elif content is not None:
+        torch.save(content, path)
+    with pytest.raises(UserError) as info:
+        load_vectors(str(path))
+    return str(info.value).removeprefix(f"dataset.path={path}: ")
+
+
+def test_data_files_that_cannot_be_trained_on_are_one_line(tmp_path: Path) -> None:
+    assert _data_error(tmp_path, "big.npy", np.array([[1e300, 0.0], [0.0, 1.0]])) == \
+        "1 rows hold values too large for float32 (|x| > 3.4e38; first: row 0)"
+    (tmp_path / "loop.pt").symlink_to(tmp_path / "loop.pt")
+    assert _data_error(tmp_path, "loop.pt", None) == "is a symbolic link loop"
+    (tmp_path / "dangling.pt").symlink_to(tmp_path / "nowhere.pt")
+    assert _data_error(tmp_path, "dangling.pt", None) == "no such file"
+    (tmp_path / "dir.pt").mkdir()
+    assert _data_error(tmp_path, "dir.pt", None) == \
+        "is a directory; give the .pt or .npy file inside it"
+    (tmp_path / "vectors.csv").write_text("1,2\n3,4\n")
+    assert _data_error(tmp_path, "vectors.csv", None) == \
+        "unsupported file type '.csv'; use .pt or .npy"
+    assert _data_error(tmp_path, "dict.pt", {"embeddings": torch.zeros(3, 2)}) == \
+        ("holds a dict with keys embeddings, expected one tensor [N, D] (save the tensor "
+         "itself: torch.save(tensor, path))")
+    assert _data_error(tmp_path, "object.npy", np.array([[1, "a"]], dtype=object)).startswith(
+        "not a readable .npy file (Object arrays cannot be loaded when allow_pickle=False")
+    assert _data_error(tmp_path, "nan.npy", np.array([[0.0, 1.0], [np.nan, 1.0]])) == \
+        "1 rows hold NaN or Inf (first: row 1)"
+
+
+def test_sparse_float16_and_integer_files_load_as_dense_float32(tmp_path: Path) -> None:
+    dense = torch.tensor([[0.0, 1.5], [2.0, 0.0], [0.0, 0.0]])
+    torch.save(dense.to_sparse(), tmp_path / "sparse.pt")
+    np.save(tmp_path / "half.npy", dense.numpy().astype(np.float16))
+    np.save(tmp_path / "int.npy", np.array([[1, 2], [3, 4]], dtype=np.int64))
+    assert torch.equal(load_vectors(str(tmp_path / "sparse.pt")), dense)
+    assert torch.equal(load_vectors(str(tmp_path / "half.npy")), dense)
+    assert load_vectors(str(tmp_path / "int.npy")).dtype == torch.float32
+
+
+def _embeddings(tmp_path: Path, rows: int, dim: int, *overrides: str):
+    path = tmp_path / "vectors.npy"
+    np.save(path, np.random.default_rng(0).standard_normal((rows, dim)).astype(np.float32))
+    return compose_config(["dataset=embeddings", f"dataset.path={path}", *overrides]).dataset
+
+
+def test_too_few_training_rows_are_refused_before_training(tmp_path: Path) -> None:
+    cfg = _embeddings(tmp_path, 11, 2, "dataset.n_val=4", "dataset.n_test=4")
+    with pytest.raises(ConfigError) as info:
+        build_data(cfg, tmp_path / "study")
+    assert str(info.value) == ("dataset.n_val=4 is not allowed: a split leaving at least 4 "
+                               "training points (here 3); evaluation's k-NN precision/recall "
+                               "needs them")
+
+
+def test_vectors_too_wide_to_evaluate_are_refused_before_training(tmp_path: Path) -> None:
+    cfg = _embeddings(tmp_path, 12, 50_000, "dataset.n_val=4", "dataset.n_test=4")
+    with pytest.raises(UserError) as info:
+        build_data(cfg, tmp_path / "study")
+    assert str(info.value) == (f"dataset.path={cfg.path}: 50000-d vectors; evaluation handles at "
+                               f"most 8192 dims (the Frechet distance needs D x D float64 "
+                               f"matrices: 19 GiB each here)")
+
+
+def test_a_damaged_split_file_is_named(tmp_path: Path) -> None:
+    cfg = _embeddings(tmp_path, 40, 2, "dataset.n_val=8", "dataset.n_test=8")
+    build_data(cfg, tmp_path / "study")
+    split = next((tmp_path / "study" / "datasets").rglob("split-*.json"))
+    split.write_text('{"rows": 40, "train": [1, 2')
+    with pytest.raises(UserError) as info:
+        build_data(cfg, tmp_path / "study")
+    assert str(info.value).startswith(f"{split}: not a readable split file (")
+    assert str(info.value).endswith("); move it away to re-split")
+    split.write_text('{"rows": 40}')
+    with pytest.raises(UserError, match=r"not a split file \(needs rows, train, val and test\)"):
+        build_data(cfg, tmp_path / "study")
+
+
+BUILTIN = Path(flowstudy.data.__file__).parent / "builtin"
+
+
+NPY = BUILTIN / "minilm_stdlib.npy"
+
+
+RECORD = json.loads(NPY.with_suffix(".json").read_text())
+
+
+def test_file_matches_its_record_and_loads_as_unit_vectors() -> None:
+    assert hashlib.sha256(NPY.read_bytes()).hexdigest() == RECORD["sha256"]
+    stored = np.load(NPY, mmap_mode="r")
+    assert stored.dtype == np.float16 and str(stored.dtype) == RECORD["dtype"]
+    x = load_vectors(str(NPY))
+    assert x.dtype == torch.float32  # the loader widens float16 for training
+    assert x.shape == (RECORD["N"], RECORD["D"]) == (8000, 384)
+    torch.testing.assert_close(x.norm(dim=1), torch.ones(len(x)), atol=2e-3, rtol=0)
+    assert torch.unique(x, dim=0).shape[0] == len(x)  # distinct sentences, distinct rows
+
+
+def test_rows_are_real_embeddings_of_their_sentences() -> None:
+    text = NPY.with_name(RECORD["text"])
+    assert hashlib.sha256(text.read_bytes()).hexdigest() == RECORD["text_sha256"]
+    lines = text.read_text().splitlines()
+    assert len(lines) == RECORD["N"] and all(line.count("\t") == 1 for line in lines)
+    # Sentence embeddings cluster: a sentence's nearest neighbour is far closer than a random
+    # pair, which random unit vectors in 384-d (cosine ~ 0 +- 0.05) would never show.
+    x = load_vectors(str(NPY))
+    cos = x[:500] @ x.T
+    cos[torch.arange(500), torch.arange(500)] = -1
+    assert cos.max(dim=1).values.median() > 0.5
+    assert abs(cos.mean().item()) < 0.2

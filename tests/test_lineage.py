@@ -26,7 +26,7 @@ from flowstudy.lineage import resumed_start
 from flowstudy.report import rows_for
 from flowstudy.run import run
 
-from .helpers import TINY, cli, compose_config
+from .helpers import TINY, compose_config
 from .wandb_files import find_run_files, read_run
 
 ONE_EPOCH = [*TINY, "train.epochs=1", "sample.n=64"]
@@ -239,14 +239,3 @@ def test_a_file_is_hashed_once_per_size_and_mtime(tmp_path: Path) -> None:
     _embeddings(data, 1)
     os.utime(data, ns=(time.time_ns(), time.time_ns() + 10**9))
     assert fingerprint.file_sha256(data, cache) == hashlib.sha256(data.read_bytes()).hexdigest()
-
-
-@pytest.mark.slow
-def test_a_sweep_refuses_one_name_for_all_its_runs(tmp_path: Path) -> None:
-    proc = cli(["-m", "name=foo", "seed=0,1", f"study_dir={tmp_path / 'study'}"], cwd=tmp_path)
-    assert proc.returncode == 2
-    assert proc.stderr.strip() == (
-        "flowstudy: error: name=foo: a sweep names each of its runs by its config "
-        "(<arch>-<flow>-<dataset>-<aug>-<overrides>); drop name=, or label the sweep with "
-        "group= or wandb.tags=")
-    assert not (tmp_path / "study").exists()

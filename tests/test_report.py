@@ -1,25 +1,24 @@
 """The report's statistics: verdicts on synthetic results, the files a notebook reads, the W&B
-report run read back from its offline file, and a real small sweep with a broken arm."""
+report run read back from its offline file, compute-matched arms and the IsoFLOP figure
+(synthetic results; the real preset is in docs/sweeps-and-reports.md). A real small sweep with
+a broken arm is in tests/e2e/test_sweeps.py."""
 
 from __future__ import annotations
 
 import csv
 import json
 import re
-import subprocess
-import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 import scipy.stats
 import wandb
 
-from flowstudy.report import report, rows_for, summarise, table
+from flowstudy import figures
+from flowstudy.report import load_runs, report, rows_for, summarise, table
+from flowstudy.report.compute import compute_matched
 from flowstudy.results import RunResult
 
-from .helpers import TINY_MLP, TINY_TRAIN, name_of
-from .test_sweeps import _sweep
 from .wandb_files import find_run_files, read_run
 
 
@@ -150,54 +149,33 @@ def test_the_report_writes_its_statistics_for_notebooks_and_to_wandb(tmp_path: P
         [r["label"] for r in rows]
 
 
-# A real sweep small enough for seconds per run, yet confident: 512 test points make W2 steady
-# enough that 3 seeds separate a model trained 8 epochs from one that has not moved (lr 1e-6).
-SWEEP = ["dataset.size=1664", "dataset.n_val=128", "dataset.n_test=512", *TINY_MLP,
-         *TINY_TRAIN, "train.epochs=8", "train.threads=1", "wandb.mode=disabled"]
+def test_the_report_skips_a_damaged_result_with_a_warning(tmp_path: Path,
+                                                          capsys: pytest.CaptureFixture[str]
+                                                          ) -> None:
+    good = RunResult(name="good", group="g", groups=["g"], status="completed")
+    good.save(tmp_path / "runs" / "good" / "result.json")
+    bad = tmp_path / "runs" / "bad" / "result.json"
+    bad.parent.mkdir(parents=True)
+    bad.write_text('{"name": "bad", "sta')
+    other = tmp_path / "runs" / "other" / "result.json"
+    other.parent.mkdir(parents=True)
+    other.write_text('[1, 2]')
+    assert [r.name for r in load_runs(tmp_path)] == ["good"]
+    err = capsys.readouterr().err.splitlines()
+    assert err[0].startswith(f"flowstudy.report: warning: skipping {bad}: not a readable "
+                             f"result.json (")
+    assert err[0].endswith("); move it away, or replace the run with force=true")
+    assert err[1].startswith(f"flowstudy.report: warning: skipping {other}: not a flowstudy "
+                             f"result (")
 
 
-@pytest.mark.slow
-def test_a_real_sweep_declares_a_broken_arm_worse_and_a_neutral_key_no_winner(
-        tmp_path: Path) -> None:
-    # (_sweep puts train.epochs=2 after the base: the epochs go again after it.)
-    code, out, _ = _sweep(tmp_path, "study", "seed=0,1,2", "train.lr=1e-6,2e-3", "group=lr",
-                          "train.epochs=8", base=tuple(SWEEP))
-    assert code == 0, out
-    # The same config but for an ODE tolerance that Euler never reads; the default tolerance's
-    # runs are skipped as completed and counted in this group too.
-    code, out, results = _sweep(tmp_path, "study", "seed=0,1,2", "sample.atol=1e-5,1e-6",
-                                "group=twins", "train.epochs=8", base=tuple(SWEEP))
-    assert code == 0, out
-    assert len(results) == 9 and "skipping" in out
-    proc = subprocess.run([sys.executable, "-m", "flowstudy.report", "--study",
-                           str(tmp_path / "study")], capture_output=True, text=True, cwd=tmp_path)
-    assert proc.returncode == 0, proc.stderr
-    reports = tmp_path / "study" / "reports"
-
-    lr = json.loads((reports / "lr" / "report.json").read_text())
-    verdict = lr["verdicts"]["w2"]
-    assert verdict["winner"] == "lr=0.002" and verdict["runner_up"] == "lr=1e-06"
-    difference = verdict["comparison"]["difference"]
-    assert verdict["comparison"]["paired"] and difference["n"] == 3
-    assert difference["high"] < 0  # confidently lower W2 than the broken arm, on 3 seeds
-    assert verdict["comparison"]["wins"] == 3
-    good = name_of([*SWEEP, "train.lr=2e-3"])
-    rows = list(csv.DictReader((reports / "lr" / "report.csv").open()))
-    assert [r["name"] for r in rows if r["best"] == "yes"] == [good]
-    assert f"**{good}**" in (reports / "lr" / "report.md").read_text()
-    broken = {r["label"]: r for r in lr["rows"]}["lr=1e-06"]["cells"]["w2"]
-    values = [results[n].metrics["w2"] for n in {r["label"]: r for r in lr["rows"]}[
-        "lr=1e-06"]["runs"]]
-    assert broken["values"] == pytest.approx(values)
-    assert broken["ci"] == pytest.approx(list(scipy.stats.ttest_1samp(values, 0)
-                                              .confidence_interval()))
-
-    twins = json.loads((reports / "twins" / "report.json").read_text())
-    for metric, v in twins["verdicts"].items():
-        assert v["winner"] is None, (metric, v["text"])
-    assert "agree on every seed" in twins["verdicts"]["w2"]["text"]
-    assert "no clear winner by W2" in (reports / "twins" / "report.md").read_text()
-    assert np.all([r["best"] is False for r in twins["rows"]])
+def _run(arch: str, params: int, budget: float, seed: int, w2: float) -> RunResult:
+    return RunResult(
+        name=f"{arch}-{params}-{budget:g}-seed{seed}", group="g", status="completed",
+        params=params, dim=2, steps=int(budget // (params * 1000)),
+        config={"seed": seed, "arch": {"name": arch}, "train": {"budget": {"flops": budget}}},
+        budget={"kind": "flops", "value": budget, "planned_steps": 1},
+        metrics={"w2": w2, "w2_floor": 0.10, "w2_baseline": 0.36})
 
 
 # The report reads around damaged files (a warning naming each) and never
@@ -246,3 +224,46 @@ def test_a_study_the_report_cannot_write_is_one_line(tmp_path: Path) -> None:
     assert str(stopped.value) == (
         f"flowstudy.report: --study: {study / 'reports' / 'g'} is not a writable directory "
         "(Not a directory); the report is written under <study>/reports/<group>")
+
+
+def _runs(table: dict[tuple[str, int, float], list[float]]) -> list[RunResult]:
+    return [_run(arch, params, budget, seed, w2) for (arch, params, budget), values in
+            table.items() for seed, w2 in enumerate(values)]
+
+
+# mlp: its small size wins at the small budget, its large size at the large one. dit: a clear
+# loser at 1e10, level with mlp at 1e11 (differences of opposite sign by seed).
+TABLE = {("mlp", 60_000, 1e10): [0.20, 0.21, 0.22], ("mlp", 200_000, 1e10): [0.30, 0.31, 0.29],
+         ("mlp", 60_000, 1e11): [0.15, 0.16, 0.15], ("mlp", 200_000, 1e11): [0.12, 0.13, 0.12],
+         ("dit", 40_000, 1e10): [0.40, 0.43, 0.41], ("dit", 40_000, 1e11): [0.11, 0.14, 0.12]}
+
+
+def test_the_best_size_per_budget_and_a_verdict_per_budget() -> None:
+    m = compute_matched(_runs(TABLE), "w2")
+    assert m is not None and m.budgets == [1e10, 1e11]
+    best = {(p.budget, p.arch): p.best for p in m.points}
+    assert best == {(1e10, "mlp"): "mlp 60k", (1e11, "mlp"): "mlp 200k",
+                    (1e10, "dit"): "dit 40k", (1e11, "dit"): "dit 40k"}
+    assert m.verdicts[1e10].winner == "mlp 60k"  # 0.21 against 0.41 on every seed
+    assert m.verdicts[1e11].winner is None  # 0.1233 vs 0.1233, seeds disagree
+    assert m.verdicts[1e11].text.startswith("no clear winner by W2")
+    assert (m.floor, m.baseline) == (0.10, 0.36)
+    text = m.markdown()
+    assert "| 1e+10 |" in text and "**mlp 60k**" in text and "no clear winner |" in text
+    assert set(m.to_dict()["verdicts"]) == {"1e+10", "1e+11"}
+
+
+def test_one_budget_or_no_budget_is_no_compute_matched_section() -> None:
+    one = {k: v for k, v in TABLE.items() if k[2] == 1e10}
+    assert compute_matched(_runs(one), "w2") is None
+    plain = _runs(TABLE)
+    for r in plain:
+        r.budget = None
+    assert compute_matched(plain, "w2") is None
+
+
+def test_the_isoflop_figure_is_drawn(tmp_path: Path) -> None:
+    png = tmp_path / "isoflop.png"
+    assert figures.isoflop(compute_matched(_runs(TABLE), "w2"), png, "g")
+    assert png.read_bytes()[:4] == b"\x89PNG" and png.with_suffix(".svg").exists()
+    assert not figures.isoflop(None, tmp_path / "none.png", "g")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import json
 import math
 from pathlib import Path
 
@@ -13,7 +12,6 @@ import pytest
 import torch
 import yaml
 
-from flowstudy.checkpoint import Checkpoint
 from flowstudy.config import (
     CONF_DIR,
     Config,
@@ -28,7 +26,7 @@ from flowstudy.errors import ConfigError
 from flowstudy.models import build_model, count_parameters
 from flowstudy.resolve import Resolved, arch_sizes, resolve, split_sizes, warn_if_warmup_too_long
 
-from .helpers import cli, compose_config
+from .helpers import compose_config
 
 
 def _vectors(tmp_path: Path, rows: int, dim: int) -> Path:
@@ -165,25 +163,3 @@ def test_the_otcfm_paper_preset_trains_20k_steps_at_a_constant_lr() -> None:
     assert (cfg.flow.name, cfg.flow.sigma, cfg.train.lr, cfg.train.min_lr_ratio) == (
         "minibatch_ot", 0.1, 1e-3, 1.0)
     assert cfg.train.patience >= cfg.train.epochs  # runs all its steps
-
-
-@pytest.mark.slow
-def test_the_quick_preset_runs_end_to_end_and_records_what_it_resolved(tmp_path: Path) -> None:
-    args = ["experiment=quick", "wandb.mode=disabled", "train.threads=1"]
-    first = cli(args, cwd=tmp_path)
-    assert first.returncode == 0, first.stderr
-    name = "quick-mlp-ot-moons-none"
-    result = json.loads((tmp_path / "study" / "runs" / name / "result.json").read_text())
-    assert result["status"] == "completed" and result["epochs"] == 2
-    r = result["resolved"]
-    assert (r["n_train"], r["batch_size"], r["steps_per_epoch"]) == (20_000, 256, 78)
-    assert result["steps"] == 2 * 78 and r["arch"]["width"] == 256
-    assert result["config"]["train"]["batch_size"] is None  # the identity is what was asked
-    log = (next(tmp_path.glob("outputs/*/*/train.log"))).read_text()
-    assert "resolved: split 20000/1000/1000" in log
-    assert "train.warmup_steps" not in log  # 10 warmup steps < 156 planned: no warning
-    ckpt = Checkpoint.load(tmp_path / "study" / "checkpoints" / name / "best.pt")
-    assert ckpt.resolved == r
-    again = cli(args, cwd=tmp_path)
-    assert again.returncode == 0 and "skipping quick-mlp-ot-moons-none" in again.stderr + \
-        again.stdout

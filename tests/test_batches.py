@@ -1,4 +1,4 @@
-"""debug= presets: a fixed batch that must be fitted to ~0, a profiler trace, a seconds-long run."""
+"""Batches of a training epoch; debug=overfit: one fixed batch that must be fitted to ~0."""
 
 from __future__ import annotations
 
@@ -47,25 +47,3 @@ def test_overfit_batches_beyond_an_epoch_are_refused() -> None:
         build(cfg, torch.device("cpu"))
     assert isinstance(build(compose_config([*TINY, "train.overfit_batches=8"]),
                             torch.device("cpu")).batches, BatchSource)
-
-
-def test_profile_writes_a_trace_of_the_requested_steps(tmp_path: Path) -> None:
-    tiny = [o for o in TINY if not o.startswith("train.epochs=")]
-    cfg = compose_config(["debug=profile", *tiny, "train.profile_steps=3",
-                          f"study_dir={tmp_path / 'study'}"])
-    assert cfg.train.epochs == 1
-    result = run(cfg, tmp_path / "out")
-    out = Path(result.checkpoint).parent
-    trace = json.loads((out / "trace.json").read_text())
-    steps = sorted({e["name"] for e in trace["traceEvents"]
-                    if e.get("name", "").startswith("ProfilerStep#")})
-    assert steps == ["ProfilerStep#2", "ProfilerStep#3", "ProfilerStep#4"]  # 1 skipped, 1 warm-up
-    table = (out / "profile.txt").read_text()
-    assert "aten::addmm" in table and "Self CPU" in table
-    assert result.status == "completed" and result.steps == 8
-
-
-def test_quick_is_a_small_run_that_replaces_the_previous_debug_run() -> None:
-    cfg = compose_config(["debug=quick"])
-    assert (cfg.study_dir, cfg.force, cfg.wandb.mode) == ("study/debug", True, "disabled")
-    assert (cfg.train.epochs, cfg.dataset.n_train, cfg.sample.steps) == (2, 1024, 10)

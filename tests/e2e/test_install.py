@@ -14,12 +14,14 @@ from pathlib import Path
 
 import pytest
 
-from .helpers import name_of
+from ..helpers import name_of
 
 # The run debug=quick trains: named, as every run, by the settings it changes.
 QUICK = name_of(["debug=quick", "dataset.n_val=128", "dataset.n_test=128"])
 
-ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.e2e
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _environment(**extra: str) -> dict[str, str]:

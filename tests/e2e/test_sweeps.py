@@ -9,21 +9,27 @@ import re
 import signal
 import subprocess
 import sys
-import threading
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import scipy.stats
 
-from flowstudy.devices import auto_device
-from flowstudy.interrupt import Interrupted
 from flowstudy.results import RunResult
-from flowstudy.run import run
 
-from .helpers import TINY, TINY_MOONS, TINY_TRAIN, cli, compose_config, name_of
-from .wandb_files import find_run_files, read_run
+from ..helpers import (
+    TINY,
+    TINY_MLP,
+    TINY_MOONS,
+    TINY_TRAIN,
+    cli,
+    name_of,
+    start_cli,
+    wait_for,
+)
+from ..wandb_files import find_run_files, read_run
+
+pytestmark = pytest.mark.e2e
 
 
 def _sweep(tmp_path: Path, study: str, *args: str,
@@ -181,36 +187,152 @@ def test_the_report_tabulates_the_group_from_the_files(tmp_path: Path) -> None:
         assert (out_dir / png).read_bytes()[:4] == b"\x89PNG"
 
 
-def test_resume_auto_continues_an_interrupted_run_from_its_last_checkpoint(
+# A real sweep small enough for seconds per run, yet confident: 512 test points make W2 steady
+# enough that 3 seeds separate a model trained 8 epochs from one that has not moved (lr 1e-6).
+SWEEP = ["dataset.size=1664", "dataset.n_val=128", "dataset.n_test=512", *TINY_MLP,
+         *TINY_TRAIN, "train.epochs=8", "train.threads=1", "wandb.mode=disabled"]
+
+
+@pytest.mark.slow
+def test_a_real_sweep_declares_a_broken_arm_worse_and_a_neutral_key_no_winner(
         tmp_path: Path) -> None:
-    cfg = compose_config([*TINY, "dataset.size=3000", "train.epochs=6",
-                          f"study_dir={tmp_path / 'study'}", "wandb.mode=disabled"])
-    metrics = tmp_path / "study" / "runs" / cfg.name / "metrics.jsonl"
+    # (_sweep puts train.epochs=2 after the base: the epochs go again after it.)
+    code, out, _ = _sweep(tmp_path, "study", "seed=0,1,2", "train.lr=1e-6,2e-3", "group=lr",
+                          "train.epochs=8", base=tuple(SWEEP))
+    assert code == 0, out
+    # The same config but for an ODE tolerance that Euler never reads; the default tolerance's
+    # runs are skipped as completed and counted in this group too.
+    code, out, results = _sweep(tmp_path, "study", "seed=0,1,2", "sample.atol=1e-5,1e-6",
+                                "group=twins", "train.epochs=8", base=tuple(SWEEP))
+    assert code == 0, out
+    assert len(results) == 9 and "skipping" in out
+    proc = subprocess.run([sys.executable, "-m", "flowstudy.report", "--study",
+                           str(tmp_path / "study")], capture_output=True, text=True, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    reports = tmp_path / "study" / "reports"
 
-    def signal_when_training() -> None:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if metrics.exists() and '"epoch": 1' in metrics.read_text():
-                os.kill(os.getpid(), signal.SIGTERM)
-                return
-            time.sleep(0.01)
+    lr = json.loads((reports / "lr" / "report.json").read_text())
+    verdict = lr["verdicts"]["w2"]
+    assert verdict["winner"] == "lr=0.002" and verdict["runner_up"] == "lr=1e-06"
+    difference = verdict["comparison"]["difference"]
+    assert verdict["comparison"]["paired"] and difference["n"] == 3
+    assert difference["high"] < 0  # confidently lower W2 than the broken arm, on 3 seeds
+    assert verdict["comparison"]["wins"] == 3
+    good = name_of([*SWEEP, "train.lr=2e-3"])
+    rows = list(csv.DictReader((reports / "lr" / "report.csv").open()))
+    assert [r["name"] for r in rows if r["best"] == "yes"] == [good]
+    assert f"**{good}**" in (reports / "lr" / "report.md").read_text()
+    broken = {r["label"]: r for r in lr["rows"]}["lr=1e-06"]["cells"]["w2"]
+    values = [results[n].metrics["w2"] for n in {r["label"]: r for r in lr["rows"]}[
+        "lr=1e-06"]["runs"]]
+    assert broken["values"] == pytest.approx(values)
+    assert broken["ci"] == pytest.approx(list(scipy.stats.ttest_1samp(values, 0)
+                                              .confidence_interval()))
 
-    threading.Thread(target=signal_when_training, daemon=True).start()
-    with pytest.raises(Interrupted):
-        run(cfg, tmp_path / "out")
-    interrupted = RunResult.load(metrics.parent / "result.json")
-    assert interrupted.status == "interrupted"
-
-    cfg.resume = "auto"
-    result = run(cfg, tmp_path / "out")
-    assert result.status == "completed" and result.epochs == 6
-    assert result.steps == 6 * (2744 // 64)  # no step trained twice: it continued
-    assert not result.skipped
+    twins = json.loads((reports / "twins" / "report.json").read_text())
+    for metric, v in twins["verdicts"].items():
+        assert v["winner"] is None, (metric, v["text"])
+    assert "agree on every seed" in twins["verdicts"]["w2"]["text"]
+    assert "no clear winner by W2" in (reports / "twins" / "report.md").read_text()
+    assert np.all([r["best"] is False for r in twins["rows"]])
 
 
-def test_parallel_jobs_each_take_their_own_gpu() -> None:
-    assert auto_device(0, job_num=3, parallel=2) == "cpu"
-    assert auto_device(1, job_num=3, parallel=2) == "cuda"
-    assert [auto_device(4, job_num=j, parallel=2) for j in range(6)] == [
-        "cuda:0", "cuda:1", "cuda:2", "cuda:3", "cuda:0", "cuda:1"]
-    assert auto_device(4, job_num=3, parallel=1) == "cuda"  # serial sweeps keep the default GPU
+@pytest.mark.slow
+def test_a_bad_value_in_a_sweep_grid_stops_the_sweep_before_any_job(tmp_path: Path,
+                                                                    study: list[str]) -> None:
+    proc = cli(["-m", *study, f"hydra.sweep.dir={tmp_path / 'multi'}", *TINY,
+                "train.grad_clip=1.0,inf"], cwd=tmp_path)
+    assert (proc.returncode, proc.stderr.strip().splitlines()[-1]) == (
+        2, "flowstudy: error: train.grad_clip=inf is not allowed: a float > 0")
+    assert not (tmp_path / "study").exists()
+
+
+@pytest.mark.slow
+def test_a_second_sweep_reports_a_run_another_process_trains_as_busy(tmp_path: Path) -> None:
+    study = tmp_path / "study"
+    first = start_cli([*TINY, "train.epochs=200", f"study_dir={study}",
+                       f"hydra.run.dir={tmp_path / 'o1'}", "wandb.mode=disabled"], tmp_path)
+    try:
+        wait_for(study / "runs" / name_of([*TINY, "train.epochs=200"]) / "metrics.jsonl",
+                 '"step"', first)
+        # job 0 is the run the first process trains; job 1 a short one of its own
+        second = cli(["-m", *TINY, f"study_dir={study}", f"hydra.sweep.dir={tmp_path / 'm'}",
+                      "wandb.mode=disabled", "train.epochs=200,2"], cwd=tmp_path)
+    finally:
+        first.send_signal(signal.SIGTERM)
+        first.communicate(timeout=120)
+    assert second.returncode == 75, second.stderr
+    job0 = json.loads((tmp_path / "m" / "0" / "job.json").read_text())
+    assert job0["status"] == "running elsewhere"
+    assert "1 of 2 runs completed or skipped as done; 1 being trained by another process" in \
+        second.stdout
+    assert second.stderr.strip().splitlines()[-1] == (
+        "flowstudy: 1 runs are being trained by another process; rerun this sweep once it has "
+        "finished")
+
+
+SWEEPS = {
+    "architectures": ([], {"mlp", "dit", "unet"}, "arch"),
+    "flow-methods": ([], {"ot", "cfm", "minibatch_ot", "vp", "sb"}, "flow"),
+    "augmentations": ([], {"none", "noise", "mixup"}, "aug"),
+    "dataset-size": (["dataset.n_train=64,128"], {"moons-n64", "moons-n128"}, "dataset"),
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("ablation", list(SWEEPS))
+def test_each_ablation_sweeps_its_grid_with_distinct_names_in_its_group(
+        tmp_path: Path, ablation: str) -> None:
+    narrowing, expected, _ = SWEEPS[ablation]
+    tiny = [*TINY_MOONS, *TINY_TRAIN]
+    mode = "offline" if ablation == "architectures" else "disabled"
+    proc = cli(["-m", f"ablation={ablation}", *tiny, "train.epochs=1", *narrowing,
+                f"study_dir={tmp_path / 'study'}", f"hydra.sweep.dir={tmp_path / 'multirun'}",
+                f"wandb.mode={mode}"], cwd=tmp_path, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = [RunResult.load(p) for p in (tmp_path / "study" / "runs").glob("*/result.json")]
+    names = {r.name for r in results}
+    assert len(names) == len(results) == len(expected)
+    parts = {"-".join(r.name.split("-")[2:4]) if ablation == "dataset-size"
+             else r.name.split("-")[{"arch": 0, "flow": 1, "aug": 3}[SWEEPS[ablation][2]]]
+             for r in results}
+    assert parts == expected
+    assert {r.group for r in results} == {ablation}
+    assert all(r.status == "completed" for r in results)
+    if mode == "offline":
+        runs = [read_run(f) for f in find_run_files(tmp_path / "multirun")]
+        assert {r.group for r in runs} == {ablation} and {r.name for r in runs} == names
+
+
+@pytest.mark.slow
+def test_a_sweep_refuses_one_name_for_all_its_runs(tmp_path: Path) -> None:
+    proc = cli(["-m", "name=foo", "seed=0,1", f"study_dir={tmp_path / 'study'}"], cwd=tmp_path)
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == (
+        "flowstudy: error: name=foo: a sweep names each of its runs by its config "
+        "(<arch>-<flow>-<dataset>-<aug>-<overrides>); drop name=, or label the sweep with "
+        "group= or wandb.tags=")
+    assert not (tmp_path / "study").exists()
+
+
+@pytest.mark.slow
+def test_an_architectures_sweep_under_a_flop_budget_ends_every_run_within_one_step(
+        tmp_path: Path) -> None:
+    # Default sizes on 2-d moons, batch 64: 5.2e7 (unet) to 8.0e7 (mlp) FLOPs per step, so
+    # 2e9 FLOPs is 24 to 38 steps; 50 epochs of 8 steps never end a run first.
+    budget = 2e9
+    proc = cli(["-m", *TINY_MOONS, *TINY_TRAIN, "ablation=architectures", "train.epochs=50",
+                f"train.budget.flops={budget:g}", "sample.likelihood=false",
+                "wandb.mode=disabled", f"study_dir={tmp_path / 'study'}",
+                f"hydra.sweep.dir={tmp_path / 'sweep'}"], cwd=tmp_path, timeout=600)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    results = [RunResult.load(p) for p in (tmp_path / "study" / "runs").glob("*/result.json")]
+    assert sorted(r.config["arch"]["name"] for r in results) == ["dit", "mlp", "unet"]
+    steps = set()
+    for r in results:
+        assert r.status == "completed" and r.stop_reason == "budget"
+        assert budget - r.flops_per_step < r.flops <= budget
+        assert r.budget["kind"] == "flops" and r.budget["value"] == budget
+        assert r.budget["flops_spent"] == r.flops and r.budget["planned_steps"] == r.steps
+        steps.add(r.steps)
+    assert len(steps) == 3  # the same FLOPs buy each architecture its own number of steps

@@ -12,7 +12,9 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.e2e
+
+ROOT = Path(__file__).resolve().parents[2]
 HEAVY = ("torch", "wandb")
 # Runs ``code`` and, at exit (after a SystemExit too), prints the heavy modules it imported.
 PROBE = """import atexit, sys
