@@ -105,8 +105,9 @@ def check_keys(cfg: DictConfig, prefix: str = "") -> None:
             value = OmegaConf.to_container(cfg, resolve=False).get(key)  # type: ignore[union-attr]
             first, shown = next(iter(leaves(value, f"{prefix}{key}").items()), (key, value))
             raise UserError(f"{first}={shown} is not a known key; {where}: {allowed}")
+    present = set(cfg.keys())  # `in` is False for a key that is present but MISSING (???)
     for f in dataclasses.fields(schema):
-        if f.name not in cfg:
+        if f.name not in present:
             section = f.name in GROUP_SCHEMAS or dataclasses.is_dataclass(f.default_factory)
             hint = f"set its keys instead ({prefix}{f.name}.<key>=...)" if section \
                 else f"set it instead ({prefix}{f.name}=...)"
