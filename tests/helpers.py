@@ -111,3 +111,13 @@ def state_tensors(built: Built) -> list[torch.Tensor]:
     return [*s.model.parameters(), *s.ema.module.parameters(), *moments, s.ema.count,
             s.noise_gen.get_state(), *(getattr(s.tally, f) for f in
                                        ("steps", "skipped", "window_loss", "grad_norm", "lr"))]
+
+
+class Sink:
+    """A metrics sink that keeps every record ``fit`` logs, with its step."""
+
+    def __init__(self) -> None:
+        self.records: list[dict] = []
+
+    def log(self, metrics: dict[str, float], step: int) -> None:
+        self.records.append({"step": step, **metrics})

@@ -21,7 +21,7 @@ from flowstudy.run import run
 from flowstudy.schedule import WarmupCosine
 from flowstudy.trainer import Checkpoints, fit
 
-from .helpers import TINY, compose_config
+from .helpers import TINY, Sink, compose_config
 
 
 def test_planned_steps_of_each_kind() -> None:
@@ -49,14 +49,6 @@ def test_a_seconds_budget_estimates_its_schedule_once_after_warmup() -> None:
 def _config(tmp_path: Path, *overrides: str) -> Config:
     return compose_config([*TINY, f"study_dir={tmp_path / 'study'}", "wandb.mode=disabled",
                            *overrides])
-
-
-class Sink:
-    def __init__(self) -> None:
-        self.records: list[dict] = []
-
-    def log(self, metrics: dict[str, float], step: int) -> None:
-        self.records.append({"step": step, **metrics})
 
 
 def test_fit_stops_at_the_planned_step_and_the_schedule_ends_there(tmp_path: Path) -> None:

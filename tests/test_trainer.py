@@ -19,7 +19,7 @@ from flowstudy.rng import rng_state, seed_everything, set_rng_state
 from flowstudy.state import TrainState
 from flowstudy.trainer import Checkpoints, fit
 
-from .helpers import TINY, compose_config
+from .helpers import TINY, Sink, compose_config
 
 
 def _config(tmp_path: Path, *overrides: str) -> Config:
@@ -78,14 +78,6 @@ def test_a_mid_epoch_stop_resumes_bitwise(tmp_path: Path, flow: str, min_epoch_s
                     strict=True):
         assert torch.equal(a, b)
     assert sink_b.records == [r for r in sink_a.records if r["step"] > stop_step]
-
-
-class Sink:
-    def __init__(self) -> None:
-        self.records: list[dict] = []
-
-    def log(self, metrics: dict[str, float], step: int) -> None:
-        self.records.append({"step": step, **metrics})
 
 
 def _built(cfg: Config) -> Built:
