@@ -36,10 +36,12 @@ SOURCES = {"gaussian->moons": "gaussian", "8gaussians->moons": "8gaussians"}
 SIGMA = {"ot": 0.0, "cfm": 0.1, "minibatch_ot": 0.1}
 
 
-def protocol(method: str, source: str, seed: int, study: Path, epochs: int) -> Config:
+def protocol(method: str, source: str, seed: int, study: Path, epochs: int,
+             held_out: int = 1000) -> Config:
     sigma = [] if method == "ot" else [f"flow.sigma={SIGMA[method]}"]
     return config([f"flow={method}", *sigma, "dataset=moons", f"dataset.source={source}",
-                   "dataset.size=12000", "dataset.n_val=1000", "dataset.n_test=1000",
+                   "dataset.size=12000", f"dataset.n_val={held_out}",
+                   f"dataset.n_test={held_out}",
                    f"dataset.seed={seed}", f"seed={seed}", "train.batch_size=512",
                    "train.lr=1e-3", "arch.width=64", "arch.depth=3", f"train.epochs={epochs}",
                    "sample.steps=100", "wandb.mode=disabled", f"study_dir={study}"])
@@ -121,7 +123,9 @@ def main() -> None:
                 ours, theirs, floors, our_s, their_s = [], [], [], [], []
                 for seed in seeds:
                     work = Path(tmp) / f"{source}-{method}-{seed}"
-                    cfg = protocol(method, source, seed, work / "study", epochs)
+                    # The smoke test checks the machinery, not the numbers: small held-out sets.
+                    cfg = protocol(method, source, seed, work / "study", epochs,
+                                   held_out=128 if args.smoke else 1000)
                     w2, floor, seconds = flowstudy_run(cfg, work)
                     ours.append(w2)
                     floors.append(floor)
