@@ -295,9 +295,9 @@ def _branch_best(cfg: Config, state: Any, header: RunHeader, checkpoint_dir: Pat
         return
     sibling = Path(str(cfg.resume)).parent / "best.pt"
     parent = Checkpoint.load(sibling) if sibling.exists() else None
-    started = Checkpoint.load(cfg.resume) if parent is not None else None
-    if parent is not None and started is not None and parent.epoch == best_epoch and \
-            parent.lineage == started.lineage:
+    # The branch's lineage is its parent's plus one segment: no second read of cfg.resume.
+    if parent is not None and parent.epoch == best_epoch and \
+            lineage_of(parent.lineage, parent.config) == header.lineage[:-1]:
         dataclasses.replace(parent, config=header.config, lineage=header.lineage,
                             resolved=header.resolved, normalizer=header.normalizer,
                             wandb_run_id=run_id).save(target)

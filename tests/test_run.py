@@ -248,3 +248,20 @@ def test_deterministic_runs_are_bitwise_equal(tmp_path: Path) -> None:
 def test_compile_trains_or_falls_back_to_eager(tmp_path: Path) -> None:
     result = run(_config(tmp_path, "train.compile=true", "train.epochs=1"), tmp_path / "out")
     assert result.status == "completed" and result.steps == 8
+
+
+def test_a_branch_off_last_pt_copies_the_parents_best_as_the_best_to_beat(tmp_path: Path) -> None:
+    # min_delta so large that only the first epoch improves: last.pt (epoch 3) is past the best
+    # (epoch 1), whose weights are in the best.pt beside it.
+    parent = run(_config(tmp_path, "train.epochs=3", "train.min_delta=1e9",
+                         "checkpoint.save_last=true"), tmp_path / "out")
+    assert parent.best_epoch == 1 and parent.epochs == 3
+    last = Path(parent.checkpoint).parent / "last.pt"
+    branch = run(_config(tmp_path, "train.epochs=4", "train.min_delta=1e9", f"resume={last}"),
+                 tmp_path / "out")
+    assert branch.status == "completed" and branch.name != parent.name
+    best = Checkpoint.load(Path(branch.checkpoint))
+    copied = Checkpoint.load(Path(parent.checkpoint))
+    assert best.epoch == 1 and best.lineage == branch.lineage
+    assert all(torch.equal(best.ema_weights()[k], copied.ema_weights()[k])
+               for k in copied.ema_weights())
