@@ -53,8 +53,17 @@ def thread_count(threads: int | None, cores: int, sharing: int) -> int:
     return threads or max(1, cores // sharing)
 
 
+def usable_cores() -> int:
+    """The cores this process may run on, capped by ``OMP_NUM_THREADS`` where the user set it
+    (a limit given to the process, e.g. by a scheduler or a test harness, is a limit on torch's
+    threads too; torch.set_num_threads would otherwise override it)."""
+    cores = len(os.sched_getaffinity(0))
+    limit = os.environ.get("OMP_NUM_THREADS", "")
+    return min(cores, int(limit)) if limit.isdigit() and int(limit) > 0 else cores
+
+
 def set_threads(threads: int | None, sharing: int) -> None:
-    torch.set_num_threads(thread_count(threads, len(os.sched_getaffinity(0)), sharing))
+    torch.set_num_threads(thread_count(threads, usable_cores(), sharing))
 
 
 def use_tf32(device: torch.device, on: bool) -> bool:

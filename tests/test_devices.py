@@ -3,10 +3,12 @@ uses, TF32."""
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 
-from flowstudy.devices import auto_device, resolve_device, thread_count, use_tf32
+from flowstudy.devices import auto_device, resolve_device, thread_count, usable_cores, use_tf32
 from flowstudy.errors import ConfigError
 
 
@@ -48,3 +50,16 @@ def test_parallel_jobs_share_one_gpu_and_split_the_cores() -> None:
     assert [auto_device(2, job, parallel=4) for job in range(4)] == ["cuda:0", "cuda:1"] * 2
     assert thread_count(None, cores=16, sharing=4) == 4
     assert thread_count(None, cores=2, sharing=4) == 1 and thread_count(3, 16, 4) == 3
+
+
+def test_omp_num_threads_caps_the_cores_a_null_threads_uses(monkeypatch) -> None:
+    cores = len(os.sched_getaffinity(0))
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    assert usable_cores() == 1
+    monkeypatch.setenv("OMP_NUM_THREADS", "4096")
+    assert usable_cores() == cores
+    for junk in ("", "0", "two"):
+        monkeypatch.setenv("OMP_NUM_THREADS", junk)
+        assert usable_cores() == cores
+    monkeypatch.delenv("OMP_NUM_THREADS")
+    assert usable_cores() == cores

@@ -209,7 +209,8 @@ class TrainConfig:
     log_every: int = checked(10, POSITIVE)
     device: str = checked("auto", Rule("auto, cpu, cuda or cuda:N", lambda v: v in (
         "auto", "cpu", "cuda") or re.fullmatch(r"cuda:\d+", v) is not None))
-    # torch intra-op threads; null: the cores this process may use, shared among parallel jobs
+    # torch intra-op threads; null: the cores this process may use (at most OMP_NUM_THREADS where
+    # set), shared among parallel jobs
     threads: int | None = checked(None, POSITIVE.or_null("for this process's cores"))
     # fp32 | bf16 (autocast, CPU or CUDA) | fp16 (autocast + scaler, CUDA)
     precision: str = checked("fp32", one_of("fp32", "bf16", "fp16"))
