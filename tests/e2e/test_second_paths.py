@@ -20,13 +20,14 @@ import pytest
 import torch
 
 import flowstudy
+from flowstudy.checkpoint import Checkpoint, RunHeader
+from flowstudy.config import to_dict
 from flowstudy.errors import ConfigError, UserError
+from flowstudy.results import RunResult
 
-from ..helpers import TINY, name_of
+from ..helpers import TINY, built_with_lr, compose_config
 
 pytestmark = pytest.mark.e2e
-
-NAME = name_of(TINY)
 
 # Runs each argv of argv[2] (JSON) through the module argv[1]'s main(), as its own command would,
 # and prints [exit status, stderr] per case as JSON on the last line.
@@ -77,15 +78,31 @@ def _one_line(outcome: tuple[int, str], code: int) -> str:
 
 
 @pytest.fixture(scope="module")
-def files(trained: Path) -> dict[str, Path]:
-    """The trained run's checkpoint and result, and files a user mistakes for a checkpoint."""
-    root = trained / "odd"
-    root.mkdir(exist_ok=True)
-    (root / "empty.pt").write_bytes(b"")
-    torch.save(torch.randn(3, 2), root / "tensor.pt")
-    return {"best": trained / f"study/checkpoints/{NAME}/best.pt",
-            "result": trained / f"study/runs/{NAME}/result.json",
-            "empty": root / "empty.pt", "tensor": root / "tensor.pt", "dir": root}
+def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("second")
+
+
+@pytest.fixture(scope="module")
+def files(root: Path) -> dict[str, Path]:
+    """A run's checkpoint (its weights as built: what is refused needs no training) and two
+    failed seeds' records in ``study``, and files a user mistakes for a checkpoint."""
+    cfg = compose_config([*TINY, f"study_dir={root / 'study'}", "wandb.mode=disabled"])
+    built = built_with_lr(cfg)
+    best = root / "study" / "checkpoints" / cfg.name / "best.pt"
+    best.parent.mkdir(parents=True)
+    Checkpoint.capture(built.state, RunHeader(to_dict(cfg), [], built.resolved.as_dict(),
+                                              built.data.normalizer.state_dict()), None).save(best)
+    for seed in (1, 0):  # as a run that failed leaves its record
+        run = compose_config([*TINY, f"seed={seed}", "wandb.mode=disabled"])
+        result = root / "study" / "runs" / run.name / "result.json"
+        RunResult(name=run.name, group="default", groups=["default"], status="failed",
+                  error="RuntimeError: boom", config=to_dict(run)).save(result)
+    odd = root / "odd"
+    odd.mkdir()
+    (odd / "empty.pt").write_bytes(b"")
+    torch.save(torch.randn(3, 2), odd / "tensor.pt")
+    return {"best": best, "result": result,
+            "empty": odd / "empty.pt", "tensor": odd / "tensor.pt", "dir": odd}
 
 
 # -- flowstudy.sample -------------------------------------------------------------------------
@@ -117,10 +134,10 @@ SAMPLE = {  # case -> (argv, the line's start: {best}, {result}... are the files
 
 
 @pytest.fixture(scope="module")
-def sample_outcomes(trained: Path, files: dict[str, Path]) -> dict[str, tuple[int, str]]:
-    cases = {case: [a.format(**files) for a in argv] + [f"hydra.run.dir={trained / 'odd' / case}"]
+def sample_outcomes(root: Path, files: dict[str, Path]) -> dict[str, tuple[int, str]]:
+    cases = {case: [a.format(**files) for a in argv] + [f"hydra.run.dir={root / 'out' / case}"]
              for case, (argv, _) in SAMPLE.items()}
-    return _outcomes("flowstudy.sample", cases, trained)
+    return _outcomes("flowstudy.sample", cases, root)
 
 
 @pytest.mark.parametrize("case", SAMPLE)
@@ -133,20 +150,6 @@ def test_sample_refuses_in_one_line(case: str, sample_outcomes: dict[str, tuple[
 
 
 # -- flowstudy.report -------------------------------------------------------------------------
-
-def _study_of_failed_runs(trained: Path) -> Path:
-    """Two seeds of one config that both failed (their records as a failed run leaves them)."""
-    study = trained / "failed-study"
-    done = json.loads((trained / f"study/runs/{NAME}/result.json").read_text())
-    for seed in (0, 1):
-        record = {**done, "name": f"{NAME}-seed{seed}", "status": "failed", "metrics": {},
-                  "best_val_loss": None, "best_epoch": 0, "error": "RuntimeError: boom"}
-        record["config"] = {**done["config"], "seed": seed}
-        path = study / "runs" / record["name"] / "result.json"
-        path.parent.mkdir(parents=True)
-        path.write_text(json.dumps(record))
-    return study
-
 
 REPORT = {  # case -> (argv, exit status, the one line)
     "no_such_study": (["--study", "{root}/nope"], 1,
@@ -169,27 +172,26 @@ REPORT = {  # case -> (argv, exit status, the one line)
 
 
 @pytest.fixture(scope="module")
-def report_outcomes(trained: Path) -> dict[str, tuple[int, str]]:
-    (trained / "afile").write_text("")
-    (trained / "empty" / "runs" / "a-run-that-left-nothing").mkdir(parents=True, exist_ok=True)
-    failed = _study_of_failed_runs(trained)
-    cases = {case: [a.format(root=trained) for a in argv] for case, (argv, *_) in REPORT.items()}
-    cases["only_failed_runs"] = ["--study", str(failed)]
-    return _outcomes("flowstudy.report", cases, trained)
+def report_outcomes(root: Path, files: dict[str, Path]) -> dict[str, tuple[int, str]]:
+    (root / "afile").write_text("")
+    (root / "empty" / "runs" / "a-run-that-left-nothing").mkdir(parents=True)
+    cases = {case: [a.format(root=root) for a in argv] for case, (argv, *_) in REPORT.items()}
+    cases["only_failed_runs"] = ["--study", str(root / "study")]
+    return _outcomes("flowstudy.report", cases, root)
 
 
 @pytest.mark.parametrize("case", REPORT)
 def test_report_refuses_in_one_line(case: str, report_outcomes: dict[str, tuple[int, str]],
-                                    trained: Path) -> None:
+                                    root: Path) -> None:
     _, code, line = REPORT[case]
-    assert _one_line(report_outcomes[case], code).startswith(line.format(root=trained))
+    assert _one_line(report_outcomes[case], code).startswith(line.format(root=root))
 
 
 def test_a_report_of_only_failed_runs_tables_them_and_compares_nothing(
-        report_outcomes: dict[str, tuple[int, str]], trained: Path) -> None:
+        report_outcomes: dict[str, tuple[int, str]], root: Path) -> None:
     code, err = report_outcomes["only_failed_runs"]
     assert code == 0 and "Traceback" not in err, err
-    text = (trained / "failed-study/reports/default/report.md").read_text()
+    text = (root / "study/reports/default/report.md").read_text()
     assert "2 runs, 1 configurations" in text
     assert "| 2 | failed |" in text  # one row, both seeds, their status
     assert "no comparison by best val loss: 0 configuration(s) with a value" in text
