@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import os
 from dataclasses import dataclass
+from numbers import Integral
 from pathlib import Path
 from typing import Any
 
@@ -106,8 +107,8 @@ _SOLVER = one_of(*SOLVERS)
 
 
 def _check_int(name: str, value: Any, rule: Rule) -> None:
-    """None (the run's own setting) or an integer the rule allows."""
-    if value is not None and (isinstance(value, bool) or not isinstance(value, int)
+    """None (the run's own setting) or an integer (numpy's too) the rule allows."""
+    if value is not None and (isinstance(value, bool) or not isinstance(value, Integral)
                               or not rule.ok(value)):
         raise ConfigError(name, value, rule.text)
 

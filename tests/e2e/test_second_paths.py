@@ -16,6 +16,7 @@ import sys
 import textwrap
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -238,7 +239,7 @@ def test_out_of_range_sample_arguments_are_one_line(files: dict[str, Path], kwar
     with pytest.raises(ConfigError) as info:
         run.sample(**kwargs)
     assert str(info.value) == message
-    assert run.sample(3, steps=1).shape == (3, 2)  # and the run still samples
+    assert run.sample(np.int64(3), steps=1).shape == (3, 2)  # and the run still samples
 
 
 # -- an Optuna search -------------------------------------------------------------------------
