@@ -20,6 +20,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from flowstudy import sweep
+from flowstudy.alerts import Commands
 from flowstudy.config import CONF_DIR, Config, load_config, register_configs
 from flowstudy.errors import Refused, UserError, describe
 from flowstudy.interrupt import Interrupted
@@ -46,7 +47,8 @@ def _hydra_main(cfg: DictConfig) -> float | None:
     if hydra_cfg.mode != RunMode.MULTIRUN:
         try:
             config = load_config(cfg)
-            return _run(config, Path(hydra_cfg.runtime.output_dir)).best_val_loss
+            return _run(config, Path(hydra_cfg.runtime.output_dir),
+                        commands=Commands(tuple(hydra_cfg.overrides.task))).best_val_loss
         except Interrupted as e:
             e.command = _resume_command(hydra_cfg.overrides.task, e)
             raise
@@ -102,7 +104,9 @@ def _sweep_job(cfg: DictConfig, hydra_cfg: DictConfig) -> float | None:
         config = load_config(cfg)
         record["name"] = config.name
         result = _run(config, job_dir, swept=swept, job_num=hydra_cfg.job.num,
-                      parallel=parallel_jobs(hydra_cfg))
+                      parallel=parallel_jobs(hydra_cfg),
+                      commands=Commands(tuple(hydra_cfg.overrides.task),
+                                        sweep.resume_command(hydra_cfg)))
         record.update(name=result.name, status="skipped" if result.skipped else result.status,
                       best_val_loss=result.best_val_loss,
                       metric={k: v for k, v in result.metrics.items() if k in HEADLINE})

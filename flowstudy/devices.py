@@ -16,15 +16,23 @@ def auto_device(cuda_devices: int, job_num: int = 0, parallel: int = 1) -> str:
     return f"cuda:{job_num % cuda_devices}" if parallel > 1 and cuda_devices > 1 else "cuda"
 
 
-def resolve_device(name: str, job_num: int = 0, parallel: int = 1) -> torch.device:
+def resolve_device(name: str, job_num: int = 0, parallel: int = 1,
+                   key: str = "train.device") -> torch.device:
+    """``name`` (cpu, cuda, cuda:N or auto) as a device of this machine, or one line naming
+    ``key``."""
     if name == "auto":
         gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
         return torch.device(auto_device(gpus, job_num, parallel))
     if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError("train.device", name, "cpu or auto (this machine has no CUDA device)")
-    device = torch.device(name)
+        raise ConfigError(key, name, "cpu or auto (this machine has no CUDA device)")
+    try:
+        device = torch.device(name)
+    except RuntimeError as e:  # "Expected one of cpu, cuda, ... device type at start of ..."
+        raise ConfigError(key, name, "auto, cpu, cuda or cuda:N") from e
+    if device.type not in ("cpu", "cuda"):
+        raise ConfigError(key, name, "auto, cpu, cuda or cuda:N")
     if device.index is not None and device.index >= torch.cuda.device_count():
-        raise ConfigError("train.device", name, f"cuda:0 to cuda:{torch.cuda.device_count() - 1} "
+        raise ConfigError(key, name, f"cuda:0 to cuda:{torch.cuda.device_count() - 1} "
                           f"(this machine's CUDA devices), cuda, cpu or auto")
     return device
 

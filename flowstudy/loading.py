@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import os
 from dataclasses import dataclass
+from numbers import Integral
 from pathlib import Path
 from typing import Any
 
@@ -20,8 +21,11 @@ from flowstudy.config import (
     TrainConfig,
     WandbConfig,
 )
+from flowstudy.config.rules import POSITIVE, SEED, SOLVERS, Rule, one_of
 from flowstudy.data import Source, build_source
 from flowstudy.data.normalize import Normalizer
+from flowstudy.devices import resolve_device
+from flowstudy.errors import ConfigError
 from flowstudy.flows.solvers import solve
 from flowstudy.models import build_model
 from flowstudy.options import OPTIONS, option
@@ -80,11 +84,18 @@ class TrainedRun:
     def sample_with_nfe(self, n: int, steps: int | None = None, solver: str | None = None,
                         seed: int | None = None) -> tuple[torch.Tensor, int]:
         """``n`` samples in data space (CPU) and the velocity evaluations the solver used;
-        solver, steps and seed default to the run's own ``sample`` settings and seed."""
+        solver, steps and seed default to the run's own ``sample`` settings and seed. A value
+        the config would refuse is a ``ConfigError`` naming the argument."""
+        _check_int("n", n, POSITIVE)
+        _check_int("steps", steps, POSITIVE)
+        _check_int("seed", seed, SEED)
+        if solver is not None and not _SOLVER.ok(solver):
+            raise ConfigError("solver", solver, _SOLVER.text)
         s = self.config.sample
         g = torch.Generator().manual_seed(self.config.seed if seed is None else seed)
         x0 = self.source.sample(n, self.dim, g).to(self.device)
-        z, nfe = solve(self.model, x0, solver or s.solver, steps or s.steps, s.atol, s.rtol)
+        z, nfe = solve(self.model, x0, solver or s.solver, s.steps if steps is None else steps,
+                       s.atol, s.rtol)
         return self.normalizer.decode(z).cpu(), nfe
 
     def sample(self, n: int, steps: int | None = None, solver: str | None = None,
@@ -92,8 +103,21 @@ class TrainedRun:
         return self.sample_with_nfe(n, steps, solver, seed)[0]
 
 
+_SOLVER = one_of(*SOLVERS)
+
+
+def _check_int(name: str, value: Any, rule: Rule) -> None:
+    """None (the run's own setting) or an integer (numpy's too) the rule allows."""
+    if value is not None and (isinstance(value, bool) or not isinstance(value, Integral)
+                              or not rule.ok(value)):
+        raise ConfigError(name, value, rule.text)
+
+
 def load(path: str | os.PathLike[str], device: str | torch.device = "cpu") -> TrainedRun:
-    """Load a flowstudy checkpoint (``best.pt``, ``last.pt``) for sampling or inspection."""
+    """Load a flowstudy checkpoint (``best.pt``, ``last.pt``) for sampling or inspection, on
+    ``device`` (cpu, cuda, cuda:N or auto); one line (a ``UserError``) for a path that is not
+    a flowstudy checkpoint or a device this machine lacks."""
+    device = resolve_device(str(device), key="device")  # before the file: not its fault
     ckpt = Checkpoint.load(path, device)
     check_config(path, ckpt.config)
     if ckpt.normalizer is None:

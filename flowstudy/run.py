@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 
+from flowstudy.alerts import NO_COMMANDS, Commands, LoopAlerts
 from flowstudy.build import Built, build
 from flowstudy.checkpoint import Checkpoint, CheckpointError, RunHeader, check_compatible
 from flowstudy.config import Config, to_dict
@@ -63,12 +64,13 @@ class RunPaths:
 
 
 def run(cfg: Config, run_dir: Path, swept: dict[str, Any] | None = None, job_num: int = 0,
-        parallel: int = 1) -> RunResult:
+        parallel: int = 1, commands: Commands = NO_COMMANDS) -> RunResult:
     """Train, evaluate and record one run; ``run_dir`` holds its W&B files.
 
     A completed run with the same lineage is not retrained: its result is returned (and counted
     in ``cfg.group`` too). ``swept``, ``job_num`` and ``parallel`` describe the sweep it is part
-    of. Under torchrun every rank calls this; only rank 0 writes files and logs.
+    of; ``commands`` what started it, for the commands its alerts give. Under torchrun every rank
+    calls this; only rank 0 writes files and logs.
     """
     started = time.perf_counter()
     check_online(cfg.wandb)
@@ -105,7 +107,7 @@ def run(cfg: Config, run_dir: Path, swept: dict[str, Any] | None = None, job_num
         checkpoint = _checkpoint_for(plan, resumed, last, device)
         with StopRequest() as stop:
             return _execute(cfg, plan, checkpoint, run_dir, device, ranks, paths, started,
-                            swept or {}, stop)
+                            swept or {}, stop, commands)
 
 
 def _devices(cfg: Config, job_num: int, parallel: int) -> tuple[Dist, torch.device]:
@@ -152,7 +154,7 @@ def _checkpoint_for(plan: Plan, resumed: Checkpoint | None, last: Checkpoint | N
 
 def _execute(cfg: Config, plan: Plan, checkpoint: Checkpoint | None, run_dir: Path,
              device: torch.device, ranks: Dist, paths: RunPaths, started: float,
-             swept: dict[str, Any], stop: StopRequest) -> RunResult:
+             swept: dict[str, Any], stop: StopRequest, commands: Commands) -> RunResult:
     start: Start = plan.start if isinstance(plan, (Continue, Branch, Fresh)) else Start(
         cfg.name, plan.result.lineage)
     evaluate_only = isinstance(plan, EvaluateOnly)
@@ -175,9 +177,9 @@ def _execute(cfg: Config, plan: Plan, checkpoint: Checkpoint | None, run_dir: Pa
         # torch kernels release the GIL; building, mostly imports, would not).
         stop.phase = "starting W&B"
         with _tracker(cfg, run_dir, paths, start, checkpoint, result, built, ranks,
-                      evaluate_only) as tracker:
+                      evaluate_only, commands) as tracker:
             if not evaluate_only:
-                _train(cfg, result, built, start, tracker, paths.checkpoints, stop)
+                _train(cfg, result, built, start, tracker, paths.checkpoints, stop, commands)
                 if ranks.main and (paths.checkpoints / "best.pt").exists():
                     record.write("trained")
             stop.phase = "evaluating best.pt (training had finished; rerun the same command to " \
@@ -233,7 +235,7 @@ def _setup(cfg: Config, result: RunResult, device: torch.device, ranks: Dist,
 
 def _tracker(cfg: Config, run_dir: Path, paths: RunPaths, start: Start,
              checkpoint: Checkpoint | None, result: RunResult, built: Built, ranks: Dist,
-             evaluate_only: bool) -> Tracker | NullTracker:
+             evaluate_only: bool, commands: Commands) -> Tracker | NullTracker:
     """W&B and metrics.jsonl: a continued run resumes its W&B run at the checkpoint's step, a
     branch forks its parent's."""
     if not ranks.main:
@@ -245,11 +247,13 @@ def _tracker(cfg: Config, run_dir: Path, paths: RunPaths, start: Start,
     return Tracker(cfg, run_dir, paths.results / "metrics.jsonl", start.lineage, swept=result.swept,
                    resume_step=resume_step, resume_run_id=None if branch else parent_id,
                    fork_run_id=parent_id if branch else None,
-                   history=parent_metrics(cfg.study_dir, start.lineage) if branch else None)
+                   history=parent_metrics(cfg.study_dir, start.lineage) if branch else None,
+                   commands=commands)
 
 
 def _train(cfg: Config, result: RunResult, built: Built, start: Start,
-           tracker: Tracker | NullTracker, checkpoint_dir: Path, stop: StopRequest) -> None:
+           tracker: Tracker | NullTracker, checkpoint_dir: Path, stop: StopRequest,
+           commands: Commands) -> None:
     state = built.state
     header = RunHeader(config=to_dict(cfg), lineage=start.lineage, resolved=result.resolved,
                        normalizer=built.data.normalizer.state_dict())
@@ -259,12 +263,15 @@ def _train(cfg: Config, result: RunResult, built: Built, start: Start,
         _branch_best(cfg, state, header, checkpoint_dir, tracker.run_id)
     stop.phase = "training"
     profiled = cfg.train.profile_steps if built.engine.dist.main else 0
+    stall = cfg.wandb.stall_minutes
+    alerts = LoopAlerts(tracker.alert, cfg.name, commands, stall and stall * 60) \
+        if built.engine.dist.main else None
     try:
         with profile_steps(profiled, built.batches, checkpoint_dir) as batches:
             fitted = fit(built.cfg.train, state, batches, built.val, tracker,
                          Checkpoints(checkpoint_dir, header, cfg.checkpoint.save_last,
                                      lambda: tracker.run_id),
-                         stop=stop, engine=built.engine, budget=built.budget)
+                         stop=stop, engine=built.engine, budget=built.budget, alerts=alerts)
     finally:  # an interrupted run's record says how far it got and what best.pt holds
         result.epochs, result.steps = state.epoch, state.step
         if state.stopper.best_epoch:

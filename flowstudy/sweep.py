@@ -17,6 +17,7 @@ import math
 import os
 import shlex
 import time
+from enum import Enum
 from pathlib import Path
 from typing import Any
 
@@ -29,8 +30,9 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from flowstudy.config import Config, check_keys, validate, validate_eval
-from flowstudy.errors import Refused, UserError, describe
+from flowstudy.errors import ConfigError, Refused, UserError, describe
 from flowstudy.fileio import write_json
+from flowstudy.metrics import OBJECTIVES
 from flowstudy.results import RunResult
 
 # Set by SweepSummary when a sweep ends: (jobs, jobs that failed or were interrupted, jobs that
@@ -163,6 +165,35 @@ def check_jobs(config: DictConfig) -> None:
                         f"(an empty glob or range?); nothing to run")
 
 
+def check_search(config: DictConfig) -> None:
+    """An Optuna search's own settings, which Optuna reads only once the search is under way (a
+    traceback, or a loop that never ends): one direction, the objective's, and at least one
+    trial, proposed at least one at a time."""
+    sweeper = config.hydra.sweeper
+    if "n_trials" not in sweeper:
+        return  # not a search
+    objective = config.get("objective", "best_val_loss")
+    wanted = OBJECTIVES.get(objective)
+    direction = sweeper.get("direction")
+    direction = direction.name if isinstance(direction, Enum) else direction  # Optuna's default
+    if OmegaConf.is_list(direction) or str(direction) not in ("minimize", "maximize"):
+        raise ConfigError("hydra.sweeper.direction", _plain(direction),
+                          f"minimize or maximize, one direction (a run returns one objective); "
+                          f"leave it out: the search takes {objective}'s ({wanted})")
+    if wanted is not None and direction != wanted:
+        raise ConfigError("hydra.sweeper.direction", direction,
+                          f"{wanted} for objective={objective} (it would search for the worst "
+                          f"runs); leave it out: the search takes the objective's direction")
+    for key in ("n_trials", "n_jobs"):
+        value = sweeper.get(key)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ConfigError(f"hydra.sweeper.{key}", _plain(value), "an integer >= 1")
+
+
+def _plain(value: Any) -> Any:
+    return OmegaConf.to_container(value) if OmegaConf.is_config(value) else value
+
+
 class GridCheck(Callback):
     """``flowstudy.sample -m``: every job of the grid is checked before the first runs."""
 
@@ -172,6 +203,7 @@ class GridCheck(Callback):
 
 def _refuse_bad_grid(config: DictConfig) -> None:
     try:
+        check_search(config)
         check_jobs(config)
     except Exception as e:  # Hydra turns a callback's Exception into a warning and goes on
         message = describe(e)

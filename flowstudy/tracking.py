@@ -20,6 +20,7 @@ from types import TracebackType
 from typing import Any, TextIO
 from urllib.parse import urlparse
 
+from flowstudy.alerts import NO_COMMANDS, Alert, Commands, for_error
 from flowstudy.config import Config, WandbConfig, to_dict
 from flowstudy.errors import ConfigError, UserError
 from flowstudy.fileio import atomic_path
@@ -75,10 +76,12 @@ class Tracker:
     def __init__(self, cfg: Config, run_dir: str | os.PathLike[str], metrics_path: Path,
                  lineage: list[dict[str, Any]], swept: dict[str, Any] | None = None,
                  resume_step: int | None = None, resume_run_id: str | None = None,
-                 fork_run_id: str | None = None, history: Path | None = None) -> None:
+                 fork_run_id: str | None = None, history: Path | None = None,
+                 commands: Commands = NO_COMMANDS) -> None:
         """``resume_run_id``: continue that W&B run, rewound to ``resume_step``; ``fork_run_id``:
         a new W&B run forked off that one at ``resume_step``, with the history of ``history``
-        (the parent's metrics.jsonl) up to it."""
+        (the parent's metrics.jsonl) up to it. ``commands``: what started the run, for the
+        commands its alerts give."""
         metrics_path.parent.mkdir(parents=True, exist_ok=True)
         # W&B warns on the terminal, before its silent setting applies, if its dir is missing.
         Path(run_dir).mkdir(parents=True, exist_ok=True)
@@ -92,6 +95,7 @@ class Tracker:
         self.run: Any = None  # the W&B run, once the sender thread has started it
         self._ready = threading.Event()
         self._quiet = cfg.wandb.quiet
+        self._name, self._lr, self._commands = cfg.name, cfg.train.lr, commands
         self._init = dict(
             project=cfg.wandb.project,
             entity=cfg.wandb.entity,
@@ -181,6 +185,13 @@ class Tracker:
     def summary(self, values: dict[str, Any]) -> None:
         self._outbox.put(lambda: self.run.summary.update(values))
 
+    def alert(self, alert: Alert) -> None:
+        """One warning line in the log, and ``wandb.alert``: W&B notifies you of an online run;
+        an offline one keeps the alert in its ``.wandb`` file."""
+        log.warning("alert (%s): %s", alert.title, alert.text)
+        self._outbox.put(lambda: self.run.alert(title=alert.title, text=alert.text,
+                                                level=alert.level))
+
     def image(self, key: str, path: Path, step: int, caption: str) -> None:
         def send() -> None:
             import wandb
@@ -192,6 +203,10 @@ class Tracker:
     def finish(self, error: BaseException | None = None) -> None:
         if self._jsonl is not None:
             self._close_jsonl()
+        alert = for_error(error, self._name, self._lr, self._commands,
+                          in_sweep=self._init["job_type"] == "sweep")
+        if alert is not None:
+            self.alert(alert)
         self._outbox.put(None)
         self._sender.join()
         if self.run is None:  # the results are in result.json and metrics.jsonl all the same
@@ -232,6 +247,9 @@ class NullTracker:
         pass
 
     def summary(self, values: dict[str, Any]) -> None:
+        pass
+
+    def alert(self, alert: Alert) -> None:
         pass
 
     def __enter__(self) -> NullTracker:

@@ -24,6 +24,7 @@ from torch import nn
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
+from flowstudy.alerts import LoopAlerts, StallWatch, skipping, stalled, streak_to_alert
 from flowstudy.batches import BatchSource
 from flowstudy.budget import Budget
 from flowstudy.checkpoint import Checkpoint, RunHeader
@@ -94,7 +95,8 @@ def validation_loss(model: nn.Module, path: ProbabilityPath, val: ValidationSet,
 
 def fit(cfg: TrainConfig, state: TrainState, batches: BatchSource, val: ValidationSet,
         sink: MetricsSink, checkpoints: Checkpoints, stop: StopRequest | None = None,
-        engine: Engine | None = None, budget: Budget | None = None) -> FitResult:
+        engine: Engine | None = None, budget: Budget | None = None,
+        alerts: LoopAlerts | None = None) -> FitResult:
     """Train until ``cfg.epochs``, early stopping or ``budget`` (whichever comes first),
     writing ``best.pt`` (and ``last.pt``) to ``checkpoints`` on rank 0 while the other ranks
     wait.
@@ -113,14 +115,14 @@ def fit(cfg: TrainConfig, state: TrainState, batches: BatchSource, val: Validati
     started = time.perf_counter()
     loop = _Loop(cfg, state, batches, val, sink, checkpoints, stop,
                  engine or Engine(state.model, Precision.create("fp32", state.tally.steps.device)),
-                 budget, started)
+                 budget, started, alerts)
     first_step = state.step
     bar = tqdm(total=loop.schedule.total_steps if budget is not None and budget.by_steps
                else cfg.epochs * batches.steps_per_epoch, initial=state.step, unit="step",
                disable=None if loop.ranks.main else True, dynamic_ncols=True, leave=False)
     # A signal in the loop stops it after the current step, with last.pt saved.
     deferring = stop.deferring() if stop is not None else contextlib.nullcontext()
-    with logging_redirect_tqdm(), bar, deferring:
+    with logging_redirect_tqdm(), bar, deferring, loop.stall_watch():
         while state.epoch < cfg.epochs and not state.stopper.should_stop and not loop.spent:
             state.model.train()
             for _ in loop.steps.epoch(state.epoch, skip=state.batch):
@@ -161,8 +163,10 @@ class _Loop:
     def __init__(self, cfg: TrainConfig, state: TrainState, batches: BatchSource,
                  val: ValidationSet, sink: MetricsSink, checkpoints: Checkpoints,
                  stop: StopRequest | None, engine: Engine, budget: Budget | None = None,
-                 started: float = 0.0) -> None:
+                 started: float = 0.0, alerts: LoopAlerts | None = None) -> None:
         self.cfg, self.state, self.batches, self.val = cfg, state, batches, val
+        self.alerts = alerts
+        self.streak_alerted = False  # the current streak of skipped steps has had its alert
         self.sink, self.checkpoints, self.stop = sink, checkpoints, stop
         self.ranks, self.budget, self.started = engine.dist, budget, started
         epochs_steps = cfg.epochs * batches.steps_per_epoch
@@ -226,13 +230,30 @@ class _Loop:
                         "last check (%d in a row now)", counts["steps"],
                         counts["skipped"] - self.skipped_seen, counts["streak"])
             self.skipped_seen = counts["skipped"]
-        if counts["streak"] >= self.cfg.nan_patience:
+        streak = int(counts["streak"])
+        if streak < streak_to_alert(self.cfg.nan_patience):
+            self.streak_alerted = False
+        elif (streak < self.cfg.nan_patience and not self.streak_alerted
+              and self.alerts is not None):
+            self.streak_alerted = True
+            self.alerts.send(skipping(self.alerts.name, streak, int(counts["steps"]),
+                                      self.cfg.nan_patience, self.cfg.lr,
+                                      self.alerts.commands))
+        if streak >= self.cfg.nan_patience:
             self.save("anomaly.pt")
             raise Diverged(
                 f"diverged: {int(counts['streak'])} steps in a row had a non-finite gradient "
                 f"norm (after step {self.state.step}, epoch {self.state.epoch + 1}); the state "
                 f"before divergence is in {self.checkpoints.dir / 'anomaly.pt'}; try a lower "
                 f"train.lr")
+
+    def stall_watch(self) -> contextlib.AbstractContextManager[object]:
+        """Watches the host's count of steps taken (read, never synced with the device)."""
+        alerts = self.alerts
+        if alerts is None or alerts.stall_seconds is None:
+            return contextlib.nullcontext()
+        return StallWatch(alerts.stall_seconds, lambda: self.taken, lambda seconds: alerts.send(
+            stalled(alerts.name, seconds, self.taken, self.state.epoch, alerts.commands)))
 
     def log_gradients(self) -> None:
         # This step's (clipped) gradients, at the count of steps before it.

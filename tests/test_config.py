@@ -133,6 +133,7 @@ def test_solver_choices_match_the_solvers() -> None:
         ("arch.width=0", "arch.width"),
         ("flow.sigma_min=1.0", "flow.sigma_min"),
         ("wandb.mode=cloud", "wandb.mode"),
+        ("wandb.stall_minutes=0", "wandb.stall_minutes"),
         ("sample.solver=heun", "sample.solver"),
         ("sample.divergence=trace", "sample.divergence"),
         ("sample.likelihood_steps=0", "sample.likelihood_steps"),

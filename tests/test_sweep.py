@@ -4,11 +4,12 @@ Optuna search itself runs in tests/e2e/test_search.py."""
 from __future__ import annotations
 
 import pytest
+from omegaconf import OmegaConf
 
 from flowstudy.config import objective_direction
 from flowstudy.errors import ConfigError
 from flowstudy.results import RunResult
-from flowstudy.sweep import objective, progress_line
+from flowstudy.sweep import check_search, objective, progress_line
 
 from .helpers import compose_config
 
@@ -38,3 +39,12 @@ def test_the_progress_line_counts_jobs_and_estimates_the_rest() -> None:
     failed = {"name": "b", "status": "failed", "error": "dataset.path=b.npy: no such file"}
     assert progress_line(6, 6, failed, "best_val_loss", None, 3, 7300) == (
         "[6/6] b  failed  best_val_loss -  3s  (sweep 2h01m)  (dataset.path=b.npy: no such file)")
+
+
+def test_a_search_on_optunas_own_default_direction_is_checked_against_the_objective() -> None:
+    config = pytest.importorskip("hydra_plugins.hydra_optuna_sweeper.config")
+    search = {"hydra": {"sweeper": {"n_trials": 2, "n_jobs": 1,
+                                    "direction": config.Direction.minimize}}}
+    check_search(OmegaConf.create({"objective": "w2", **search}))  # hydra/sweeper=optuna alone
+    with pytest.raises(ConfigError, match="maximize for objective=recall"):
+        check_search(OmegaConf.create({"objective": "recall", **search}))

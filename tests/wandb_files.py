@@ -57,6 +57,7 @@ class OfflineRun:
     config: dict[str, Any] = field(default_factory=dict)
     summary: dict[str, Any] = field(default_factory=dict)
     history: list[dict[str, Any]] = field(default_factory=list)
+    alerts: list[dict[str, str]] = field(default_factory=list)  # title, text, level; in order
     exit_code: int | None = None
 
 
@@ -84,6 +85,9 @@ def read_run(path: Path) -> OfflineRun:
             run.summary.update(_items(record.summary.update))
         elif kind == "history":
             run.history.append(_items(record.history.item))
+        elif kind == "alert":
+            a = record.alert
+            run.alerts.append({"title": a.title, "text": a.text, "level": a.level})
         elif kind == "exit":
             run.exit_code = record.exit.exit_code
     return run

@@ -250,6 +250,8 @@ class WandbConfig:
     mode: str = checked("offline", one_of("offline", "online", "disabled"))
     tags: list[str] = field(default_factory=list, metadata={"rule": WANDB_TAGS})
     quiet: bool = True  # W&B's own terminal output off (flowstudy prints where the run went)
+    # alert (wandb.alert and the log) when training takes no step for this long
+    stall_minutes: float | None = checked(30.0, POSITIVE_FLOAT.or_null("for no stall alert"))
 
 
 @dataclass

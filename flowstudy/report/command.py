@@ -30,9 +30,12 @@ from flowstudy.report.tables import (
 
 def report(study: Path, group: str, metric: str | None = None, method: stats.Method = "t",
            wandb_mode: str | None = None) -> Path:
-    runs = [r for r in load_runs(study) if group in (r.groups or [r.group])]
+    every = load_runs(study)
+    runs = [r for r in every if group in (r.groups or [r.group])]
     if not runs:
-        raise SystemExit(f"flowstudy.report: no runs in group {group!r} under {study / 'runs'}")
+        groups = sorted({g for r in every for g in (r.groups or [r.group])})
+        raise SystemExit(f"flowstudy.report: no runs in group {group!r} under {study / 'runs'}"
+                         + (f"; its groups: {', '.join(groups)}" if groups else ""))
     metric = metric or default_metric(runs)
     rows = rows_for(runs)
     s = summarise(rows, metric, method)
@@ -117,11 +120,17 @@ def main() -> None:
     parser.add_argument("-sc", "--shell-completion", metavar="install=bash",
                         help=f'print the bash completion of {script}: eval "$({script} -sc '
                              f'install=bash)"')
+    # argparse's usage text would bury the one line that says what is wrong (--help has it)
+    parser.error = lambda message: parser.exit(  # type: ignore[method-assign]
+        2, f"{parser.prog}: error: {message}\n")
     args = parser.parse_args()
     if args.shell_completion:
         print(shell_completion(args.shell_completion, script, parser,
                                {"group": lambda given: study_groups(given.study)}))
         return
+    if args.study.exists() and not args.study.is_dir():
+        raise SystemExit(f"flowstudy.report: --study {args.study} is not a directory: give the "
+                         f"study directory (the one holding runs/)")
     groups = [args.group] if args.group else study_groups(args.study)
     if not groups:
         raise SystemExit(f"flowstudy.report: no runs under {args.study / 'runs'}")

@@ -102,6 +102,15 @@ def test_a_failure_at_run_time_tags_the_wandb_run_failed(tmp_path: Path) -> None
     runs = {r.name: r for r in (read_run(f) for f in find_run_files(tmp_path))}
     assert "failed" in runs[failed.name].tags and runs[failed.name].exit_code == 1
     assert "sample.atol=1e-300" in runs[failed.name].tags and runs[failed.name].job_type == "sweep"
+    # Its alert names the run and the command that reruns the sweep; the completed job has none.
+    [alert] = runs[failed.name].alerts
+    assert alert["title"].startswith("sweep job failed: ") and len(alert["title"]) < 64
+    assert alert["level"] == "ERROR"
+    assert f"Sweep job {failed.name} failed (AssertionError: underflow in dt" in alert["text"]
+    rerun = alert["text"].split("completed jobs are skipped): ")[1]
+    assert rerun.startswith("python -m flowstudy.train -m ") and rerun.endswith(" resume=auto")
+    assert "sample.atol=1e-5,1e-300" in rerun
+    assert runs[name_of(common)].alerts == []
 
 
 @pytest.mark.slow
