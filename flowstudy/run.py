@@ -42,7 +42,7 @@ from flowstudy.profiling import profile_steps
 from flowstudy.resolve import warn_if_budget_beyond_epochs, warn_if_warmup_too_long
 from flowstudy.results import RunResult, log_summary, status_for
 from flowstudy.rng import seed_everything, set_rng_state
-from flowstudy.tracking import NullTracker, Tracker, check_online
+from flowstudy.tracking import NullTracker, Tracker, check_online, effective_mode
 from flowstudy.trainer import Checkpoints, fit
 
 log = logging.getLogger("flowstudy")
@@ -71,6 +71,7 @@ def run(cfg: Config, run_dir: Path, swept: dict[str, Any] | None = None, job_num
     of. Under torchrun every rank calls this; only rank 0 writes files and logs.
     """
     started = time.perf_counter()
+    cfg = dataclasses.replace(cfg, wandb=effective_mode(cfg.wandb))
     check_online(cfg.wandb)
     ranks, device = _devices(cfg, job_num, parallel)
     explicit = cfg.resume not in (None, "auto")

@@ -217,3 +217,45 @@ def test_a_sweep_of_no_jobs_exits_non_zero(tmp_path: Path) -> None:
     proc = cli(["-m", "arch=glob(zzz*)", "wandb.mode=disabled"], tmp_path, timeout=60)
     assert _error_line(proc) == ("arch=glob(zzz*): this sweep expands to no jobs (an empty glob "
                                  "or range?); nothing to run")
+
+
+# --- case 13: online W&B is checked against the host and key W&B itself would use ----------
+
+KEY = "k" * 40  # W&B's format: 40+ word characters
+
+
+def _online_check(home: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    """flowstudy's pre-flight check of wandb.mode=online, alone in a process (W&B reads its
+    settings once per process) with ``home`` as HOME: no network is touched."""
+    clean = {k: v for k, v in os.environ.items()
+             if not k.startswith("WANDB_") and k not in ("NETRC", "HYDRA_FULL_ERROR")}
+    code = ("from flowstudy.config import WandbConfig\nfrom flowstudy.tracking import "
+            "check_online\ncheck_online(WandbConfig(mode='online'))\nprint('accepted')\n")
+    return subprocess.run([sys.executable, "-c", code], cwd=home,
+                          env={**clean, "HOME": str(home), **env}, capture_output=True,
+                          text=True, timeout=60)
+
+
+def test_online_wandb_uses_the_host_and_key_wandb_would(tmp_path: Path) -> None:
+    def refusal(proc: subprocess.CompletedProcess[str]) -> str:
+        assert proc.returncode == 1, proc.stdout + proc.stderr
+        return proc.stderr.strip().splitlines()[-1]
+
+    # no login at all: refused, naming W&B's own default host
+    assert refusal(_online_check(tmp_path)).endswith(
+        "no W&B API key for https://api.forge.coreweave.com (run `wandb login` or set "
+        "WANDB_API_KEY)")
+    # `wandb login` to the default host writes its netrc entry: accepted
+    (tmp_path / ".netrc").write_text(f"machine api.forge.coreweave.com login user password {KEY}\n")
+    assert _online_check(tmp_path).stdout == "accepted\n"
+    # `wandb login --host`: the host in W&B's settings file, the key in the netrc for it
+    (tmp_path / ".netrc").write_text(f"machine wandb.example.org login user password {KEY}\n")
+    (tmp_path / ".config" / "wandb").mkdir(parents=True)
+    (tmp_path / ".config" / "wandb" / "settings").write_text(
+        "[default]\nbase_url = https://wandb.example.org\n")
+    assert _online_check(tmp_path).stdout == "accepted\n"
+    # WANDB_BASE_URL wins over the settings file, as in W&B: no key for that host
+    assert refusal(_online_check(tmp_path, WANDB_BASE_URL="https://other.example.org")).endswith(
+        "no W&B API key for https://other.example.org (run `wandb login` or set WANDB_API_KEY)")
+    assert _online_check(tmp_path, WANDB_BASE_URL="https://other.example.org",
+                         WANDB_API_KEY=KEY).stdout == "accepted\n"
