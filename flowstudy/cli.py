@@ -32,9 +32,40 @@ EXIT_BUSY = 75  # EX_TEMPFAIL: nothing failed, but the sweep is not done; try ag
 _task_started = False  # set once Hydra has set up the job (its output dir) and calls the task
 
 
+# What Hydra writes into a single run's output directory before the task starts.
+HYDRA_FILES = {".hydra/config.yaml", ".hydra/hydra.yaml", ".hydra/overrides.yaml", "train.log"}
+
+
 def exit_with_error(message: str) -> NoReturn:
     print(f"flowstudy: error: {message}", file=sys.stderr)
+    _drop_untouched_output_dir()
     sys.exit(2)
+
+
+def _drop_untouched_output_dir() -> None:
+    """A refused command leaves no ``outputs/<date>/<time>-<pid>/``: a single run's output
+    directory that holds only what Hydra wrote as it started (its .hydra files, an empty
+    train.log) is removed, and so are the directories above it that are then empty, up to the
+    working directory. One the command logged anything to is kept."""
+    if not HydraConfig.initialized() or HydraConfig.get().mode == RunMode.MULTIRUN:
+        return
+    out = Path(HydraConfig.get().runtime.output_dir)
+    if not out.is_dir():
+        return
+    files = {p.relative_to(out).as_posix() for p in out.rglob("*") if not p.is_dir()}
+    log_file = out / "train.log"
+    if not files <= HYDRA_FILES or (log_file.exists() and log_file.stat().st_size):
+        return
+    for name in files:
+        (out / name).unlink()
+    cwd = Path.cwd()
+    for d in (out / ".hydra", out, *(p for p in out.parents if p.is_relative_to(cwd) and p != cwd)):
+        try:
+            d.rmdir()
+        except FileNotFoundError:
+            continue
+        except OSError:  # not empty: another command's, or the user's
+            break
 
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")

@@ -185,7 +185,7 @@ def table_cells(s: Summary) -> list[list[str]]:
     out = []
     for row, cells in zip(s.rows, s.cells, strict=True):
         out.append([row.name, _swept(row), str(len(row.runs)),
-                    "/".join(sorted({r.status for r in row.runs})),
+                    "/".join(sorted({r.shown_status for r in row.runs})),
                     _cost(row, "epochs"), _cost(row, "steps"),
                     "/".join(sorted({r.stop_reason or "-" for r in row.runs})),
                     *(cells[k].text() for k in STATISTICS),
