@@ -155,13 +155,32 @@ _RECORD_KEYS = {"run": str, "epoch": int, "seed": int, "nfe": int, "sample": dic
                 "metrics": dict}
 
 
-def evaluation_records(checkpoint: str | None) -> list[dict[str, Any]]:
-    """The records ``python -m flowstudy.sample`` wrote beside ``checkpoint`` (a best.pt); a
-    damaged one is skipped with a warning naming it."""
-    if not checkpoint:
-        return []
+def checkpoint_dir_in(study: Path, run: RunResult) -> Path:
+    """The run's checkpoint directory inside ``study``, which a reader of the study reads alone.
+
+    result.json records the checkpoint as the run saw it: relative to the directory it ran in
+    (``study/checkpoints/<name>/best.pt``), or absolute. Read relative to the ``study_dir`` the
+    run recorded, it lands in ``study`` wherever the reader runs and whatever the study was
+    copied to; a path that leads elsewhere (another study, a ``checkpoint.dir`` outside the
+    study) is not followed: the default ``<study>/checkpoints/<name>`` is read instead."""
+    default = study / "checkpoints" / run.name
+    if not run.checkpoint:
+        return default
+    recorded = Path(os.path.normpath(Path(run.checkpoint).parent))
+    bases = [Path(os.path.normpath(str(run.config.get("study_dir", "study"))))]
+    if recorded.is_absolute():
+        bases.append(study.absolute())
+    for base in bases:
+        if recorded.is_relative_to(base) and ".." not in recorded.relative_to(base).parts:
+            return study / recorded.relative_to(base)
+    return default
+
+
+def evaluation_records(checkpoint_dir: Path) -> list[dict[str, Any]]:
+    """The records ``python -m flowstudy.sample`` wrote beside a run's best.pt (in
+    ``checkpoint_dir``); a damaged one is skipped with a warning naming it."""
     records = []
-    for path in sorted((Path(checkpoint).parent / "eval").glob("*.json")):
+    for path in sorted((checkpoint_dir / "eval").glob("*.json")):
         try:
             record = read_json(path, "evaluation record", "move it away, or rerun "
                                "flowstudy.sample")

@@ -80,7 +80,8 @@ def run(cfg: Config, run_dir: Path, swept: dict[str, Any] | None = None, job_num
     resumed = Checkpoint.load(cfg.resume, device) if explicit else None
     if resumed is not None:
         check_compatible(cfg.resume, resumed.config, to_dict(cfg))
-    data = data_fingerprint(cfg.dataset, cfg.study_dir)
+    # The hash cache is written with the split, once the data is accepted (flowstudy.data).
+    data = data_fingerprint(cfg.dataset, cfg.study_dir, save=False)
     start = (resumed_start(cfg, data, resumed, cfg.resume) if resumed is not None
              else Start(cfg.name, [segment(cfg, data, None)]))
     cfg = dataclasses.replace(cfg, name=start.name)
