@@ -32,8 +32,8 @@ EXIT_BUSY = 75  # EX_TEMPFAIL: nothing failed, but the sweep is not done; try ag
 _task_started = False  # set once Hydra has set up the job (its output dir) and calls the task
 
 
-# What Hydra writes into a single run's output directory before the task starts.
-HYDRA_FILES = {".hydra/config.yaml", ".hydra/hydra.yaml", ".hydra/overrides.yaml", "train.log"}
+# What Hydra writes into a single run's output directory before the task starts, but its log.
+HYDRA_FILES = {".hydra/config.yaml", ".hydra/hydra.yaml", ".hydra/overrides.yaml"}
 
 
 def exit_with_error(message: str) -> NoReturn:
@@ -49,12 +49,13 @@ def _drop_untouched_output_dir() -> None:
     working directory. One the command logged anything to is kept."""
     if not HydraConfig.initialized() or HydraConfig.get().mode == RunMode.MULTIRUN:
         return
-    out = Path(HydraConfig.get().runtime.output_dir)
-    if not out.is_dir():
+    hydra_cfg = HydraConfig.get()
+    out = Path(hydra_cfg.runtime.output_dir)
+    log_file = out / f"{hydra_cfg.job.name}.log"  # without one, what was logged is unknown
+    if not log_file.is_file() or log_file.stat().st_size:
         return
     files = {p.relative_to(out).as_posix() for p in out.rglob("*") if not p.is_dir()}
-    log_file = out / "train.log"
-    if not files <= HYDRA_FILES or (log_file.exists() and log_file.stat().st_size):
+    if not files <= {*HYDRA_FILES, log_file.name}:
         return
     for name in files:
         (out / name).unlink()

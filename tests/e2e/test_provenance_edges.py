@@ -343,6 +343,9 @@ def test_a_refused_command_leaves_nothing_behind(tmp_path: Path) -> None:
         assert _error_line(cli([*args, "wandb.mode=disabled"], tmp_path, timeout=60)).startswith(
             "train.lr=-1.0 is not allowed: a float > 0")
         assert _files(tmp_path) == []
+    assert _error_line(cli(["resume=x.pt"], tmp_path, timeout=60, module="flowstudy.sample")) \
+        == "resume=x.pt: no such file"
+    assert _files(tmp_path) == []
     # data refused once the run has started: not even the hash cache stays
     np.save(tmp_path / "cd.npy", np.zeros((400, 4), np.float32))
     line = _error_line(cli(EMB, tmp_path, timeout=120))
