@@ -45,11 +45,14 @@ def exit_with_error(message: str) -> NoReturn:
 def _drop_untouched_output_dir() -> None:
     """A refused command leaves no ``outputs/<date>/<time>-<pid>/``: a single run's output
     directory that holds only what Hydra wrote as it started (its .hydra files, an empty
-    train.log) is removed, and so are the directories above it that are then empty, up to the
-    working directory. One the command logged anything to is kept."""
-    if not HydraConfig.initialized() or HydraConfig.get().mode == RunMode.MULTIRUN:
+    ``<job>.log``) is removed, and so are the directories above it that are then empty, up to
+    the working directory. One the command logged anything to is kept. (A refused sweep writes
+    no sweep directory: its grid is checked first.)"""
+    if not HydraConfig.initialized():
         return
     hydra_cfg = HydraConfig.get()
+    if hydra_cfg.mode == RunMode.MULTIRUN:
+        return
     out = Path(hydra_cfg.runtime.output_dir)
     log_file = out / f"{hydra_cfg.job.name}.log"  # without one, what was logged is unknown
     if not log_file.is_file() or log_file.stat().st_size:
