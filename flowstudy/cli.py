@@ -33,9 +33,44 @@ EXIT_BUSY = 75  # EX_TEMPFAIL: nothing failed, but the sweep is not done; try ag
 _task_started = False  # set once Hydra has set up the job (its output dir) and calls the task
 
 
+# What Hydra writes into a single run's output directory before the task starts, but its log.
+HYDRA_FILES = {".hydra/config.yaml", ".hydra/hydra.yaml", ".hydra/overrides.yaml"}
+
+
 def exit_with_error(message: str) -> NoReturn:
     print(f"flowstudy: error: {message}", file=sys.stderr)
+    _drop_untouched_output_dir()
     sys.exit(2)
+
+
+def _drop_untouched_output_dir() -> None:
+    """A refused command leaves no ``outputs/<date>/<time>-<pid>/``: a single run's output
+    directory that holds only what Hydra wrote as it started (its .hydra files, an empty
+    ``<job>.log``) is removed, and so are the directories above it that are then empty, up to
+    the working directory. One the command logged anything to is kept. (A refused sweep writes
+    no sweep directory: its grid is checked first.)"""
+    if not HydraConfig.initialized():
+        return
+    hydra_cfg = HydraConfig.get()
+    if hydra_cfg.mode == RunMode.MULTIRUN:
+        return
+    out = Path(hydra_cfg.runtime.output_dir)
+    log_file = out / f"{hydra_cfg.job.name}.log"  # without one, what was logged is unknown
+    if not log_file.is_file() or log_file.stat().st_size:
+        return
+    files = {p.relative_to(out).as_posix() for p in out.rglob("*") if not p.is_dir()}
+    if not files <= {*HYDRA_FILES, log_file.name}:
+        return
+    for name in files:
+        (out / name).unlink()
+    cwd = Path.cwd()
+    for d in (out / ".hydra", out, *(p for p in out.parents if p.is_relative_to(cwd) and p != cwd)):
+        try:
+            d.rmdir()
+        except FileNotFoundError:
+            continue
+        except OSError:  # not empty: another command's, or the user's
+            break
 
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")

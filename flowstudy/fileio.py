@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import glob
 import json
@@ -25,11 +26,12 @@ def _remove_orphans(path: Path) -> None:
     save): ``.<name>.<host>.<pid>.<random>.tmp``."""
     for tmp in path.parent.glob(f".{glob.escape(path.name)}.{_HOST}.*.tmp"):
         pid = tmp.name[len(f".{path.name}.{_HOST}."):].split(".")[0]
-        if pid.isdigit() and not _alive(int(pid)):
+        if pid.isdigit() and not alive(int(pid)):
             tmp.unlink(missing_ok=True)
 
 
-def _alive(pid: int) -> bool:
+def alive(pid: int) -> bool:
+    """Whether process ``pid`` on this host exists."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -107,7 +109,25 @@ def run_lock(path: Path, what: str) -> Iterator[None]:
                             f"give this run another name=") from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"pid {os.getpid()}".encode(), 0)
-        yield
-        path.unlink(missing_ok=True)
+        try:
+            yield
+        finally:  # removed while still held, whatever ended the run: a refusal leaves no .lock
+            path.unlink(missing_ok=True)
     finally:
         os.close(fd)
+
+
+@contextmanager
+def removed_if_failed(*dirs: Path) -> Iterator[None]:
+    """Directories a command creates and then fails in leave no trace: on an error, each of
+    ``dirs`` and their parents that did not exist before is removed if it is empty (whatever
+    was written in one stays, with the directories above it)."""
+    new = sorted({p for d in dirs for p in (d, *d.parents) if not p.exists()},
+                 key=lambda p: len(p.parts), reverse=True)
+    try:
+        yield
+    except BaseException:
+        for p in new:
+            with contextlib.suppress(OSError):  # not empty: it holds something worth keeping
+                p.rmdir()
+        raise

@@ -24,7 +24,7 @@ from typing import Any
 from flowstudy.data.fingerprint import short
 from flowstudy.errors import UserError
 from flowstudy.lineage import Start, changed_data, lineage_differences
-from flowstudy.results import RunResult
+from flowstudy.results import RunResult, stale_running
 
 
 @dataclass(frozen=True)
@@ -50,6 +50,14 @@ class Disk:
     has_best: bool = False
     has_last: bool = False
     last_lineage: list[dict[str, Any]] | None = None
+    stale: bool = False  # result.json says running, but its process is gone (killed)
+
+    @property
+    def status(self) -> str | None:
+        """The earlier run's status as the messages say it (a killed run's is stale)."""
+        if self.result is None:
+            return None
+        return stale_running(self.result.pid) if self.stale else self.result.status
 
 
 @dataclass(frozen=True)
@@ -92,7 +100,7 @@ def plan_run(req: Request, disk: Disk) -> Plan:
     if disk.result is not None and _never_trained(disk):
         # A run stopped before its first step (a rejected file, a signal while building) holds
         # no weights trained on anything: it neither claims its data nor blocks its name.
-        note = (f"run '{req.name}' in {disk.where} was {disk.result.status} before training "
+        note = (f"run '{req.name}' in {disk.where} was {disk.status} before training "
                 f"started; training it afresh")
         disk = dataclasses.replace(disk, result=None)
     explicit = req.resume not in (None, "auto")
@@ -122,10 +130,10 @@ def plan_run(req: Request, disk: Disk) -> Plan:
 
 
 def _never_trained(disk: Disk) -> bool:
-    """The earlier run of the name failed or was stopped before its first training step and left
-    no checkpoint."""
+    """The earlier run of the name failed, was stopped or was killed before its first training step
+    and left no checkpoint."""
     r = disk.result
-    return (r is not None and r.status in ("failed", "interrupted") and not r.steps
+    return (r is not None and (r.status in ("failed", "interrupted") or disk.stale) and not r.steps
             and not r.epochs and not disk.has_best and not disk.has_last)
 
 
@@ -163,7 +171,8 @@ def _prior(req: Request, disk: Disk, continuing: bool) -> RunResult | None:
                         f"train.patience (a new run {req.name}+epochs<N>), or retrain it with "
                         f"force=true")
     if prior.status not in ("completed", "trained") and not continuing and disk.has_last:
-        raise UserError(f"{where} is {prior.status} at epoch {prior.epochs} and left "
+        state = f"was {disk.status}" if disk.stale else f"is {prior.status}"
+        raise UserError(f"{where} {state} at epoch {prior.epochs} and left "
                         f"{disk.checkpoint_dir / 'last.pt'}: continue it with resume=auto, or "
                         f"start it over with force=true")
     return prior

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from flowstudy.errors import Busy, Diverged, UserError
-from flowstudy.fileio import read_json, write_json
+from flowstudy.fileio import alive, read_json, write_json
 from flowstudy.interrupt import Interrupted
 from flowstudy.metrics import SET_METRICS
 from flowstudy.metrics.collapse import collapse_warnings
@@ -64,8 +65,23 @@ class RunResult:
     # What the data decided where the config said null (flowstudy.resolve.Resolved): split sizes,
     # batch, passes and steps per epoch, planned steps, architecture sizes, sample count.
     resolved: dict[str, Any] = field(default_factory=dict)
+    # The process that last wrote it and its host: a reader tells a killed run's ``running``
+    # (its process gone) from one under way.
+    pid: int | None = None
+    host: str | None = None
     # True only on the result handed back for a completed run that was not retrained.
     skipped: bool = False
+
+    def stale(self) -> bool:
+        """``running``, though its process on this host is gone (killed, or the machine
+        restarted): no run is under way. A process on another host cannot be checked."""
+        return (self.status == "running" and self.pid is not None
+                and self.host == socket.gethostname() and not alive(self.pid))
+
+    @property
+    def shown_status(self) -> str:
+        """The status as a reader should see it: ``running (pid N, not alive)`` when stale."""
+        return stale_running(self.pid) if self.stale() else self.status
 
     def full_lineage(self) -> list[dict[str, Any]]:
         from flowstudy.lineage import lineage_of  # lineage reads configs; results stay light
@@ -89,12 +105,19 @@ class RunResult:
         return result
 
 
+def stale_running(pid: int | None) -> str:
+    """How a run killed while ``running`` is shown, by the report and the next run's messages."""
+    return f"running (pid {pid}, not alive)"
+
+
 # The fields every reader indexes into, and the JSON type each must hold.
 _SHAPES: dict[str, tuple[type, ...]] = {
     "name": (str,), "group": (str,), "groups": (list,), "swept": (dict,), "status": (str,),
     "metrics": (dict,), "config": (dict,), "lineage": (list,), "resolved": (dict,),
-    "budget": (dict, type(None)), "checkpoint": (str, type(None))}
-_JSON_TYPE = {str: "a string", list: "a list", dict: "an object", type(None): "null"}
+    "budget": (dict, type(None)), "checkpoint": (str, type(None)), "pid": (int, type(None)),
+    "host": (str, type(None))}
+_JSON_TYPE = {str: "a string", int: "an integer", list: "a list", dict: "an object",
+              type(None): "null"}
 
 
 def _json_name(value: Any) -> str:
@@ -132,13 +155,32 @@ _RECORD_KEYS = {"run": str, "epoch": int, "seed": int, "nfe": int, "sample": dic
                 "metrics": dict}
 
 
-def evaluation_records(checkpoint: str | None) -> list[dict[str, Any]]:
-    """The records ``python -m flowstudy.sample`` wrote beside ``checkpoint`` (a best.pt); a
-    damaged one is skipped with a warning naming it."""
-    if not checkpoint:
-        return []
+def checkpoint_dir_in(study: Path, run: RunResult) -> Path:
+    """The run's checkpoint directory inside ``study``, which a reader of the study reads alone.
+
+    result.json records the checkpoint as the run saw it: relative to the directory it ran in
+    (``study/checkpoints/<name>/best.pt``), or absolute. Read relative to the ``study_dir`` the
+    run recorded, it lands in ``study`` wherever the reader runs and whatever the study was
+    copied to; a path that leads elsewhere (another study, a ``checkpoint.dir`` outside the
+    study) is not followed: the default ``<study>/checkpoints/<name>`` is read instead."""
+    default = study / "checkpoints" / run.name
+    if not run.checkpoint:
+        return default
+    recorded = Path(os.path.normpath(Path(run.checkpoint).parent))
+    bases = [Path(os.path.normpath(str(run.config.get("study_dir", "study"))))]
+    if recorded.is_absolute():
+        bases.append(study.absolute())
+    for base in bases:
+        if recorded.is_relative_to(base) and ".." not in recorded.relative_to(base).parts:
+            return study / recorded.relative_to(base)
+    return default
+
+
+def evaluation_records(checkpoint_dir: Path) -> list[dict[str, Any]]:
+    """The records ``python -m flowstudy.sample`` wrote beside a run's best.pt (in
+    ``checkpoint_dir``); a damaged one is skipped with a warning naming it."""
     records = []
-    for path in sorted((Path(checkpoint).parent / "eval").glob("*.json")):
+    for path in sorted((checkpoint_dir / "eval").glob("*.json")):
         try:
             record = read_json(path, "evaluation record", "move it away, or rerun "
                                "flowstudy.sample")

@@ -8,6 +8,8 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
+import os
+import socket
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +26,7 @@ from flowstudy.data.fingerprint import data_fingerprint
 from flowstudy.devices import resolve_device, set_threads, use_deterministic, use_tf32
 from flowstudy.distributed import Dist, from_environment
 from flowstudy.evaluate import evaluate_best
-from flowstudy.fileio import atomic_path, ensure_writable_dir, run_lock
+from flowstudy.fileio import atomic_path, ensure_writable_dir, removed_if_failed, run_lock
 from flowstudy.interrupt import Interrupted, StopRequest
 from flowstudy.lineage import Start, lineage_of, parent_metrics, resumed_start, segment
 from flowstudy.models import count_parameters
@@ -43,7 +45,7 @@ from flowstudy.profiling import profile_steps
 from flowstudy.resolve import warn_if_budget_beyond_epochs, warn_if_warmup_too_long
 from flowstudy.results import RunResult, log_summary, status_for
 from flowstudy.rng import seed_everything, set_rng_state
-from flowstudy.tracking import NullTracker, Tracker, check_online
+from flowstudy.tracking import NullTracker, Tracker, check_online, effective_mode
 from flowstudy.trainer import Checkpoints, fit
 
 log = logging.getLogger("flowstudy")
@@ -73,24 +75,28 @@ def run(cfg: Config, run_dir: Path, swept: dict[str, Any] | None = None, job_num
     calls this; only rank 0 writes files and logs.
     """
     started = time.perf_counter()
+    cfg = dataclasses.replace(cfg, wandb=effective_mode(cfg.wandb))
     check_online(cfg.wandb)
     ranks, device = _devices(cfg, job_num, parallel)
     explicit = cfg.resume not in (None, "auto")
     resumed = Checkpoint.load(cfg.resume, device) if explicit else None
     if resumed is not None:
         check_compatible(cfg.resume, resumed.config, to_dict(cfg))
-    data = data_fingerprint(cfg.dataset, cfg.study_dir)
+    # The hash cache is written with the split, once the data is accepted (flowstudy.data).
+    data = data_fingerprint(cfg.dataset, cfg.study_dir, save=False)
     start = (resumed_start(cfg, data, resumed, cfg.resume) if resumed is not None
              else Start(cfg.name, [segment(cfg, data, None)]))
     cfg = dataclasses.replace(cfg, name=start.name)
     paths = RunPaths.of(cfg)
-    if ranks.main:
-        # checkpoint.dir defaults to a directory of study_dir: name the key the user set
-        inside = Path(cfg.checkpoint.dir).is_relative_to(cfg.study_dir)
-        ensure_writable_dir(paths.checkpoints, "study_dir" if inside else "checkpoint.dir")
-        ensure_writable_dir(paths.results, "study_dir")
-    with contextlib.ExitStack() as locks:
-        if ranks.main:  # both directories: runs of one name may differ in checkpoint.dir
+    # A run refused (or failed) before it wrote anything leaves no empty directories behind.
+    with removed_if_failed(*([paths.checkpoints, paths.results] if ranks.main else [])), \
+            contextlib.ExitStack() as locks:
+        if ranks.main:
+            # checkpoint.dir defaults to a directory of study_dir: name the key the user set
+            inside = Path(cfg.checkpoint.dir).is_relative_to(cfg.study_dir)
+            ensure_writable_dir(paths.checkpoints, "study_dir" if inside else "checkpoint.dir")
+            ensure_writable_dir(paths.results, "study_dir")
+            # both directories: runs of one name may differ in checkpoint.dir
             for where in (paths.checkpoints, paths.results):
                 locks.enter_context(run_lock(where / ".lock", f"run '{cfg.name}'"))
         disk, last = _on_disk(cfg, paths, device)
@@ -133,7 +139,7 @@ def _on_disk(cfg: Config, paths: RunPaths,
         check_compatible(last_pt, last.config, to_dict(cfg))
     last_lineage = lineage_of(last.lineage, last.config) if last is not None else None
     disk = Disk(paths.results, paths.checkpoints, result, (paths.checkpoints / "best.pt").exists(),
-                last_pt.exists(), last_lineage)
+                last_pt.exists(), last_lineage, stale=result is not None and result.stale())
     return disk, last
 
 
@@ -163,6 +169,7 @@ def _execute(cfg: Config, plan: Plan, checkpoint: Checkpoint | None, run_dir: Pa
         checkpoint=str(paths.checkpoints / "best.pt"), config=to_dict(cfg),
         lineage=start.lineage)
     result.error = None
+    result.pid, result.host = os.getpid(), socket.gethostname()
     record = _Record(result, paths.result, started, ranks.main,
                      paths.result.read_bytes() if ranks.main and paths.result.exists() else None)
     record.write("trained" if evaluate_only else "running")

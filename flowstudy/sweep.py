@@ -247,8 +247,8 @@ class SweepSummary(Callback):
         self._job_started = 0.0
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        _refuse_bad_grid(config)  # first: a refused grid leaves no sweep directory
         record_sweep(config)
-        _refuse_bad_grid(config)
 
     def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
         self._job_started = time.monotonic()

@@ -8,9 +8,9 @@ notes before the exception propagates.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
-import netrc
 import os
 import queue
 import threading
@@ -18,7 +18,6 @@ from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 from typing import Any, TextIO
-from urllib.parse import urlparse
 
 from flowstudy.alerts import NO_COMMANDS, Alert, Commands, for_error
 from flowstudy.config import Config, WandbConfig, to_dict
@@ -57,19 +56,37 @@ def _truncate_jsonl(source: Path, last_step: int, path: Path) -> None:
         tmp.write_text("".join(line + "\n" for line in kept))
 
 
+def effective_mode(cfg: WandbConfig) -> WandbConfig:
+    """``cfg`` with the mode the run uses: ``wandb.mode``, unless the environment says
+    ``WANDB_MODE=disabled``. W&B itself lets ``wandb.init``'s mode override the variable, but
+    turning W&B off wins wherever it is asked for; other values of WANDB_MODE are ignored."""
+    if os.environ.get("WANDB_MODE") == "disabled" and cfg.mode != "disabled":
+        return dataclasses.replace(cfg, mode="disabled")
+    return cfg
+
+
 def check_online(cfg: WandbConfig) -> None:
-    """``wandb.mode=online`` needs an API key: without one W&B fails (or prompts) only once the
-    run has started, so refuse before any work."""
-    if cfg.mode != "online" or os.environ.get("WANDB_API_KEY"):
+    """``wandb.mode=online`` needs credentials for the W&B host: without them W&B fails (or
+    prompts) only once the run has started, so refuse before any work. The host and the key are
+    found as W&B finds them: WANDB_BASE_URL or ``base_url`` in W&B's settings files (what
+    ``wandb login --host`` writes), then WANDB_API_KEY, an identity token file, the settings'
+    ``api_key``, or the netrc entry W&B reads for that host."""
+    if cfg.mode != "online" or os.environ.get("WANDB_API_KEY") or os.environ.get(
+            "WANDB_IDENTITY_TOKEN_FILE"):
         return
-    host = urlparse(os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai")).hostname
+    from wandb.sdk import wandb_setup  # imported here: only an online run needs it
+    from wandb.sdk.lib import wbauth
+
+    settings = wandb_setup.singleton().settings
     try:
-        if netrc.netrc(os.environ.get("NETRC")).authenticators(host or ""):
+        host = wbauth.HostUrl(settings.base_url)
+        if settings.api_key or wbauth.read_netrc_auth(host=host):
             return
-    except (OSError, netrc.NetrcParseError):  # no ~/.netrc, or one W&B could not read either
-        pass
+    except Exception as e:  # W&B's own errors: a malformed URL, a malformed key in the netrc
+        raise ConfigError("wandb.mode", cfg.mode, f"offline or disabled here: W&B cannot use "
+                          f"its credentials for {settings.base_url} ({e})") from e
     raise ConfigError("wandb.mode", cfg.mode, f"offline or disabled here: no W&B API key for "
-                      f"{host} (run `wandb login` or set WANDB_API_KEY)")
+                      f"{host.url} (run `wandb login` or set WANDB_API_KEY)")
 
 
 class Tracker:

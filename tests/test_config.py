@@ -218,6 +218,11 @@ NAME_RULE = ("a run name of letters, digits and . _ - + = , starting with a lett
     ("name=", f"name='' is not allowed: {NAME_RULE}"),
     ("name=a/b", f"name='a/b' is not allowed: {NAME_RULE}"),
     ("name=my run", f"name='my run' is not allowed: {NAME_RULE}"),
+    # a data file's stem goes into the derived name, so it keeps the name's characters
+    ("dataset=embeddings;dataset.path='data/my data ü.npy'", "dataset.path='data/my data ü.npy' is "
+     "not allowed: a file whose name, less its suffix, is letters, digits and . _ - + = , "
+     "starting with a letter or digit (the derived run name holds it); rename the file, or set "
+     "name="),
     ("wandb.tags=[" + "t" * 65 + "]", "wandb.tags=['" + "t" * 65 + "'] is not allowed: a list of "
      "tags of 1 to 64 characters each"),
     ("wandb.project=me/proj",

@@ -150,6 +150,9 @@ def test_embedding_files_get_a_stored_split_reused_by_later_runs(tmp_path: Path,
         (np.array([[1.0, np.nan]] + [[0.0, 1.0]] * 9), "1 rows hold NaN or Inf (first: row 0)"),
         (np.array([[0.0, 1.0]] * 9 + [[np.inf, 0.0]]), "1 rows hold NaN or Inf (first: row 9)"),
         (b"garbage", "not a readable .npy file"),
+        (np.zeros((10, 3), np.float32), "its 10 rows are all zero (zero variance in every "
+                                        "dimension); there is no distribution to learn"),
+        (np.array([[1.0, 2.0]] * 10), "its 10 rows are all the same vector (zero variance"),
     ],
 )
 def test_bad_embedding_files_are_explained(tmp_path: Path, content: object,
@@ -196,6 +199,25 @@ def test_a_stored_split_with_bad_indices_is_one_line(tmp_path: Path, part: str, 
         build_data(cfg, tmp_path / "study")
     assert str(info.value) == f"{split_file}: not a split file ({expected}); move it away to " \
                               f"re-split"
+
+
+@pytest.mark.parametrize(("held_out", "other"), [("test", "train"), ("val", "train"),
+                                                   ("test", "val")])
+def test_a_stored_split_whose_held_out_rows_are_trained_on_is_refused(
+        tmp_path: Path, held_out: str, other: str) -> None:
+    path = _write(tmp_path / "rows.npy", np.random.default_rng(0).normal(size=(40, 3)))
+    cfg = EmbeddingsConfig(name="embeddings", path=str(path), n_val=8, n_test=8)
+    build_data(cfg, tmp_path / "study")
+    (split_file,) = (tmp_path / "study" / "datasets" / "rows").glob("split-*.json")
+    split = json.loads(split_file.read_text())
+    split[held_out] = split[other]  # a tampered split: its held-out rows are the other's
+    split_file.write_text(json.dumps(split))
+    with pytest.raises(DataError) as info:
+        build_data(cfg, tmp_path / "study")
+    first = min(split[other])
+    assert str(info.value) == (f"{split_file}: not a split file ({held_out} shares "
+                               f"{len(split[other])} rows with {other} (first: row {first}); "
+                               f"the splits must be disjoint); move it away to re-split")
 
 
 @pytest.mark.parametrize("cache", ["[]", '{"x": 1}', "null"])

@@ -224,12 +224,12 @@ def test_a_changed_data_file_is_detected_and_another_of_the_same_stem_refused(
                     "dataset.n_test=64", "name=other", base=NO_DATA), tmp_path / "out")
 
 
-def test_a_file_is_hashed_once_per_size_and_mtime(tmp_path: Path) -> None:
+def test_a_file_is_hashed_once_per_size_mtime_inode_and_ctime(tmp_path: Path) -> None:
     data, cache = tmp_path / "vecs.npy", tmp_path / "cache"
     _embeddings(data, 0)
     digest = fingerprint.file_sha256(data, cache)
     assert digest == hashlib.sha256(data.read_bytes()).hexdigest()
-    # A cache entry with this size and mtime is trusted, in a new process too (no memo).
+    # A cache entry with this stat is trusted, in a new process too (no memo).
     stored = json.loads((cache / "sha256.json").read_text())
     stored[str(data.resolve())]["sha256"] = "cached"
     (cache / "sha256.json").write_text(json.dumps(stored))
@@ -238,4 +238,11 @@ def test_a_file_is_hashed_once_per_size_and_mtime(tmp_path: Path) -> None:
     # A rewrite changes the mtime: hashed again.
     _embeddings(data, 1)
     os.utime(data, ns=(time.time_ns(), time.time_ns() + 10**9))
+    assert fingerprint.file_sha256(data, cache) == hashlib.sha256(data.read_bytes()).hexdigest()
+    # The same size and the old mtime put back (cp -p, rsync -a): the ctime still moved.
+    before = data.stat()
+    _embeddings(data, 2)
+    os.utime(data, ns=(before.st_atime_ns, before.st_mtime_ns))
+    after = data.stat()
+    assert (after.st_size, after.st_mtime_ns) == (before.st_size, before.st_mtime_ns)
     assert fingerprint.file_sha256(data, cache) == hashlib.sha256(data.read_bytes()).hexdigest()

@@ -3,6 +3,7 @@ resume.md), as a case of the pure ``plan_run``: no file is read and no process s
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -100,6 +101,24 @@ def test_an_unfinished_run_left_last_pt_and_a_fresh_start_is_refused() -> None:
                                         r"study/checkpoints/r/last\.pt: continue it with "
                                         r"resume=auto, or start it over with force=true"):
         plan_run(_request(), _disk(_result("interrupted"), last=True))
+
+
+def test_a_killed_run_left_running_is_named_stale_in_the_refusal() -> None:
+    killed = dataclasses.replace(_result("running"), pid=4242)
+    with pytest.raises(UserError) as info:
+        plan_run(_request(), dataclasses.replace(_disk(killed, last=True), stale=True))
+    assert str(info.value) == ("run 'r' in study/runs/r was running (pid 4242, not alive) at "
+                               "epoch 7 and left study/checkpoints/r/last.pt: continue it with "
+                               "resume=auto, or start it over with force=true")
+
+
+def test_a_killed_run_that_never_trained_claims_nothing() -> None:
+    killed = RunResult(name="r", group="g", status="running", pid=4242,
+                       lineage=[_segment(sha="c" * 64)], config={"train": {"lr": 1.0}})
+    plan = plan_run(_request(), dataclasses.replace(_disk(killed), stale=True))
+    assert plan == Fresh(Start("r", LINEAGE), "run 'r' in study/runs/r was running (pid 4242, "
+                                              "not alive) before training started; training it "
+                                              "afresh")
 
 
 def test_an_unfinished_run_without_last_pt_is_retrained() -> None:

@@ -17,7 +17,7 @@ import wandb
 from flowstudy import figures
 from flowstudy.report import load_runs, report, rows_for, summarise, table
 from flowstudy.report.compute import compute_matched
-from flowstudy.results import RunResult
+from flowstudy.results import RunResult, checkpoint_dir_in
 
 from .wandb_files import find_run_files, read_run
 
@@ -267,3 +267,24 @@ def test_the_isoflop_figure_is_drawn(tmp_path: Path) -> None:
     assert figures.isoflop(compute_matched(_runs(TABLE), "w2"), png, "g")
     assert png.read_bytes()[:4] == b"\x89PNG" and png.with_suffix(".svg").exists()
     assert not figures.isoflop(None, tmp_path / "none.png", "g")
+
+
+@pytest.mark.parametrize(("checkpoint", "study_dir", "expected"), [
+    # as a run records it: relative to where it ran, under its study_dir
+    ("study/checkpoints/r/best.pt", "study", "copy/checkpoints/r"),
+    ("./runs/../study/checkpoints/r/best.pt", "study", "copy/checkpoints/r"),
+    ("/data/study/ckpt/r/best.pt", "/data/study", "copy/ckpt/r"),
+    # leading outside the study: not followed, the default layout read instead
+    ("study/../other/checkpoints/r/best.pt", "study", "copy/checkpoints/r"),
+    ("/scratch/ckpts/r/best.pt", "study", "copy/checkpoints/r"),
+    (None, "study", "copy/checkpoints/r"),
+])
+def test_a_runs_checkpoint_dir_is_resolved_inside_the_study(checkpoint: str | None,
+                                                            study_dir: str,
+                                                            expected: str) -> None:
+    run = RunResult(name="r", group="g", checkpoint=checkpoint, config={"study_dir": study_dir})
+    assert checkpoint_dir_in(Path("copy"), run) == Path(expected)
+    # an absolute path into the study read is inside it too, wherever study_dir was
+    inside = RunResult(name="r", group="g", checkpoint=str(Path("copy/ckpt/r/best.pt").absolute()),
+                       config={"study_dir": study_dir})
+    assert checkpoint_dir_in(Path("copy"), inside) == Path("copy/ckpt/r")

@@ -7,9 +7,8 @@ from pathlib import Path
 import pytest
 
 from flowstudy.data.fingerprint import data_fingerprint
-from flowstudy.errors import ConfigError
 from flowstudy.lineage import segment
-from flowstudy.tracking import Tracker, check_online
+from flowstudy.tracking import Tracker
 
 from .helpers import TINY, compose_config
 
@@ -48,18 +47,3 @@ def test_a_damaged_metrics_line_inside_the_file_is_one_line(tmp_path: Path) -> N
     source.write_text('{"step": 1}\n{"st\n{"step": 3}\n')
     with pytest.raises(UserError, match=r"metrics.jsonl: line 2 is not a metrics record"):
         _truncate_jsonl(source, 3, source)
-
-
-def test_wandb_online_without_an_api_key_is_refused(tmp_path: Path,
-                                                    monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("WANDB_API_KEY", raising=False)
-    monkeypatch.setenv("NETRC", str(tmp_path / "netrc"))  # an empty one: no key
-    (tmp_path / "netrc").write_text("")
-    monkeypatch.delenv("WANDB_BASE_URL", raising=False)
-    with pytest.raises(ConfigError) as info:
-        check_online(compose_config(["wandb.mode=online"]).wandb)
-    assert str(info.value) == ("wandb.mode='online' is not allowed: offline or disabled here: no "
-                               "W&B API key for api.wandb.ai (run `wandb login` or set "
-                               "WANDB_API_KEY)")
-    (tmp_path / "netrc").write_text("machine api.wandb.ai login user password x\n")
-    check_online(compose_config(["wandb.mode=online"]).wandb)

@@ -7,6 +7,7 @@ import math
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import PurePath
 from typing import Any
 
 
@@ -61,9 +62,14 @@ MAX_EVAL_DIM = 8_192
 # k-NN precision/recall needs k + 1 = 4 points in each set it scores.
 MIN_EVAL_POINTS = 4
 # A path component on every filesystem, and never "." or "..".
-RUN_NAME = Rule("a run name of letters, digits and . _ - + = , starting with a letter or digit "
-                "(at most 128 characters)",
-                lambda v: re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._+=,-]{0,127}", v) is not None)
+_NAME_CHARS = "letters, digits and . _ - + = , starting with a letter or digit"
+_NAME = r"[A-Za-z0-9][A-Za-z0-9._+=,-]"
+RUN_NAME = Rule(f"a run name of {_NAME_CHARS} (at most 128 characters)",
+                lambda v: re.fullmatch(_NAME + "{0,127}", v) is not None)
+# A derived run name holds the data file's stem, so the stem keeps the run name's characters.
+NAMED_FILE = Rule(f"a file whose name, less its suffix, is {_NAME_CHARS} (the derived run name "
+                  f"holds it); rename the file, or set name=",
+                  lambda v: re.fullmatch(_NAME + "*", PurePath(v).stem) is not None)
 # Split sizes: auto (null) or explicit.
 N_VAL = POSITIVE.or_null("for a tenth of the rows (100 to 2,000)")
 N_TEST = ints(MIN_EVAL_POINTS, why="k-NN precision/recall").or_null(

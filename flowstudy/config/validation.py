@@ -11,11 +11,13 @@ from omegaconf import DictConfig, OmegaConf
 from flowstudy.budget import chosen
 from flowstudy.config.groups import group_options
 from flowstudy.config.naming import derive_name, leaves, overrides
+from flowstudy.config.rules import NAMED_FILE
 from flowstudy.config.schemas import (
     GROUP_SCHEMAS,
     Config,
     CoupledFlowConfig,
     DiTConfig,
+    EmbeddingsConfig,
     EvalConfig,
     SphereConfig,
     Toy2DConfig,
@@ -134,5 +136,8 @@ def load_config(cfg: DictConfig) -> Config:
                f"{', '.join(f'/{s}@_here_' for s in schemas)} in its defaults)")
     validate(config)
     if config.name is None and config.resume in (None, "auto"):
+        if isinstance(config.dataset, EmbeddingsConfig):
+            _check(NAMED_FILE.ok(config.dataset.path), "dataset.path", config.dataset.path,
+                   NAMED_FILE.text)
         config.name = derive_name(config, overrides(cfg))
     return config

@@ -81,6 +81,12 @@ def _bad_indices(stored: dict[str, Any], n: int) -> str | None:
         outside = [i for i in rows if not 0 <= i < n]
         if outside:
             return (f"{part} holds row {outside[0]}, outside the file's {n} rows (0 to {n - 1})")
+    # Rows held out for val or test and trained on too would score the model on its own data.
+    for held_out, other in (("test", "train"), ("val", "train"), ("test", "val")):
+        shared = sorted(set(stored[held_out]) & set(stored[other]))
+        if shared:
+            return (f"{held_out} shares {len(shared)} rows with {other} (first: row "
+                    f"{shared[0]}); the splits must be disjoint")
     return None
 
 

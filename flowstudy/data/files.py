@@ -73,4 +73,9 @@ def load_vectors(path: str) -> torch.Tensor:
     if big.numel():
         raise DataError(f"{where}: {big.numel()} rows hold values too large for float32 "
                         f"(|x| > 3.4e38; first: row {big[0].item()})")
-    return data.float()
+    data = data.float()
+    if data.shape[0] > 1 and bool((data == data[0]).all()):
+        what = "all zero" if not data[0].any() else "all the same vector"
+        raise DataError(f"{where}: its {data.shape[0]} rows are {what} (zero variance in every "
+                        f"dimension); there is no distribution to learn")
+    return data

@@ -8,14 +8,12 @@ from typing import Any
 import numpy as np
 
 from flowstudy.labels import Configs, differing, flat, seedless, short_labels
-from flowstudy.results import RunResult
+from flowstudy.results import RunResult, checkpoint_dir_in
 
 
 def samples_file(study: Path, run: RunResult) -> Path | None:
-    candidates = [study / "checkpoints" / run.name / "samples.npz"]
-    if run.checkpoint:
-        candidates.append(Path(run.checkpoint).parent / "samples.npz")
-    return next((p for p in candidates if p.exists()), None)
+    path = checkpoint_dir_in(study, run) / "samples.npz"
+    return path if path.exists() else None
 
 
 def in_order(configs: Configs) -> list[tuple[tuple[str, list[RunResult]], str]]:

@@ -15,16 +15,16 @@ from flowstudy.labels import difference_labels, seedless
 from flowstudy.metrics import METRICS
 from flowstudy.metrics import label as metric_label
 from flowstudy.plots import pyplot, save_figure
-from flowstudy.results import RunResult, evaluation_records
+from flowstudy.results import RunResult, checkpoint_dir_in, evaluation_records
 
 
-def _evaluations(run: RunResult) -> list[dict[str, Any]]:
+def _evaluations(run: RunResult, study: Path) -> list[dict[str, Any]]:
     """The run's own end-of-run evaluation and every ``python -m flowstudy.sample`` record beside
-    its checkpoint: (solver, nfe, metrics) each."""
+    its checkpoint in ``study``: (solver, nfe, metrics) each."""
     solver = run.config.get("sample", {}).get("solver", "?")
     found = [{"solver": solver, "nfe": run.nfe, "metrics": run.metrics}] if run.nfe else []
     found += [{"solver": e["sample"]["solver"], "nfe": e["nfe"], "metrics": e["metrics"]}
-              for e in evaluation_records(run.checkpoint)]
+              for e in evaluation_records(checkpoint_dir_in(study, run))]
     unique = {(e["solver"], e["nfe"]): e for e in found}
     return list(unique.values())
 
@@ -86,7 +86,7 @@ def nfe_points(runs: list[RunResult], study: Path, metric: str) -> list[Point]:
     trained = _line_labels(runs, ("sample",))
     points: list[Point] = []
     for run in runs:
-        for e in _evaluations(run):
+        for e in _evaluations(run, study):
             if metric in e["metrics"]:
                 label = ", ".join(p for p in (trained[run.name], e["solver"]) if p)
                 points.append((label, float(e["nfe"]), e["metrics"][metric],

@@ -62,7 +62,7 @@ def report(study: Path, group: str, metric: str | None = None, method: stats.Met
     matched = compute_matched(runs, metric, method)  # FLOP-budget runs at two budgets or more
     if matched is not None:
         text += "\n" + matched.markdown() + "\n"
-    evaluated = evaluations(runs)
+    evaluated = evaluations(runs, study)
     if evaluated:
         text += ("\n## Sampling cost vs quality\n\nCheckpoints re-sampled with "
                  "`python -m flowstudy.sample` (the runs' results are unchanged).\n\n"

@@ -11,6 +11,7 @@ import math
 import statistics
 from dataclasses import dataclass, field
 from itertools import combinations
+from pathlib import Path
 from typing import Any
 
 from flowstudy import stats
@@ -18,7 +19,7 @@ from flowstudy.labels import short_labels
 from flowstudy.metrics import METRICS, QUALITY
 from flowstudy.metrics import label as metric_label
 from flowstudy.report.rows import Row
-from flowstudy.results import RunResult, evaluation_records
+from flowstudy.results import RunResult, checkpoint_dir_in, evaluation_records
 
 # Ranked columns, then those shown for context only (never used to pick a best row).
 RANKED = tuple(q for q in QUALITY if METRICS[q].direction is not None)
@@ -185,7 +186,7 @@ def table_cells(s: Summary) -> list[list[str]]:
     out = []
     for row, cells in zip(s.rows, s.cells, strict=True):
         out.append([row.name, _swept(row), str(len(row.runs)),
-                    "/".join(sorted({r.status for r in row.runs})),
+                    "/".join(sorted({r.shown_status for r in row.runs})),
                     _cost(row, "epochs"), _cost(row, "steps"),
                     "/".join(sorted({r.stop_reason or "-" for r in row.runs})),
                     *(cells[k].text() for k in STATISTICS),
@@ -319,9 +320,10 @@ def document(s: Summary, group: str) -> dict[str, Any]:
     }
 
 
-def evaluations(runs: list[RunResult]) -> list[dict[str, Any]]:
-    """The records ``python -m flowstudy.sample`` wrote beside each run's checkpoint."""
-    records = [e for r in runs for e in evaluation_records(r.checkpoint)]
+def evaluations(runs: list[RunResult], study: Path) -> list[dict[str, Any]]:
+    """The records ``python -m flowstudy.sample`` wrote beside each run's checkpoint in
+    ``study``."""
+    records = [e for r in runs for e in evaluation_records(checkpoint_dir_in(study, r))]
     return sorted(records, key=lambda e: (e["run"], e["sample"]["solver"], e["nfe"]))
 
 

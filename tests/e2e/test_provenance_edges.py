@@ -3,10 +3,12 @@ real subprocesses on real files. Each test names its case of the issue."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -217,3 +219,136 @@ def test_a_sweep_of_no_jobs_exits_non_zero(tmp_path: Path) -> None:
     proc = cli(["-m", "arch=glob(zzz*)", "wandb.mode=disabled"], tmp_path, timeout=60)
     assert _error_line(proc) == ("arch=glob(zzz*): this sweep expands to no jobs (an empty glob "
                                  "or range?); nothing to run")
+
+
+# --- case 13: online W&B is checked against the host and key W&B itself would use ----------
+
+KEY = "k" * 40  # W&B's format: 40+ word characters
+
+
+def _online_check(home: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    """flowstudy's pre-flight check of wandb.mode=online, alone in a process (W&B reads its
+    settings once per process) with ``home`` as HOME: no network is touched."""
+    clean = {k: v for k, v in os.environ.items()
+             if not k.startswith("WANDB_") and k not in ("NETRC", "HYDRA_FULL_ERROR")}
+    code = ("from flowstudy.config import WandbConfig\nfrom flowstudy.tracking import "
+            "check_online\ncheck_online(WandbConfig(mode='online'))\nprint('accepted')\n")
+    return subprocess.run([sys.executable, "-c", code], cwd=home,
+                          env={**clean, "HOME": str(home), **env}, capture_output=True,
+                          text=True, timeout=60)
+
+
+def test_online_wandb_uses_the_host_and_key_wandb_would(tmp_path: Path) -> None:
+    def refusal(proc: subprocess.CompletedProcess[str]) -> str:
+        assert proc.returncode == 1, proc.stdout + proc.stderr
+        return proc.stderr.strip().splitlines()[-1]
+
+    # no login at all: refused, naming W&B's own default host
+    assert refusal(_online_check(tmp_path)).endswith(
+        "no W&B API key for https://api.forge.coreweave.com (run `wandb login` or set "
+        "WANDB_API_KEY)")
+    # `wandb login` to the default host writes its netrc entry: accepted
+    (tmp_path / ".netrc").write_text(f"machine api.forge.coreweave.com login user password {KEY}\n")
+    assert _online_check(tmp_path).stdout == "accepted\n"
+    # `wandb login --host`: the host in W&B's settings file, the key in the netrc for it
+    (tmp_path / ".netrc").write_text(f"machine wandb.example.org login user password {KEY}\n")
+    (tmp_path / ".config" / "wandb").mkdir(parents=True)
+    (tmp_path / ".config" / "wandb" / "settings").write_text(
+        "[default]\nbase_url = https://wandb.example.org\n")
+    assert _online_check(tmp_path).stdout == "accepted\n"
+    # WANDB_BASE_URL wins over the settings file, as in W&B: no key for that host
+    assert refusal(_online_check(tmp_path, WANDB_BASE_URL="https://other.example.org")).endswith(
+        "no W&B API key for https://other.example.org (run `wandb login` or set WANDB_API_KEY)")
+    assert _online_check(tmp_path, WANDB_BASE_URL="https://other.example.org",
+                         WANDB_API_KEY=KEY).stdout == "accepted\n"
+
+
+# --- case 3: a same-shape rewrite with its old mtime put back is still a change ---------------
+
+def test_a_same_shape_rewrite_with_its_old_mtime_is_not_skipped(tmp_path: Path) -> None:
+    data = tmp_path / "cd.npy"
+    x = _vectors(data)
+    assert cli(EMB, tmp_path, timeout=120).returncode == 0
+    old = data.stat()
+    x[0, 0] += 1.0
+    np.save(data, x)  # what cp -p, rsync -a and tar leave: same size, the old mtime
+    os.utime(data, ns=(old.st_atime_ns, old.st_mtime_ns))
+    assert (data.stat().st_size, data.stat().st_mtime_ns) == (old.st_size, old.st_mtime_ns)
+    new = hashlib.sha256(data.read_bytes()).hexdigest()
+    line = _error_line(cli(EMB, tmp_path, timeout=120))  # not "skipping: completed"
+    assert line.startswith(f"dataset.path=cd.npy: its content changed since run '{CD}'")
+    assert f"-> {new[:12]})" in line
+    # A new run on the new content (its own split: another dataset.seed) records its hash.
+    proc = cli([*EMB, "dataset.seed=1"], tmp_path, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    [result] = tmp_path.glob("study/runs/*dataset_seed1*/result.json")
+    assert json.loads(result.read_text())["lineage"][0]["data"] == {"sha256": new}
+
+
+# --- cases 4, 14 and 15: the report reads inside its study; WANDB_MODE=disabled; stale runs ----
+
+def _files(root: Path) -> list[str]:
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*"))
+
+
+def test_the_report_reads_only_its_own_study_and_shows_a_killed_run_as_stale(
+        tmp_path: Path) -> None:
+    base = [*TINY, "train.epochs=1", "train.threads=1", "checkpoint.save_last=true"]
+    # WANDB_MODE=disabled wins over wandb.mode's default (offline): no W&B files at all
+    proc = cli(base, tmp_path, timeout=120, env={"WANDB_MODE": "disabled"})
+    assert proc.returncode == 0, proc.stderr
+    assert list(tmp_path.glob("outputs/*/*/train.log")) and not list(tmp_path.rglob("wandb"))
+    [best] = tmp_path.glob("study/checkpoints/*/best.pt")
+    proc = cli([f"resume={best.relative_to(tmp_path)}", "sample.steps=2"], tmp_path,
+               timeout=120, module="flowstudy.sample")
+    assert proc.returncode == 0, proc.stderr
+
+    # a copy of the study, its evaluation told apart, and its run left "running" by a dead pid
+    copy = tmp_path / "copy"
+    shutil.copytree(tmp_path / "study", copy / "study")
+    [record] = copy.glob("study/checkpoints/*/eval/*.json")
+    evaluation = json.loads(record.read_text())
+    evaluation["metrics"]["w2"] = 9.8765
+    record.write_text(json.dumps(evaluation))
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    [result] = copy.glob("study/runs/*/result.json")
+    killed = {**json.loads(result.read_text()), "status": "running", "pid": gone.pid}
+    result.write_text(json.dumps(killed))
+
+    # the next run is refused naming the stale record, and leaves nothing behind
+    before = _files(copy)
+    line = _error_line(cli(base, copy, timeout=120))
+    assert f"was running (pid {gone.pid}, not alive) at epoch 1 and left " in line
+    assert _files(copy) == before
+
+    # from another directory, the original study keeps its evaluations
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    proc = cli(["--study", "../study"], elsewhere, timeout=120, module="flowstudy.report")
+    assert proc.returncode == 0, proc.stderr
+    report = (tmp_path / "study" / "reports" / "default" / "report.md").read_text()
+    assert "## Sampling cost vs quality" in report and "9.8765" not in report
+    # the copy shows its own evaluation, and its killed run as stale
+    proc = cli(["--study", "copy/study"], tmp_path, timeout=120, module="flowstudy.report")
+    assert proc.returncode == 0, proc.stderr
+    assert "9.8765" in proc.stdout
+    assert f"running (pid {gone.pid}, not alive)" in proc.stdout
+
+
+# --- case 15: a command refused before any work leaves nothing ---------------------------------
+
+def test_a_refused_command_leaves_nothing_behind(tmp_path: Path) -> None:
+    for args in (["train.lr=-1"], ["-m", "train.lr=-1,1"]):
+        assert _error_line(cli([*args, "wandb.mode=disabled"], tmp_path, timeout=60)).startswith(
+            "train.lr=-1.0 is not allowed: a float > 0")
+        assert _files(tmp_path) == []
+    assert _error_line(cli(["resume=x.pt"], tmp_path, timeout=60, module="flowstudy.sample")) \
+        == "resume=x.pt: no such file"
+    assert _files(tmp_path) == []
+    # data refused once the run has started: not even the hash cache stays
+    np.save(tmp_path / "cd.npy", np.zeros((400, 4), np.float32))
+    line = _error_line(cli(EMB, tmp_path, timeout=120))
+    assert line == ("dataset.path=cd.npy: its 400 rows are all zero (zero variance in every "
+                    "dimension); there is no distribution to learn")
+    assert _files(tmp_path) == ["cd.npy"]
