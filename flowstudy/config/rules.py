@@ -60,6 +60,8 @@ MAX_EVAL_POINTS = 10_000
 MAX_EVAL_DIM = 8_192
 # k-NN precision/recall needs k + 1 = 4 points in each set it scores.
 MIN_EVAL_POINTS = 4
+# A sample monitor's C2ST needs 2 points of each set in each of its 5 folds.
+MIN_MONITOR_POINTS = 10
 # A path component on every filesystem, and never "." or "..".
 RUN_NAME = Rule("a run name of letters, digits and . _ - + = , starting with a letter or digit "
                 "(at most 128 characters)",
