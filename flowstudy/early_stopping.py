@@ -14,8 +14,8 @@ class EarlyStopping:
     best: float = math.inf
     best_epoch: int = 0
     bad_epochs: int = 0  # updates without improvement (epochs, or a sample monitor's measurements)
-    # The EMA val loss at the best epoch (result.json's best_val_loss): ``best`` itself where
-    # the monitor is a val loss.
+    # result.json's best_val_loss: ``best`` itself where the monitor is a val loss (ema, raw),
+    # the EMA val loss at the best measurement for a sample monitor.
     best_val_loss: float = math.inf
 
     def update(self, value: float, epoch: int, counting: bool = True,

@@ -31,6 +31,7 @@ class RunResult:
     error: str | None = None
     epochs: int = 0
     steps: int = 0
+    # the monitored val loss at best.pt (for a sample monitor: best.pt's EMA val loss)
     best_val_loss: float | None = None
     best_epoch: int | None = None
     wall_time_s: float = 0.0

@@ -326,7 +326,7 @@ class _Loop:
         if value is not None:
             improved = state.stopper.update(value, state.epoch,
                                             counting=state.step >= cfg.warmup_steps,
-                                            val_loss=ema_loss)
+                                            val_loss=ema_loss if self.monitor else None)
             self.plan_plateau()
         self.sink.log({**logged, "val/best": state.stopper.best, "epoch": state.epoch},
                       state.step)
