@@ -327,12 +327,13 @@ class _Loop:
             improved = state.stopper.update(value, state.epoch,
                                             counting=state.step >= cfg.warmup_steps,
                                             val_loss=ema_loss if self.monitor else None)
-            self.plan_plateau()
         self.sink.log({**logged, "val/best": state.stopper.best, "epoch": state.epoch},
                       state.step)
         if self.ranks.main:
             log.info("epoch %d/%d  step %d  val %.4f  ema %.4f%s%s", state.epoch, cfg.epochs,
                      state.step, raw, ema_loss, measured, "  *best*" if improved else "")
+        if value is not None:
+            self.plan_plateau()  # before the checkpoints, which hold it
         if improved:
             self.save("best.pt")
         if self.checkpoints.save_last:

@@ -104,3 +104,8 @@ def test_early_stopping_keeps_the_val_loss_of_the_best_measurement() -> None:
     old = {k: v for k, v in stopper.state_dict().items() if k != "best_val_loss"}
     stopper.load_state_dict(old)  # a checkpoint from before sample monitors: a val loss
     assert stopper.best_val_loss == 0.3
+
+
+def test_a_best_carries_into_a_branch_only_when_it_measures_the_same_thing() -> None:
+    assert MONITORS["ema"].measures == MONITORS["raw"].measures == "val loss"
+    assert len({MONITORS[m].measures for m in ("ema", "val_mmd", "val_c2st", "val_norm_w1")}) == 4
