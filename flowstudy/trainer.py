@@ -181,6 +181,8 @@ class _Loop:
         self.monitored = cfg.monitor if monitor is not None else f"{cfg.monitor} val loss"
         self.updates = "measurements" if monitor is not None else "epochs"
         self.monitor_s: list[float] = []  # each measurement's seconds, in this process
+        if cfg.schedule != "plateau":  # a branch off a plateau run that asks for the plain cosine
+            state.plateau = None
         epochs_steps = cfg.epochs * batches.steps_per_epoch
         self.schedule = WarmupCosine(
             cfg.lr, cfg.warmup_steps,
@@ -312,21 +314,17 @@ class _Loop:
         raw = validation_loss(state.model, path, self.val, self.ranks)
         ema_loss = validation_loss(state.ema.module, path, self.val, self.ranks)
         logged = {"val/raw_loss": raw, "val/ema_loss": ema_loss}
-        value: float | None = ema_loss if cfg.monitor == "ema" else raw
-        measured = ""
-        if self.monitor is not None:
-            due = state.epoch % self.every == 0 or state.epoch >= cfg.epochs or self.spent
-            value = None
-            if due:
-                m = self.measure()
-                value = m.value
-                logged |= {MONITORS[cfg.monitor].log_key: m.value, MONITOR_SECONDS: m.seconds}
-                measured = f"  {self.monitor.metric} {m.value:.4g} ({m.seconds:.2f} s)"
-        improved = False
-        if value is not None:
-            improved = state.stopper.update(value, state.epoch,
-                                            counting=state.step >= cfg.warmup_steps,
-                                            val_loss=ema_loss if self.monitor else None)
+        value, measured = None, ""  # None: no update of early stopping this epoch
+        if self.monitor is None:
+            value = ema_loss if cfg.monitor == "ema" else raw
+        elif state.epoch % self.every == 0 or state.epoch >= cfg.epochs or self.spent:
+            m = self.measure()
+            value = m.value
+            logged |= {MONITORS[cfg.monitor].log_key: m.value, MONITOR_SECONDS: m.seconds}
+            measured = f"  {self.monitor.metric} {m.value:.4g} ({m.seconds:.2f} s)"
+        improved = value is not None and state.stopper.update(
+            value, state.epoch, counting=state.step >= cfg.warmup_steps,
+            val_loss=None if self.monitor is None else ema_loss)
         self.sink.log({**logged, "val/best": state.stopper.best, "epoch": state.epoch},
                       state.step)
         if self.ranks.main:

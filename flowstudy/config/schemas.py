@@ -198,8 +198,9 @@ class TrainConfig:
     warmup_steps: int = checked(1000, ints(0))
     min_lr_ratio: float = checked(0.05, floats(0, 1))
     # cosine: warmup, then cosine to min_lr_ratio at the last planned step (the budget's where
-    # set); plateau: the same, and once patience/2 measurements pass without improvement the
-    # rest decays by a cosine to min_lr_ratio at the step early stopping would stop
+    # set); plateau: the same, and once patience // 2 epochs (a sample monitor's measurements)
+    # pass without improvement, the rest decays by a cosine to min_lr_ratio at the step early
+    # stopping would stop at
     schedule: str = checked("cosine", one_of("cosine", "plateau"))
     grad_clip: float = checked(1.0, POSITIVE_FLOAT)
     ema_decay: float = checked(0.9999, floats(0, 1, open_low=True, open_high=True))
