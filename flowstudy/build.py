@@ -1,6 +1,6 @@
 """Build everything a run trains with from its config: data, the values the data decides
-(flowstudy.resolve), batches, validation set, model, optimizer, EMA, early stopping and the step
-engine."""
+(flowstudy.resolve), batches, validation set (and a sample monitor's fixed draw), model,
+optimizer, EMA, early stopping and the step engine."""
 
 from __future__ import annotations
 
@@ -27,6 +27,7 @@ from flowstudy.ema import EMA
 from flowstudy.errors import ConfigError, UserError
 from flowstudy.flows import build_flow
 from flowstudy.models import build_model
+from flowstudy.monitor import SampleMonitor
 from flowstudy.precision import Precision
 from flowstudy.resolve import Resolved, resolve
 from flowstudy.state import Engine, TrainState, ValidationSet
@@ -47,6 +48,7 @@ class Built:
     engine: Engine
     compile_s: float | None = None  # seconds torch.compile took (train.compile)
     budget: Budget | None = None  # train.budget, planned on the resolved model
+    monitor: SampleMonitor | None = None  # the sample metric train.monitor names, if it does
 
 
 def compile_cache(study_dir: str) -> Path:
@@ -113,6 +115,7 @@ def build(cfg: Config, device: torch.device, ranks: Dist | None = None) -> Built
                               t.batch_size, seed=cfg.dataset.seed)
     if t.overfit_batches:  # scored on the very batches it fits
         val = ValidationSet(*batches.fixed_validation())
+    monitor = SampleMonitor.build(cfg, data, device)
     model = build_model(cfg.arch, data.dim).to(device)
     example = (batches.train[:2], torch.zeros(2, device=device))
     with torch.no_grad():
@@ -145,4 +148,4 @@ def build(cfg: Config, device: torch.device, ranks: Dist | None = None) -> Built
         forward = DistributedDataParallel(
             forward, device_ids=[device.index] if device.type == "cuda" else None)
     return Built(cfg, resolved, data, batches, val, state, Engine(forward, precision, ranks),
-                 compile_s, budget)
+                 compile_s, budget, monitor)

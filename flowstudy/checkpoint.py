@@ -2,10 +2,17 @@
 
 A file is one flat dict (``format_version`` 1, unchanged since the first release, so old
 checkpoints stay readable): the training state (``TrainState.state_dict()``: model, ema,
-optimizer, early_stopping, generators, epoch, step, batch, window, nonfinite, scaler), the global
-RNG states, and what the run is (its requested config, lineage, the values the data resolved,
-the normaliser and the W&B run id). ``Checkpoint.capture`` assembles it, ``Checkpoint.save`` writes
-it atomically, ``Checkpoint.load`` reads it once and explains what is wrong with a bad file.
+optimizer, early_stopping, generators, epoch, step, batch, window, nonfinite, scaler,
+schedule), the global RNG states, and what the run is (its requested config, lineage, the values
+the data resolved, the normaliser and the W&B run id). ``Checkpoint.capture`` assembles it,
+``Checkpoint.save`` writes it atomically, ``Checkpoint.load`` reads it once and explains what is
+wrong with a bad file.
+
+``early_stopping`` holds the monitor's best value (of ``train.monitor``: a val loss, or a sample
+metric on the val split), its epoch, the updates since, and the EMA val loss at that epoch;
+``schedule`` holds the steps a plateau decay runs from and to. Both of those additions
+(``early_stopping.best_val_loss``, ``schedule``) are optional: an older file resumes as a run
+that monitored a val loss and had no plateau.
 """
 
 from __future__ import annotations

@@ -32,6 +32,7 @@ class RunResult:
     error: str | None = None
     epochs: int = 0
     steps: int = 0
+    # the monitored val loss at best.pt (for a sample monitor: best.pt's EMA val loss)
     best_val_loss: float | None = None
     best_epoch: int | None = None
     wall_time_s: float = 0.0
@@ -53,6 +54,9 @@ class RunResult:
     # it ran on (wall time is not comparable across machines) and whether the schedule's
     # length was estimated.
     budget: dict[str, Any] | None = None
+    # A sample monitor (train.monitor=val_*; flowstudy.monitor): its metric, best value and
+    # epoch, what it measured on, and its cost (this training segment's measurements).
+    monitor: dict[str, Any] | None = None
     params: int | None = None
     dim: int | None = None  # data dimension
     metrics: dict[str, float] = field(default_factory=dict)  # sample quality, each with a floor
@@ -115,7 +119,7 @@ _SHAPES: dict[str, tuple[type, ...]] = {
     "name": (str,), "group": (str,), "groups": (list,), "swept": (dict,), "status": (str,),
     "metrics": (dict,), "config": (dict,), "lineage": (list,), "resolved": (dict,),
     "budget": (dict, type(None)), "checkpoint": (str, type(None)), "pid": (int, type(None)),
-    "host": (str, type(None))}
+    "host": (str, type(None)), "monitor": (dict, type(None))}
 _JSON_TYPE = {str: "a string", int: "an integer", list: "a list", dict: "an object",
               type(None): "null"}
 
@@ -219,6 +223,11 @@ def log_summary(result: RunResult, result_path: Path) -> None:
     m = result.metrics
     log.info("done: %s after %d epochs (%s); best val loss %.4f at epoch %d", result.name,
              result.epochs, result.stop_reason, result.best_val_loss, result.best_epoch)
+    if result.monitor is not None:
+        mon = result.monitor
+        log.info("best.pt chosen by %s on the val split: %.4g at epoch %d (%d measurements, "
+                 "%.2f s each)", mon["name"], mon["best"], mon["best_epoch"],
+                 mon["measurements"], mon["seconds_per_measurement"] or 0.0)
     log.info("samples, NFE %d (model / floor: real vs real / gauss: a Gaussian fit to train):",
              result.nfe)
     for key in SET_METRICS:

@@ -29,6 +29,7 @@ from flowstudy.evaluate import evaluate_best
 from flowstudy.fileio import atomic_path, ensure_writable_dir, removed_if_failed, run_lock
 from flowstudy.interrupt import Interrupted, StopRequest
 from flowstudy.lineage import Start, lineage_of, parent_metrics, resumed_start, segment
+from flowstudy.metrics import MONITORS
 from flowstudy.models import count_parameters
 from flowstudy.plan import (
     Branch,
@@ -224,8 +225,14 @@ def _setup(cfg: Config, result: RunResult, device: torch.device, ranks: Dist,
     if checkpoint is not None:
         state.load_state_dict(checkpoint.train)
         set_rng_state(checkpoint.rng)
-        log.info("resumed %s at epoch %d (step %d, best %.4f)", cfg.resume, state.epoch,
+        log.info("resumed %s at epoch %d (step %d, best %.4g)", cfg.resume, state.epoch,
                  state.step, state.stopper.best)
+        saved = checkpoint.config.get("train", {}).get("monitor", "ema")
+        if MONITORS.get(saved, MONITORS["ema"]).measures != MONITORS[cfg.train.monitor].measures:
+            state.stopper.reset()
+            log.info("train.monitor=%s: the checkpoint's best is of train.monitor=%s, another "
+                     "measure; this run's first measurement sets its best", cfg.train.monitor,
+                     saved)
     result.params, result.dim = count_parameters(state.model), built.data.dim
     result.threads = torch.get_num_threads()
     result.compile_s = None if built.compile_s is None else round(built.compile_s, 3)
@@ -237,6 +244,8 @@ def _setup(cfg: Config, result: RunResult, device: torch.device, ranks: Dist,
         log.info("%s", built.resolved.line())
         warn_if_warmup_too_long(built.resolved)
         warn_if_budget_beyond_epochs(built.resolved, built.cfg.train.epochs)
+        if built.monitor is not None:
+            log.info("%s", built.monitor.describe(cfg.train.monitor_every))
     return built
 
 
@@ -278,12 +287,15 @@ def _train(cfg: Config, result: RunResult, built: Built, start: Start,
             fitted = fit(built.cfg.train, state, batches, built.val, tracker,
                          Checkpoints(checkpoint_dir, header, cfg.checkpoint.save_last,
                                      lambda: tracker.run_id),
-                         stop=stop, engine=built.engine, budget=built.budget, alerts=alerts)
+                         stop=stop, engine=built.engine, budget=built.budget, alerts=alerts,
+                         monitor=built.monitor)
     finally:  # an interrupted run's record says how far it got and what best.pt holds
         result.epochs, result.steps = state.epoch, state.step
         if state.stopper.best_epoch:
-            result.best_val_loss = state.stopper.best
+            result.best_val_loss = state.stopper.best_val_loss
             result.best_epoch = state.stopper.best_epoch
+    if built.monitor is not None:
+        result.monitor = built.monitor.record(state.stopper, fitted.monitor_s)
     result.stop_reason = fitted.stop_reason
     result.step_mode = fitted.step_mode
     result.budget = fitted.budget
@@ -327,8 +339,8 @@ def _branch_best(cfg: Config, state: Any, header: RunHeader, checkpoint_dir: Pat
 def _best(checkpoint_dir: Path, cfg: Config, device: torch.device) -> Checkpoint:
     best = checkpoint_dir / "best.pt"
     if not best.exists():
-        raise CheckpointError(f"no epoch produced a finite {cfg.train.monitor} validation "
-                              f"loss, so there is no best checkpoint to evaluate")
+        raise CheckpointError(f"no epoch produced a finite train.monitor={cfg.train.monitor} "
+                              f"value, so there is no best checkpoint to evaluate")
     return Checkpoint.load(best, device)
 
 

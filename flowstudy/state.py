@@ -77,6 +77,8 @@ class TrainState:
     epoch_start: dict[str, torch.Tensor] | None = None
     scaler: torch.amp.GradScaler | None = None  # fp16 loss scale
     step: int = 0  # optimizer steps applied, as of the host's latest read of the tally
+    # train.schedule=plateau: the steps its decay runs from and to, once the monitor plateaued
+    plateau: tuple[int, int] | None = None
 
     def __post_init__(self) -> None:
         if self.tally is None:
@@ -105,6 +107,7 @@ class TrainState:
                        "steps": int(counts["window_steps"])},
             "nonfinite": {"streak": int(counts["streak"]), "skipped": int(counts["skipped"])},
             "scaler": self.scaler.state_dict() if self.scaler is not None else None,
+            "schedule": {"plateau": None if self.plateau is None else list(self.plateau)},
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -123,6 +126,9 @@ class TrainState:
                        skipped=int(state["nonfinite"]["skipped"]))
         if self.scaler is not None and state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])
+        # Checkpoints from before train.schedule=plateau have no schedule state: none began.
+        plateau = state.get("schedule", {}).get("plateau")
+        self.plateau = None if plateau is None else (int(plateau[0]), int(plateau[1]))
 
 
 @dataclass
@@ -172,5 +178,7 @@ class FitResult:
     # steps taken (applied or skipped) over the whole run, counted on the host
     taken: int = 0
     budget: dict | None = None  # flowstudy.budget.Budget.record(), where a budget was set
+    # a sample monitor's seconds per measurement, in this call (flowstudy.monitor)
+    monitor_s: list[float] = field(default_factory=list)
 
 

@@ -23,7 +23,7 @@ from flowstudy.alerts import NO_COMMANDS, Alert, Commands, for_error
 from flowstudy.config import Config, WandbConfig, to_dict
 from flowstudy.errors import ConfigError, UserError
 from flowstudy.fileio import atomic_path
-from flowstudy.metrics import VALIDATION_LOSSES
+from flowstudy.metrics import VALIDATION_VALUES
 from flowstudy.results import status_for
 
 log = logging.getLogger(__name__)
@@ -164,7 +164,7 @@ class Tracker:
                 self.run = wandb.init(**{**self._init, "resume_from": None, "fork_from": None,
                                          "id": resume_id, "resume": resume_id and "allow"},
                                       settings=settings)
-            for key in VALIDATION_LOSSES:
+            for key in VALIDATION_VALUES:
                 self.run.define_metric(key, summary="min")
         except Exception as e:  # surfaced by run_id and finish()
             self._send_error = e

@@ -2,7 +2,8 @@
 
 Order of events per step: take the next (x0, x1, t, eps) batch, build x_t and the target from the
 flow's path, MSE, backward, clip, optimizer step (at the scheduled lr), EMA update. Per epoch:
-validate raw and EMA weights on fixed noise, update early stopping, write ``best.pt`` on
+validate raw and EMA weights on fixed noise, measure a sample monitor's metric where one is due
+(flowstudy.monitor), update early stopping (and a plateau schedule), write ``best.pt`` on
 improvement (and ``last.pt`` if asked).
 """
 
@@ -34,6 +35,8 @@ from flowstudy.errors import Diverged
 from flowstudy.flows.paths import ProbabilityPath
 from flowstudy.graph_step import training_steps
 from flowstudy.interrupt import Interrupted, StopRequest
+from flowstudy.metrics import MONITOR_SECONDS, MONITORS
+from flowstudy.monitor import Measurement, SampleMonitor
 from flowstudy.precision import Precision
 from flowstudy.schedule import WarmupCosine
 from flowstudy.state import Engine, FitResult, TrainState, ValidationSet, generator_states
@@ -96,10 +99,12 @@ def validation_loss(model: nn.Module, path: ProbabilityPath, val: ValidationSet,
 def fit(cfg: TrainConfig, state: TrainState, batches: BatchSource, val: ValidationSet,
         sink: MetricsSink, checkpoints: Checkpoints, stop: StopRequest | None = None,
         engine: Engine | None = None, budget: Budget | None = None,
-        alerts: LoopAlerts | None = None) -> FitResult:
+        alerts: LoopAlerts | None = None, monitor: SampleMonitor | None = None) -> FitResult:
     """Train until ``cfg.epochs``, early stopping or ``budget`` (whichever comes first),
     writing ``best.pt`` (and ``last.pt``) to ``checkpoints`` on rank 0 while the other ranks
-    wait.
+    wait. ``monitor`` is the sample monitor ``cfg.monitor`` names, if it names one: it measures
+    on rank 0 every ``cfg.monitor_every`` epochs and at the last (train.epochs, or a budget
+    spent by its step), and every rank gets its value.
 
     A flops or steps ``budget`` stops the run right after its planned step (counted on the host:
     no device read per step) and a seconds budget at the first log point or epoch end past its
@@ -115,7 +120,7 @@ def fit(cfg: TrainConfig, state: TrainState, batches: BatchSource, val: Validati
     started = time.perf_counter()
     loop = _Loop(cfg, state, batches, val, sink, checkpoints, stop,
                  engine or Engine(state.model, Precision.create("fp32", state.tally.steps.device)),
-                 budget, started, alerts)
+                 budget, started, alerts, monitor)
     first_step = state.step
     bar = tqdm(total=loop.schedule.total_steps if budget is not None and budget.by_steps
                else cfg.epochs * batches.steps_per_epoch, initial=state.step, unit="step",
@@ -146,14 +151,15 @@ def fit(cfg: TrainConfig, state: TrainState, batches: BatchSource, val: Validati
                  f", {loop.taken * budget.flops_per_step:.4g} FLOPs" if budget.by_steps else
                  f", {seconds:.1f} s", state.epoch)
     elif stopped and loop.ranks.main:
-        log.info("early stopping after epoch %d: no improvement of %s val loss for %d epochs "
-                 "(best %.4f at epoch %d)", state.epoch, cfg.monitor, cfg.patience,
+        log.info("early stopping after epoch %d: no improvement of %s for %d %s (best %.4g at "
+                 "epoch %d)", state.epoch, loop.monitored, cfg.patience, loop.updates,
                  state.stopper.best, state.stopper.best_epoch)
     reason = "budget" if loop.spent else "early_stopping" if stopped else "max_epochs"
     return FitResult(stop_reason=reason, epochs=state.epoch, steps=state.step, seconds=seconds,
                      steps_done=state.step - first_step, step_mode=loop.steps.reason,
                      schedule_steps=loop.schedule.total_steps, taken=loop.taken,
-                     budget=None if budget is None else budget.record(loop.taken, seconds))
+                     budget=None if budget is None else budget.record(loop.taken, seconds),
+                     monitor_s=loop.monitor_s)
 
 
 class _Loop:
@@ -163,17 +169,29 @@ class _Loop:
     def __init__(self, cfg: TrainConfig, state: TrainState, batches: BatchSource,
                  val: ValidationSet, sink: MetricsSink, checkpoints: Checkpoints,
                  stop: StopRequest | None, engine: Engine, budget: Budget | None = None,
-                 started: float = 0.0, alerts: LoopAlerts | None = None) -> None:
+                 started: float = 0.0, alerts: LoopAlerts | None = None,
+                 monitor: SampleMonitor | None = None) -> None:
         self.cfg, self.state, self.batches, self.val = cfg, state, batches, val
         self.alerts = alerts
         self.streak_alerted = False  # the current streak of skipped steps has had its alert
         self.sink, self.checkpoints, self.stop = sink, checkpoints, stop
         self.ranks, self.budget, self.started = engine.dist, budget, started
+        if (MONITORS[cfg.monitor].metric is None) != (monitor is None):
+            raise ValueError(f"train.monitor={cfg.monitor} needs "
+                             f"{'a' if monitor is None else 'no'} SampleMonitor")
+        self.monitor = monitor
+        # Epochs between early-stopping updates, and how the log names them.
+        self.every = cfg.monitor_every if monitor is not None else 1
+        self.monitored = cfg.monitor if monitor is not None else f"{cfg.monitor} val loss"
+        self.updates = "measurements" if monitor is not None else "epochs"
+        self.monitor_s: list[float] = []  # each measurement's seconds, in this process
+        if cfg.schedule != "plateau":  # a branch off a plateau run that asks for the plain cosine
+            state.plateau = None
         epochs_steps = cfg.epochs * batches.steps_per_epoch
         self.schedule = WarmupCosine(
             cfg.lr, cfg.warmup_steps,
             budget.schedule_steps(epochs_steps) if budget is not None else epochs_steps,
-            cfg.min_lr_ratio)
+            cfg.min_lr_ratio, state.plateau)
         attach_lr(state.optimizer, state.tally)
         self.steps = training_steps(cfg, state, engine, batches, StepConfig(
             self.schedule, cfg.grad_clip, cfg.accum_steps, cfg.nan_patience))
@@ -278,8 +296,36 @@ class _Loop:
         tally.window_steps.zero_()
         self.check_clock()
 
+    def measure(self) -> Measurement:
+        """The sample monitor's metric of the EMA weights, measured on rank 0, on every rank."""
+        m = (self.monitor.measure(self.state.ema.module) if self.ranks.main
+             else Measurement(0.0, 0.0))
+        if self.ranks.active:
+            shared = self.ranks.sum_(torch.tensor([m.value, m.seconds], dtype=torch.float64,
+                                                  device=self.state.tally.steps.device))
+            m = Measurement(*shared.tolist())
+        self.monitor_s.append(m.seconds)
+        return m
+
+    def plan_plateau(self) -> None:
+        """train.schedule=plateau: once half the patience is used up, the lr decays to its
+        minimum at the step where early stopping would stop if nothing improves."""
+        stopper, state = self.state.stopper, self.state
+        if self.cfg.schedule != "plateau" or state.plateau is not None or not stopper.on_plateau:
+            return
+        left = (stopper.patience - stopper.bad_epochs) * self.every * self.batches.steps_per_epoch
+        state.plateau = (state.step, state.step + left)
+        self.schedule = dataclasses.replace(self.schedule, plateau=state.plateau)
+        self.steps.set_schedule(self.schedule)
+        if self.ranks.main:
+            log.info("schedule=plateau: no improvement of %s for %d %s; the lr decays from %.3g "
+                     "at step %d to %.3g at step %d, where early stopping would stop",
+                     self.monitored, stopper.bad_epochs, self.updates, self.schedule(state.step),
+                     state.step, self.schedule(state.plateau[1]), state.plateau[1])
+
     def end_of_epoch(self) -> None:
-        """Validate raw and EMA weights, update early stopping, checkpoint on improvement."""
+        """Validate raw and EMA weights, measure a sample monitor where one is due, update early
+        stopping (and a plateau schedule), checkpoint on improvement."""
         state, cfg = self.state, self.cfg
         state.epoch += 1
         state.batch = 0
@@ -288,13 +334,25 @@ class _Loop:
         path = self.batches.flow.path
         raw = validation_loss(state.model, path, self.val, self.ranks)
         ema_loss = validation_loss(state.ema.module, path, self.val, self.ranks)
-        improved = state.stopper.update(ema_loss if cfg.monitor == "ema" else raw, state.epoch,
-                                        counting=state.step >= cfg.warmup_steps)
-        self.sink.log({"val/raw_loss": raw, "val/ema_loss": ema_loss,
-                       "val/best": state.stopper.best, "epoch": state.epoch}, state.step)
+        logged = {"val/raw_loss": raw, "val/ema_loss": ema_loss}
+        value, measured = None, ""  # None: no update of early stopping this epoch
+        if self.monitor is None:
+            value = ema_loss if cfg.monitor == "ema" else raw
+        elif state.epoch % self.every == 0 or state.epoch >= cfg.epochs or self.spent:
+            m = self.measure()
+            value = m.value
+            logged |= {MONITORS[cfg.monitor].log_key: m.value, MONITOR_SECONDS: m.seconds}
+            measured = f"  {self.monitor.metric} {m.value:.4g} ({m.seconds:.2f} s)"
+        improved = value is not None and state.stopper.update(
+            value, state.epoch, counting=state.step >= cfg.warmup_steps,
+            val_loss=None if self.monitor is None else ema_loss)
+        self.sink.log({**logged, "val/best": state.stopper.best, "epoch": state.epoch},
+                      state.step)
         if self.ranks.main:
-            log.info("epoch %d/%d  step %d  val %.4f  ema %.4f%s", state.epoch, cfg.epochs,
-                     state.step, raw, ema_loss, "  *best*" if improved else "")
+            log.info("epoch %d/%d  step %d  val %.4f  ema %.4f%s%s", state.epoch, cfg.epochs,
+                     state.step, raw, ema_loss, measured, "  *best*" if improved else "")
+        if value is not None:
+            self.plan_plateau()  # before the checkpoints, which hold it
         if improved:
             self.save("best.pt")
         if self.checkpoints.save_last:

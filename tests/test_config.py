@@ -90,7 +90,7 @@ def test_names_are_derived_and_overridable() -> None:
 
 
 @pytest.mark.parametrize("ablation", ["none", "architectures", "flow-methods", "dataset-size",
-                                      "augmentations"])
+                                      "augmentations", "checkpoint-selection"])
 def test_ablation_sets_the_group(ablation: str) -> None:
     expected = "default" if ablation == "none" else ablation
     assert compose_config([f"ablation={ablation}"]).group == expected
@@ -128,6 +128,10 @@ def test_solver_choices_match_the_solvers() -> None:
         ("train.grad_clip=0", "train.grad_clip"),
         ("train.min_lr_ratio=1.5", "train.min_lr_ratio"),
         ("train.monitor=best", "train.monitor"),
+        ("train.monitor_every=0", "train.monitor_every"),
+        ("train.monitor_n=5", "train.monitor_n"),
+        ("train.monitor_steps=0", "train.monitor_steps"),
+        ("train.schedule=step", "train.schedule"),
         ("train.device=tpu", "train.device"),
         ("dataset.n_val=0", "dataset.n_val"),
         ("arch.width=0", "arch.width"),
@@ -235,11 +239,15 @@ NAME_RULE = ("a run name of letters, digits and . _ - + = , starting with a lett
     # further likely mistakes
     ("arch=DiT", "arch=DiT is not an option; available: dit, mlp, unet"),
     ("ablation=architecture", "ablation=architecture is not an option; available: "
-     "architectures, architectures-isoflop, augmentations, dataset-size, flow-methods, none"),
+     "architectures, architectures-isoflop, augmentations, checkpoint-selection, dataset-size, "
+     "flow-methods, none"),
     ("train.batch_size=0", "train.batch_size=0 is not allowed: an integer >= 1, or null for "
      "256, or the train split where smaller"),
     ("sample.steps=0", "sample.steps=0 is not allowed: an integer >= 1"),
     ("train.patience=-3", "train.patience=-3 is not allowed: an integer >= 1"),
+    ("train.monitor=val_w2", "train.monitor='val_w2' is not allowed: one of ema, raw, val_mmd, "
+     "val_c2st, val_norm_w1"),
+    ("train.monitor_every=0", "train.monitor_every=0 is not allowed: an integer >= 1"),
     ("dataset.normalize=none",
      "dataset.normalize='none' is not allowed: one of standard, robust, global"),
     ("train.epochs=1e3",

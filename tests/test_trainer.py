@@ -1,10 +1,12 @@
 """The training loop in-process (``flowstudy.trainer.fit``): a mid-epoch stop and a checkpoint
 both resume bitwise, accumulation equals one full batch, background pairing equals inline
-pairing, and the state survives its state_dict."""
+pairing, the state survives its state_dict, and a sample monitor with a plateau schedule stops,
+decays and resumes as planned."""
 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import signal
 from pathlib import Path
 
@@ -16,6 +18,7 @@ from flowstudy.checkpoint import Checkpoint
 from flowstudy.config import Config
 from flowstudy.interrupt import Interrupted, StopRequest
 from flowstudy.rng import rng_state, seed_everything, set_rng_state
+from flowstudy.schedule import WarmupCosine
 from flowstudy.state import TrainState
 from flowstudy.trainer import Checkpoints, fit
 
@@ -169,3 +172,43 @@ def test_accumulation_gives_the_update_of_one_full_batch(tmp_path: Path) -> None
     for other in weights[1:]:
         for a, b in zip(weights[0], other, strict=True):
             torch.testing.assert_close(a, b, atol=2e-6, rtol=1e-5)
+
+
+def test_a_sample_monitor_drives_stopping_and_a_plateau_decay_and_resumes_bitwise(
+        tmp_path: Path) -> None:
+    # Only the first measurement can improve (min_delta 100): measured at epochs 2, 4, 6; half
+    # the patience of 2 is used up at epoch 4 (step 32), so the lr decays to its minimum at step
+    # 48, where the second measurement without improvement stops the run.
+    cfg = _config(tmp_path, "train.monitor=val_norm_w1", "train.monitor_every=2",
+                  "train.patience=2", "train.min_delta=100", "train.schedule=plateau",
+                  "train.epochs=10")
+    straight, sink = _built(cfg), Sink()
+    fitted = fit(cfg.train, straight.state, straight.batches, straight.val, sink,
+                 KeepEveryLast(tmp_path / "a", save_last=True), monitor=straight.monitor)
+    state = straight.state
+    assert (fitted.stop_reason, state.epoch, state.stopper.best_epoch) == ("early_stopping", 6, 2)
+    measured = [r for r in sink.records if "val/norm_w1" in r]
+    assert [r["step"] for r in measured] == [16, 32, 48] and len(fitted.monitor_s) == 3
+    assert all(r["val/monitor_s"] > 0 for r in measured)
+    assert state.plateau == (32, 48)
+    planned = WarmupCosine(cfg.train.lr, cfg.train.warmup_steps, 80, cfg.train.min_lr_ratio)
+    lrs = {r["step"]: r["train/lr"] for r in sink.records if "train/lr" in r}
+    assert lrs[32] == pytest.approx(planned(31))
+    assert lrs[48] == pytest.approx(dataclasses.replace(planned, plateau=(32, 48))(47))
+    assert lrs[48] < 0.5 * planned(47)
+    assert Checkpoint.load(tmp_path / "epoch5.pt").train["schedule"] == {"plateau": [32, 48]}
+    assert state.stopper.best_val_loss == next(r["val/ema_loss"] for r in measured)
+
+    resumed, resumed_sink = _built(cfg), Sink()
+    ckpt = Checkpoint.load(tmp_path / "epoch5.pt")
+    resumed.state.load_state_dict(ckpt.train)
+    set_rng_state(ckpt.rng)
+    fit(cfg.train, resumed.state, resumed.batches, resumed.val, resumed_sink,
+        Checkpoints(tmp_path / "b"), monitor=resumed.monitor)
+    for a, b in zip(_weights(state), _weights(resumed.state), strict=True):
+        assert torch.equal(a, b)
+
+    def timeless(records: list[dict]) -> list[dict]:
+        return [{k: v for k, v in r.items() if k != "val/monitor_s"} for r in records]
+
+    assert timeless(resumed_sink.records) == timeless([r for r in sink.records if r["step"] > 40])

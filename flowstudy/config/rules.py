@@ -61,6 +61,8 @@ MAX_EVAL_POINTS = 10_000
 MAX_EVAL_DIM = 8_192
 # k-NN precision/recall needs k + 1 = 4 points in each set it scores.
 MIN_EVAL_POINTS = 4
+# A sample monitor's C2ST needs 2 points of each set in each of its 5 folds.
+MIN_MONITOR_POINTS = 10
 # A path component on every filesystem, and never "." or "..".
 _NAME_CHARS = "letters, digits and . _ - + = , starting with a letter or digit"
 _NAME = r"[A-Za-z0-9][A-Za-z0-9._+=,-]"

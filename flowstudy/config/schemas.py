@@ -19,6 +19,7 @@ from flowstudy.config.rules import (
     MAX_EVAL_DIM,
     MAX_EVAL_POINTS,
     MIN_EVAL_POINTS,
+    MIN_MONITOR_POINTS,
     N_TEST,
     N_VAL,
     NON_NEGATIVE_FLOAT,
@@ -36,7 +37,7 @@ from flowstudy.config.rules import (
     ints,
     one_of,
 )
-from flowstudy.metrics import OBJECTIVES
+from flowstudy.metrics import MONITORS, OBJECTIVES
 
 # --- group schemas: one base per group; options with different fields get their own subclass ----
 # Options sharing a schema (e.g. the 2-d datasets) differ only by values set in their YAML.
@@ -196,15 +197,31 @@ class TrainConfig:
     weight_decay: float = checked(0.0, NON_NEGATIVE_FLOAT)
     warmup_steps: int = checked(1000, ints(0))
     min_lr_ratio: float = checked(0.05, floats(0, 1))
+    # cosine: warmup, then cosine to min_lr_ratio at the last planned step (the budget's where
+    # set); plateau: the same, and once patience // 2 epochs (a sample monitor's measurements)
+    # pass without improvement, the rest decays by a cosine to min_lr_ratio at the step early
+    # stopping would stop at
+    schedule: str = checked("cosine", one_of("cosine", "plateau"))
     grad_clip: float = checked(1.0, POSITIVE_FLOAT)
     ema_decay: float = checked(0.9999, floats(0, 1, open_low=True, open_high=True))
     # EMA warmup: decay_k = min(ema_decay, 1 - (1 + k) ** -ema_power) after k updates, so early
     # on the average spans ~(1 + k) ** ema_power recent steps instead of the initial weights;
     # null switches it off.
     ema_power: float | None = checked(2 / 3, POSITIVE_FLOAT.or_null("for no EMA warmup"))
-    # which val loss drives early stopping and the best checkpoint
-    monitor: str = checked("ema", one_of("ema", "raw"))
-    patience: int = checked(20, POSITIVE)  # epochs without improvement, counted after warmup
+    # What picks best.pt and drives early stopping: the val loss of the EMA or the raw weights,
+    # or a sample metric (val_mmd, val_c2st, val_norm_w1) of the EMA weights' samples from fixed
+    # noise against the val split (flowstudy/monitor.py; the test split stays untouched)
+    monitor: str = checked("ema", one_of(*MONITORS))
+    # A sample monitor measures every N epochs (and at the run's last); a val loss is every epoch
+    monitor_every: int = checked(1, POSITIVE)
+    # Points a sample monitor draws, against as many val rows (at most the val split)
+    monitor_n: int = checked(512, ints(MIN_MONITOR_POINTS, MAX_EVAL_POINTS,
+                                       "the C2ST's 5 folds need 2 points a class"))
+    # A sample monitor's solver steps (with sample.solver; dopri5 adapts its own); null:
+    # sample.steps
+    monitor_steps: int | None = checked(20, POSITIVE.or_null("for sample.steps"))
+    # Measurements without improvement (epochs, for a val loss), counted after warmup
+    patience: int = checked(20, POSITIVE)
     min_delta: float = checked(0.0, NON_NEGATIVE_FLOAT)
     log_every: int = checked(10, POSITIVE)
     device: str = checked("auto", Rule("auto, cpu, cuda or cuda:N", lambda v: v in (

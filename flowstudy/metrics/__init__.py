@@ -72,10 +72,41 @@ QUALITY: tuple[str, ...] = tuple(m.name for m in _ALL if m.name != "best_val_los
 # What objective= accepts, and which way a search optimises it.
 OBJECTIVES: dict[str, Direction] = {m.name: m.direction for m in _ALL
                                     if m.direction and m.objective}
-# Validation losses logged every epoch: W&B summarises them by their minimum.
-VALIDATION_LOSSES: tuple[str, ...] = ("val/raw_loss", "val/ema_loss")
 # The headline metrics a sweep's summary line shows per job.
 HEADLINE: tuple[str, ...] = ("w2", "fd")
+
+
+@dataclass(frozen=True)
+class Monitor:
+    """A value ``train.monitor`` may name: what picks ``best.pt`` and drives early stopping."""
+
+    name: str
+    # The set metric measured on EMA samples against the validation split (flowstudy.monitor);
+    # None: a validation loss, of the EMA (``ema``) or the raw (``raw``) weights.
+    metric: str | None = None
+
+    @property
+    def log_key(self) -> str:
+        """Its key in metrics.jsonl and W&B."""
+        return f"val/{self.metric}" if self.metric else f"val/{self.name}_loss"
+
+    @property
+    def measures(self) -> str:
+        """What its values are a measure of: a checkpoint's best carries over into a branch
+        only when the branch monitors the same thing (a val loss is not an MMD)."""
+        return self.metric or "val loss"
+
+
+# Early stopping keeps the lowest value, so only metrics the registry minimises are monitors;
+# c2st is the classifier's accuracy, minimised towards 0.5 (below it is noise).
+MONITORS: dict[str, Monitor] = {m.name: m for m in (
+    Monitor("ema"), Monitor("raw"),
+    *(Monitor(f"val_{name}", name) for name in ("mmd", "c2st", "norm_w1")))}
+# What a sample monitor logs each time it measures, besides the metric: its cost in seconds.
+MONITOR_SECONDS = "val/monitor_s"
+# Validation values logged every epoch (the val losses) or measurement (a sample monitor's
+# metric): W&B summarises them by their minimum.
+VALIDATION_VALUES: tuple[str, ...] = tuple(m.log_key for m in MONITORS.values())
 
 
 def label(name: str) -> str:
