@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,7 @@ from flowstudy.fileio import atomic_path
 from flowstudy.rng import rng_state
 
 FORMAT_VERSION = 1
+ZIP_MAGIC = b"PK\x03\x04"  # what every file torch.save writes starts with
 COMPATIBLE_SECTIONS = ("arch", "flow", "dataset")
 # The training state a resumable file must hold; a file without it is damaged or foreign.
 TRAIN_KEYS = ("model", "ema", "optimizer", "early_stopping", "generators", "epoch", "step",
@@ -109,8 +111,8 @@ class Checkpoint:
             raw = p.read_bytes()
             content = torch.load(io.BytesIO(raw), map_location=map_location, weights_only=True)
         except Exception as e:  # torch raises several types for truncated or foreign files
-            reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise CheckpointError(f"resume={path}: not a readable checkpoint ({reason})") from e
+            raise CheckpointError(f"resume={path}: not a readable checkpoint "
+                                  f"({_unreadable(raw, e)})") from e
         if not isinstance(content, dict) or "format_version" not in content:
             raise CheckpointError(f"resume={path}: not a flowstudy checkpoint")
         version = content["format_version"]
@@ -133,6 +135,20 @@ class Checkpoint:
                  if k not in (*HEADER_KEYS, "rng", "format_version")}
         return cls(train=train, rng=content["rng"], sha256=hashlib.sha256(raw).hexdigest(),
                    **{k: content.get(k) for k in HEADER_KEYS})
+
+
+def _unreadable(raw: bytes, e: Exception) -> str:
+    """What is wrong with a file torch cannot load, from its bytes: torch's own messages for a
+    cut-short file ("negative seek value", "failed finding central directory") name its
+    internals, not the file."""
+    if not raw:
+        return "the file is empty"
+    if raw.startswith(ZIP_MAGIC) and not zipfile.is_zipfile(io.BytesIO(raw)):
+        return (f"the file is cut short: {len(raw)} bytes, its zip archive lacks its end, as an "
+                f"interrupted copy or a full disk leaves it")
+    if not raw.startswith(ZIP_MAGIC):
+        return "not a torch checkpoint: torch.save writes a zip archive, and this is not one"
+    return str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
 
 
 def check_config(path: str | os.PathLike[str], config: dict[str, Any]) -> None:

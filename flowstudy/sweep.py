@@ -24,12 +24,13 @@ from hydra import compose
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.override_parser.types import ValueType
 from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from flowstudy.config import Config, check_keys, validate, validate_eval
-from flowstudy.errors import Refused, UserError, describe
+from flowstudy.errors import Refused, UserError, describe, output_dir_line
 from flowstudy.fileio import write_json
 from flowstudy.results import RunResult
 
@@ -145,8 +146,14 @@ def check_jobs(config: DictConfig) -> None:
     if not config.hydra.sweeper.get("_target_", "").endswith(".BasicSweeper"):
         return  # a search space (Optuna) has no grid to enumerate; its trials check themselves
     config_name = config.hydra.job.get("config_name") or "config"
+    overrides = _sweep_overrides(config)
+    ranges = [o.input_line for o in overrides if o.value_type == ValueType.INTERVAL_SWEEP]
+    if ranges:
+        raise UserError(f"{ranges[0]}: interval() is a range to search, which only an Optuna "
+                        f"search samples; add hparams_search=lr_optuna (or "
+                        f"hydra/sweeper=optuna), or list the values to run: key=0.1,0.3,1")
     jobs = 0
-    for batch in BasicSweeper.split_arguments(_sweep_overrides(config), None):
+    for batch in BasicSweeper.split_arguments(overrides, None):
         for job in batch:
             jobs += 1
             job = [o for o in job if not o.startswith(("hydra.", "hydra/"))]
@@ -215,7 +222,10 @@ class SweepSummary(Callback):
         self._job_started = 0.0
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        record_sweep(config)
+        try:
+            record_sweep(config)
+        except OSError as e:  # Hydra would warn, then fail on the same directory itself
+            raise Refused(output_dir_line(e)) from e
         _refuse_bad_grid(config)
 
     def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
