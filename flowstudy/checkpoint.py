@@ -31,7 +31,7 @@ COMPATIBLE_SECTIONS = ("arch", "flow", "dataset")
 # The training state a resumable file must hold; a file without it is damaged or foreign.
 TRAIN_KEYS = ("model", "ema", "optimizer", "early_stopping", "generators", "epoch", "step",
               "batch", "window", "nonfinite")
-HEADER_KEYS = ("config", "lineage", "resolved", "normalizer", "wandb_run_id")
+HEADER_KEYS = ("config", "lineage", "resolved", "normalizer", "wandb_run_id", "full_name")
 
 
 class CheckpointError(UserError):
@@ -46,6 +46,7 @@ class RunHeader:
     lineage: list[dict[str, Any]] = field(default_factory=list)
     resolved: dict[str, Any] = field(default_factory=dict)  # flowstudy.resolve.Resolved
     normalizer: dict[str, Any] = field(default_factory=dict)
+    full_name: str | None = None  # the derived name in full, where config's name is shortened
 
 
 @dataclass
@@ -57,6 +58,7 @@ class Checkpoint:
     resolved: dict[str, Any] | None = None
     normalizer: dict[str, Any] | None = None
     wandb_run_id: str | None = None
+    full_name: str | None = None
     # Of the bytes this object was read from (None: not read from a file).
     sha256: str | None = field(default=None, compare=False)
 
@@ -65,7 +67,8 @@ class Checkpoint:
         """The checkpoint of ``state`` (a TrainState) now, with the global RNG states."""
         return cls(train=state.state_dict(), rng=rng_state(), config=header.config,
                    lineage=header.lineage, resolved=header.resolved,
-                   normalizer=header.normalizer, wandb_run_id=wandb_run_id)
+                   normalizer=header.normalizer, wandb_run_id=wandb_run_id,
+                   full_name=header.full_name)
 
     @property
     def epoch(self) -> int:
@@ -81,7 +84,8 @@ class Checkpoint:
     def save(self, path: str | os.PathLike[str]) -> None:
         content = {"format_version": FORMAT_VERSION, **self.train, "rng": self.rng,
                    "config": self.config, "lineage": self.lineage, "resolved": self.resolved,
-                   "normalizer": self.normalizer, "wandb_run_id": self.wandb_run_id}
+                   "normalizer": self.normalizer, "wandb_run_id": self.wandb_run_id,
+                   "full_name": self.full_name}
         try:
             # Through a Python file, so a full disk is an OSError (ENOSPC) that torch's zip
             # writer at most wraps: its own file writer reports only a RuntimeError about

@@ -191,8 +191,11 @@ def run_cli(task: Callable[[], Any], module: str) -> None:
                   f"rerun this sweep once it has finished", file=sys.stderr)
             sys.exit(EXIT_BUSY)
     except Interrupted as e:
-        print(f"flowstudy: {e}\n{'resume' if e.checkpoint else 'continue'} with:\n"
-              f"  {e.command}", file=sys.stderr)
+        if e.during == "starting":  # nothing of the run was written: nothing to continue
+            print(f"flowstudy: {e}", file=sys.stderr)
+        else:
+            print(f"flowstudy: {e}\n{'resume' if e.checkpoint else 'continue'} with:\n"
+                  f"  {e.command}", file=sys.stderr)
         sys.exit(128 + e.signum)
     except KeyboardInterrupt:
         print("flowstudy: aborted", file=sys.stderr)

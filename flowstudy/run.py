@@ -17,7 +17,7 @@ import torch
 
 from flowstudy.build import Built, build
 from flowstudy.checkpoint import Checkpoint, CheckpointError, RunHeader, check_compatible
-from flowstudy.config import Config, to_dict
+from flowstudy.config import Config, full_name, to_dict
 from flowstudy.cost import record_cost
 from flowstudy.data.fingerprint import data_fingerprint
 from flowstudy.devices import resolve_device, set_threads, use_deterministic, use_tf32
@@ -157,7 +157,8 @@ def _execute(cfg: Config, plan: Plan, checkpoint: Checkpoint | None, run_dir: Pa
         cfg.name, plan.result.lineage)
     evaluate_only = isinstance(plan, EvaluateOnly)
     result = plan.result if evaluate_only else RunResult(
-        name=cfg.name, group=cfg.group, groups=[cfg.group], swept=swept,
+        name=cfg.name, group=cfg.group, full_name=full_name(cfg.name), groups=[cfg.group],
+        swept=swept,
         checkpoint=str(paths.checkpoints / "best.pt"), config=to_dict(cfg),
         lineage=start.lineage)
     result.error = None
@@ -252,7 +253,7 @@ def _train(cfg: Config, result: RunResult, built: Built, start: Start,
            tracker: Tracker | NullTracker, checkpoint_dir: Path, stop: StopRequest) -> None:
     state = built.state
     header = RunHeader(config=to_dict(cfg), lineage=start.lineage, resolved=result.resolved,
-                       normalizer=built.data.normalizer.state_dict())
+                       normalizer=built.data.normalizer.state_dict(), full_name=result.full_name)
     tracker.summary({"params": result.params,
                      **{f"resolved/{k}": v for k, v in result.resolved.items() if k != "arch"}})
     if start.branch and built.engine.dist.main:

@@ -249,6 +249,9 @@ class WandbConfig:
     mode: str = checked("offline", one_of("offline", "online", "disabled"))
     tags: list[str] = field(default_factory=list, metadata={"rule": WANDB_TAGS})
     quiet: bool = True  # W&B's own terminal output off (flowstudy prints where the run went)
+    # Seconds online mode waits for W&B's server before it logs offline instead (W&B's own
+    # default, 90 s, is a silent stall at the first checkpoint when there is no network).
+    init_timeout: float = checked(20.0, POSITIVE_FLOAT)
 
 
 @dataclass
