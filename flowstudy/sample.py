@@ -65,6 +65,7 @@ def evaluate_checkpoint(cfg: EvalConfig, overrides: list[str]) -> dict[str, Any]
 
     from flowstudy.data import build_data
     from flowstudy.evaluate import evaluate
+    from flowstudy.flows.solvers import solver_steps
     from flowstudy.loading import load
 
     started = time.perf_counter()
@@ -78,6 +79,12 @@ def evaluate_checkpoint(cfg: EvalConfig, overrides: list[str]) -> dict[str, Any]
     seed = run_cfg.seed if cfg.seed is None else cfg.seed
     data = build_data(run_cfg.dataset, run_cfg.study_dir)
     data.normalizer = trained.normalizer  # the statistics the model was trained with
+    s = run_cfg.sample
+    log.info("%s epoch %d: sampling %d points with %s, then measuring them%s", run_cfg.name,
+             trained.epoch, s.n if s.n is not None else data.test.shape[0],
+             f"dopri5 (atol {s.atol:g}, rtol {s.rtol:g}, at most {s.max_steps} steps)"
+             if s.solver == "dopri5" else f"{s.solver}, {s.steps} steps",
+             " and the test likelihood" if s.likelihood else "")
     evaluation = evaluate(trained.model, data, run_cfg.sample, seed, run_cfg.dataset.seed)
     n = evaluation.samples.shape[0]
     out = eval_dir / eval_name(trained, run_cfg.sample, n, seed)
@@ -85,7 +92,9 @@ def evaluate_checkpoint(cfg: EvalConfig, overrides: list[str]) -> dict[str, Any]
         "run": run_cfg.name, "checkpoint": str(cfg.resume),
         "checkpoint_sha256": trained.sha256, "epoch": trained.epoch,
         "step": trained.step, "seed": seed, "sample": dataclasses.asdict(run_cfg.sample),
-        "n": n, "nfe": evaluation.nfe, "metrics": evaluation.metrics,
+        "n": n, "nfe": evaluation.nfe,
+        "solver_steps": solver_steps(s.solver, s.steps, evaluation.nfe),
+        "metrics": evaluation.metrics,
         "samples": str(out.with_suffix(".pt")) if cfg.save_samples else None,
         "wall_time_s": round(time.perf_counter() - started, 3),
     }

@@ -26,7 +26,7 @@ from flowstudy.config.schemas import (
 NON_IDENTITY_KEYS = ("name", "group", "resume", "force", "study_dir", "checkpoint", "wandb",
                      "objective", "train.device", "train.threads", "train.log_every",
                      "train.grad_stats_every", "train.compile", "train.cuda_graph",
-                     "train.profile_steps")
+                     "train.profile_steps", "sample.max_steps")
 # Keys a suffix never names: those the base name already shows, and those outside identity.
 UNNAMED_KEYS = ("experiment", "arch.name", "flow.name", "dataset.name", "aug.name",
                 "dataset.n_train", "dataset.source", "dataset.path", *NON_IDENTITY_KEYS)

@@ -264,6 +264,9 @@ class SampleConfig:
     solver: str = checked("euler", one_of(*SOLVERS))
     atol: float = checked(1e-5, POSITIVE_FLOAT)
     rtol: float = checked(1e-5, POSITIVE_FLOAT)
+    # dopri5's steps at most (it takes ~90 at the default tolerances, ~850 at 1e-9): past them
+    # the evaluation stops in one line instead of running on for minutes.
+    max_steps: int = checked(1000, POSITIVE)
     # Test negative log-likelihood in nats/dim, data space, through the ODE (README "Sample
     # quality"): on 1,000 points, a few seconds on one CPU thread with the default MLP.
     likelihood: bool = True
