@@ -206,6 +206,9 @@ def run_cli(task: Callable[[], Any], module: str) -> None:
     except Refused as e:
         exit_with_error(str(e))
     except Exception as e:
+        if (search := sweep.end_of_failed_search(e)) is not None:
+            print(f"flowstudy: {search}", file=sys.stderr)
+            sys.exit(1)
         message = None if keep_traceback else describe(e) or _output_dir_error(e)
         if message is None:
             raise

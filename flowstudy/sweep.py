@@ -37,6 +37,7 @@ from flowstudy.results import RunResult
 # Set by SweepSummary when a sweep ends: (jobs, jobs that failed or were interrupted, jobs that
 # another process is training).
 last_sweep: tuple[int, int, int] | None = None
+_sweep_dir: Path | None = None  # the sweep this process launched, once it has started
 
 SWEEP_FILE = "sweep.json"
 
@@ -72,6 +73,8 @@ def _config_loader() -> Any:
 
 def record_sweep(config: DictConfig) -> None:
     """Write ``sweep.json`` for the sweep ``config`` (the launching process's) is starting."""
+    global _sweep_dir
+    _sweep_dir = Path(config.hydra.sweep.dir)
     overrides = _sweep_overrides(config)
     write_json(Path(config.hydra.sweep.dir) / SWEEP_FILE, {
         "keys": sorted({o.key_or_group for o in overrides if o.is_sweep_override()}),
@@ -247,21 +250,40 @@ class SweepSummary(Callback):
                             time.time() - sweep["started"]), flush=True)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        global last_sweep
-        records = [json.loads(p.read_text())
-                   for p in Path(config.hydra.sweep.dir).glob("*/job.json")]
-        records.sort(key=lambda r: r["job"])
-        print("\nsweep summary:")
-        for r in records:
-            best = "-" if r.get("best_val_loss") is None else f"{r['best_val_loss']:.4f}"
-            metric = r.get("metric") or {}
-            quality = "  ".join(f"{k} {v:.4f}" for k, v in metric.items())
-            print(f"  [{r['job']}] {r['name']!s:<40} {r['status']:<12} val {best:<8} {quality}"
-                  + (f"  ({r['error']})" if r.get("error") else ""))
-        busy = sum(r["status"] == "running elsewhere" for r in records)
-        bad = sum(r["status"] not in ("completed", "skipped", "running elsewhere")
-                  for r in records)
-        print(f"{len(records) - bad - busy} of {len(records)} runs completed or skipped as done"
-              + (f"; {busy} being trained by another process (rerun this sweep once it has "
-                 f"finished to count them)" if busy else ""))
-        last_sweep = (len(records), bad, busy)
+        summarize(Path(config.hydra.sweep.dir))
+
+
+def summarize(sweep_dir: Path) -> None:
+    """One line per job of the sweep in ``sweep_dir``, the count that completed; ``last_sweep``."""
+    global last_sweep
+    records = [json.loads(p.read_text()) for p in sweep_dir.glob("*/job.json")]
+    records.sort(key=lambda r: r["job"])
+    print("\nsweep summary:")
+    for r in records:
+        best = "-" if r.get("best_val_loss") is None else f"{r['best_val_loss']:.4f}"
+        metric = r.get("metric") or {}
+        quality = "  ".join(f"{k} {v:.4f}" for k, v in metric.items())
+        print(f"  [{r['job']}] {r['name']!s:<40} {r['status']:<12} val {best:<8} {quality}"
+              + (f"  ({r['error']})" if r.get("error") else ""))
+    busy = sum(r["status"] == "running elsewhere" for r in records)
+    bad = sum(r["status"] not in ("completed", "skipped", "running elsewhere")
+              for r in records)
+    print(f"{len(records) - bad - busy} of {len(records)} runs completed or skipped as done"
+          + (f"; {busy} being trained by another process (rerun this sweep once it has "
+             f"finished to count them)" if busy else ""))
+    last_sweep = (len(records), bad, busy)
+
+
+def end_of_failed_search(e: Exception) -> str | None:
+    """Optuna's sweeper asks for the best of the completed trials once the search is done, and
+    raises ValueError where every trial failed: the search's end all the same. Its summary, and
+    one line with the first failure; None for any other exception."""
+    if not (isinstance(e, ValueError) and str(e).startswith("No trials are completed")
+            and _sweep_dir is not None):
+        return None
+    summarize(_sweep_dir)
+    records = sorted((json.loads(p.read_text()) for p in _sweep_dir.glob("*/job.json")),
+                     key=lambda r: r["job"])
+    first = next((r for r in records if r.get("error")), None)
+    return (f"all {len(records)} trials of the search failed, so it has no best trial"
+            + (f"; the first, job {first['job']}: {first['error']}" if first else ""))
