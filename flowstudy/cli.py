@@ -36,7 +36,10 @@ _full_error = False  # HYDRA_FULL_ERROR=1 as the user set it (run_cli sets it fo
 
 
 def exit_with_error(message: str) -> NoReturn:
-    print(f"flowstudy: error: {message}", file=sys.stderr)
+    """The one line and exit status 2; under torchrun every rank meets the same error, and only
+    rank 0 says it (torchrun then prints its own ChildFailedError report, which is not ours)."""
+    if os.environ.get("RANK", "0") == "0":
+        print(f"flowstudy: error: {message}", file=sys.stderr)
     sys.exit(2)
 
 
