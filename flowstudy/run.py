@@ -23,7 +23,7 @@ from flowstudy.data.fingerprint import data_fingerprint
 from flowstudy.devices import resolve_device, set_threads, use_deterministic, use_tf32
 from flowstudy.distributed import Dist, from_environment
 from flowstudy.evaluate import evaluate_best
-from flowstudy.fileio import atomic_path, ensure_writable_dir, run_lock
+from flowstudy.fileio import atomic_path, ensure_writable_dir, redirect_home_caches, run_lock
 from flowstudy.interrupt import Interrupted, StopRequest
 from flowstudy.lineage import Start, lineage_of, parent_metrics, resumed_start, segment
 from flowstudy.models import count_parameters
@@ -87,6 +87,7 @@ def run(cfg: Config, run_dir: Path, swept: dict[str, Any] | None = None, job_num
         inside = Path(cfg.checkpoint.dir).is_relative_to(cfg.study_dir)
         ensure_writable_dir(paths.checkpoints, "study_dir" if inside else "checkpoint.dir")
         ensure_writable_dir(paths.results, "study_dir")
+        redirect_home_caches(run_dir / ".cache")
     with contextlib.ExitStack() as locks:
         if ranks.main:  # both directories: runs of one name may differ in checkpoint.dir
             for where in (paths.checkpoints, paths.results):
