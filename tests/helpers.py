@@ -38,11 +38,12 @@ def name_of(overrides: list[str]) -> str:
     return compose_config([o for o in overrides if not o.startswith(("hydra.", "-"))]).name
 
 
-def cli(args: list[str], cwd: Path, timeout: float = 300,
-        module: str = "flowstudy.train") -> subprocess.CompletedProcess[str]:
+def cli(args: list[str], cwd: Path, timeout: float = 300, module: str = "flowstudy.train",
+        env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     """``python -m flowstudy.train ARGS`` (or another ``module``) in ``cwd`` with one torch
-    thread and no W&B network."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "WANDB_SILENT": "true"}
+    thread and no W&B network (unless ``env``, added to the environment, gives one)."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "WANDB_SILENT": "true",
+           **(env or {})}
     env.pop("HYDRA_FULL_ERROR", None)
     return subprocess.run([sys.executable, "-m", module, *args], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=timeout)

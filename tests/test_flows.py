@@ -9,9 +9,9 @@ import re
 import pytest
 import torch
 
+from flowstudy.flows import solvers
 from flowstudy.flows.couplings import EntropicOTCoupling, ExactOTCoupling, sinkhorn_log_plan
 from flowstudy.flows.paths import BrownianBridgePath, CondOTPath, GaussianCFMPath, VPPath
-from flowstudy.flows import solvers
 from flowstudy.flows.solvers import StepLimit, solve, solver_steps
 
 T = torch.tensor([0.0, 0.25, 0.5, 0.75, 1.0])
