@@ -78,7 +78,6 @@ class StopRequest:
             signal.signal(s, handler)
 
 
-
 @contextlib.contextmanager
 def stop_from_the_start() -> Iterator[None]:
     """From the command's first line on, a signal stops it in one line (exit 128 + signal): not

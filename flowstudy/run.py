@@ -159,8 +159,7 @@ def _execute(cfg: Config, plan: Plan, checkpoint: Checkpoint | None, run_dir: Pa
     evaluate_only = isinstance(plan, EvaluateOnly)
     result = plan.result if evaluate_only else RunResult(
         name=cfg.name, group=cfg.group, full_name=full_name(cfg.name), groups=[cfg.group],
-        swept=swept,
-        checkpoint=str(paths.checkpoints / "best.pt"), config=to_dict(cfg),
+        swept=swept, checkpoint=str(paths.checkpoints / "best.pt"), config=to_dict(cfg),
         lineage=start.lineage)
     result.error = None
     record = _Record(result, paths.result, started, ranks.main,

@@ -76,7 +76,7 @@ def record_sweep(config: DictConfig) -> None:
     global _sweep_dir
     _sweep_dir = Path(config.hydra.sweep.dir)
     overrides = _sweep_overrides(config)
-    write_json(Path(config.hydra.sweep.dir) / SWEEP_FILE, {
+    write_json(_sweep_dir / SWEEP_FILE, {
         "keys": sorted({o.key_or_group for o in overrides if o.is_sweep_override()}),
         "jobs": _planned_jobs(config, overrides),
         "started": time.time(),
@@ -253,8 +253,9 @@ class SweepSummary(Callback):
         summarize(Path(config.hydra.sweep.dir))
 
 
-def summarize(sweep_dir: Path) -> None:
-    """One line per job of the sweep in ``sweep_dir``, the count that completed; ``last_sweep``."""
+def summarize(sweep_dir: Path) -> list[dict[str, Any]]:
+    """One line per job of the sweep in ``sweep_dir``, the count that completed; ``last_sweep``.
+    Returns the jobs' records."""
     global last_sweep
     records = [json.loads(p.read_text()) for p in sweep_dir.glob("*/job.json")]
     records.sort(key=lambda r: r["job"])
@@ -272,6 +273,7 @@ def summarize(sweep_dir: Path) -> None:
           + (f"; {busy} being trained by another process (rerun this sweep once it has "
              f"finished to count them)" if busy else ""))
     last_sweep = (len(records), bad, busy)
+    return records
 
 
 def end_of_failed_search(e: Exception) -> str | None:
@@ -281,9 +283,7 @@ def end_of_failed_search(e: Exception) -> str | None:
     if not (isinstance(e, ValueError) and str(e).startswith("No trials are completed")
             and _sweep_dir is not None):
         return None
-    summarize(_sweep_dir)
-    records = sorted((json.loads(p.read_text()) for p in _sweep_dir.glob("*/job.json")),
-                     key=lambda r: r["job"])
+    records = summarize(_sweep_dir)
     first = next((r for r in records if r.get("error")), None)
     return (f"all {len(records)} trials of the search failed, so it has no best trial"
             + (f"; the first, job {first['job']}: {first['error']}" if first else ""))
