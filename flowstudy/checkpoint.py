@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,11 +33,12 @@ from flowstudy.fileio import atomic_path
 from flowstudy.rng import rng_state
 
 FORMAT_VERSION = 1
+ZIP_MAGIC = b"PK\x03\x04"  # what every file torch.save writes starts with
 COMPATIBLE_SECTIONS = ("arch", "flow", "dataset")
 # The training state a resumable file must hold; a file without it is damaged or foreign.
 TRAIN_KEYS = ("model", "ema", "optimizer", "early_stopping", "generators", "epoch", "step",
               "batch", "window", "nonfinite")
-HEADER_KEYS = ("config", "lineage", "resolved", "normalizer", "wandb_run_id")
+HEADER_KEYS = ("config", "lineage", "resolved", "normalizer", "wandb_run_id", "full_name")
 
 
 class CheckpointError(UserError):
@@ -51,6 +53,7 @@ class RunHeader:
     lineage: list[dict[str, Any]] = field(default_factory=list)
     resolved: dict[str, Any] = field(default_factory=dict)  # flowstudy.resolve.Resolved
     normalizer: dict[str, Any] = field(default_factory=dict)
+    full_name: str | None = None  # the derived name in full, where config's name is shortened
 
 
 @dataclass
@@ -62,6 +65,7 @@ class Checkpoint:
     resolved: dict[str, Any] | None = None
     normalizer: dict[str, Any] | None = None
     wandb_run_id: str | None = None
+    full_name: str | None = None
     # Of the bytes this object was read from (None: not read from a file).
     sha256: str | None = field(default=None, compare=False)
 
@@ -70,7 +74,8 @@ class Checkpoint:
         """The checkpoint of ``state`` (a TrainState) now, with the global RNG states."""
         return cls(train=state.state_dict(), rng=rng_state(), config=header.config,
                    lineage=header.lineage, resolved=header.resolved,
-                   normalizer=header.normalizer, wandb_run_id=wandb_run_id)
+                   normalizer=header.normalizer, wandb_run_id=wandb_run_id,
+                   full_name=header.full_name)
 
     @property
     def epoch(self) -> int:
@@ -86,7 +91,8 @@ class Checkpoint:
     def save(self, path: str | os.PathLike[str]) -> None:
         content = {"format_version": FORMAT_VERSION, **self.train, "rng": self.rng,
                    "config": self.config, "lineage": self.lineage, "resolved": self.resolved,
-                   "normalizer": self.normalizer, "wandb_run_id": self.wandb_run_id}
+                   "normalizer": self.normalizer, "wandb_run_id": self.wandb_run_id,
+                   "full_name": self.full_name}
         try:
             # Through a Python file, so a full disk is an OSError (ENOSPC) that torch's zip
             # writer at most wraps: its own file writer reports only a RuntimeError about
@@ -116,8 +122,8 @@ class Checkpoint:
             raw = p.read_bytes()
             content = torch.load(io.BytesIO(raw), map_location=map_location, weights_only=True)
         except Exception as e:  # torch raises several types for truncated or foreign files
-            reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise CheckpointError(f"resume={path}: not a readable checkpoint ({reason})") from e
+            raise CheckpointError(f"resume={path}: not a readable checkpoint "
+                                  f"({_unreadable(raw, e)})") from e
         if not isinstance(content, dict) or "format_version" not in content:
             raise CheckpointError(f"resume={path}: not a flowstudy checkpoint")
         version = content["format_version"]
@@ -140,6 +146,20 @@ class Checkpoint:
                  if k not in (*HEADER_KEYS, "rng", "format_version")}
         return cls(train=train, rng=content["rng"], sha256=hashlib.sha256(raw).hexdigest(),
                    **{k: content.get(k) for k in HEADER_KEYS})
+
+
+def _unreadable(raw: bytes, e: Exception) -> str:
+    """What is wrong with a file torch cannot load, from its bytes: torch's own messages for a
+    cut-short file ("negative seek value", "failed finding central directory") name its
+    internals, not the file."""
+    if not raw:
+        return "the file is empty"
+    if raw.startswith(ZIP_MAGIC) and not zipfile.is_zipfile(io.BytesIO(raw)):
+        return (f"the file is cut short: {len(raw)} bytes, its zip archive lacks its end, as an "
+                f"interrupted copy or a full disk leaves it")
+    if not raw.startswith(ZIP_MAGIC):
+        return "not a torch checkpoint: torch.save writes a zip archive, and this is not one"
+    return str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
 
 
 def check_config(path: str | os.PathLike[str], config: dict[str, Any]) -> None:

@@ -3,6 +3,7 @@ become one line on stderr with exit status 2."""
 
 from __future__ import annotations
 
+import argparse
 import logging
 import os
 import shlex
@@ -15,6 +16,7 @@ from typing import Any, NoReturn
 
 import hydra
 from hydra._internal.hydra import Hydra
+from hydra._internal.utils import get_args_parser as _hydra_args_parser
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
@@ -22,7 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 from flowstudy import sweep
 from flowstudy.alerts import Commands
 from flowstudy.config import CONF_DIR, Config, load_config, register_configs
-from flowstudy.errors import Refused, UserError, describe
+from flowstudy.errors import Refused, UserError, describe, output_dir_line
 from flowstudy.interrupt import Interrupted
 from flowstudy.metrics import HEADLINE
 from flowstudy.results import RunResult, status_for
@@ -31,6 +33,7 @@ from flowstudy.sweep import parallel_jobs, swept_values, write_job_record
 log = logging.getLogger("flowstudy")
 EXIT_BUSY = 75  # EX_TEMPFAIL: nothing failed, but the sweep is not done; try again later
 _task_started = False  # set once Hydra has set up the job (its output dir) and calls the task
+_full_error = False  # HYDRA_FULL_ERROR=1 as the user set it (run_cli sets it for itself)
 
 
 # What Hydra writes into a single run's output directory before the task starts, but its log.
@@ -38,7 +41,10 @@ HYDRA_FILES = {".hydra/config.yaml", ".hydra/hydra.yaml", ".hydra/overrides.yaml
 
 
 def exit_with_error(message: str) -> NoReturn:
-    print(f"flowstudy: error: {message}", file=sys.stderr)
+    """The one line and exit status 2; under torchrun every rank meets the same error, and only
+    rank 0 says it (torchrun then prints its own ChildFailedError report, which is not ours)."""
+    if os.environ.get("RANK", "0") == "0":
+        print(f"flowstudy: error: {message}", file=sys.stderr)
     _drop_untouched_output_dir()
     sys.exit(2)
 
@@ -73,11 +79,17 @@ def _drop_untouched_output_dir() -> None:
             break
 
 
-@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
-def _hydra_main(cfg: DictConfig) -> float | None:
+def task_started() -> None:
+    """Hydra has made the output directory and called the task: an OSError from here on is the
+    task's, not Hydra's (see ``_output_dir_error``)."""
     global _task_started
     _task_started = True
     _drop_failing_log_files()
+
+
+@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
+def _hydra_main(cfg: DictConfig) -> float | None:
+    task_started()
     hydra_cfg = HydraConfig.get()
     if hydra_cfg.mode != RunMode.MULTIRUN:
         try:
@@ -87,9 +99,19 @@ def _hydra_main(cfg: DictConfig) -> float | None:
         except Interrupted as e:
             e.command = _resume_command(hydra_cfg.overrides.task, e)
             raise
-        except UserError as e:  # Hydra would add its own "Error executing job" line
-            exit_with_error(str(e))
+        except Exception as e:
+            exit_if_user_error(e)
+            raise
     return _sweep_job(cfg, hydra_cfg)
+
+
+def exit_if_user_error(e: Exception) -> None:
+    """Inside the task, a user error ends here in its one line: raised on, it would reach Hydra,
+    which prints "Error executing job with overrides: [...]" before it. With HYDRA_FULL_ERROR=1
+    only flowstudy's own errors stay one line."""
+    message = describe(e)
+    if message is not None and (isinstance(e, UserError) or not _full_error):
+        exit_with_error(message)
 
 
 def _run(config: Config, output_dir: Path, **sweep_job: Any) -> RunResult:
@@ -180,10 +202,22 @@ def _get_help(hydra_app: Hydra, help_cfg: DictConfig, cfg: DictConfig, args_pars
         CONFIG=OmegaConf.to_yaml(cfg, resolve=resolve))
 
 
-def run_cli(task: Callable[[], Any]) -> None:
-    """Run a Hydra entry point: user errors become one line on stderr and exit status 2."""
+def _named_parser(prog: str) -> argparse.ArgumentParser:
+    parser = _hydra_args_parser()
+    parser.prog = prog  # argparse would name the file it runs from: train.py
+    return parser
+
+
+def run_cli(task: Callable[[], Any], module: str) -> None:
+    """Run a Hydra entry point, ``python -m <module>``: user errors become one line on stderr
+    and exit status 2."""
+    global _full_error
     Hydra.get_help = _get_help  # type: ignore[method-assign]
-    keep_traceback = os.environ.get("HYDRA_FULL_ERROR") == "1"
+    sys.modules["hydra.main"].get_args_parser = partial(_named_parser, f"python -m {module}")
+    # argparse takes flags only before the overrides; -m anywhere means the same sweep
+    flags = [a for a in sys.argv[1:] if a in ("-m", "--multirun")]
+    sys.argv[1:] = [*flags, *(a for a in sys.argv[1:] if a not in flags)]
+    keep_traceback = _full_error = os.environ.get("HYDRA_FULL_ERROR") == "1"
     # Let exceptions reach this frame instead of Hydra's multi-line report.
     os.environ["HYDRA_FULL_ERROR"] = "1"
     try:
@@ -199,8 +233,11 @@ def run_cli(task: Callable[[], Any]) -> None:
                   f"rerun this sweep once it has finished", file=sys.stderr)
             sys.exit(EXIT_BUSY)
     except Interrupted as e:
-        print(f"flowstudy: {e}\n{'resume' if e.checkpoint else 'continue'} with:\n"
-              f"  {e.command}", file=sys.stderr)
+        if e.during == "starting":  # nothing of the run was written: nothing to continue
+            print(f"flowstudy: {e}", file=sys.stderr)
+        else:
+            print(f"flowstudy: {e}\n{'resume' if e.checkpoint else 'continue'} with:\n"
+                  f"  {e.command}", file=sys.stderr)
         sys.exit(128 + e.signum)
     except KeyboardInterrupt:
         print("flowstudy: aborted", file=sys.stderr)
@@ -211,6 +248,9 @@ def run_cli(task: Callable[[], Any]) -> None:
     except Refused as e:
         exit_with_error(str(e))
     except Exception as e:
+        if (search := sweep.end_of_failed_search(e)) is not None:
+            print(f"flowstudy: {search}", file=sys.stderr)
+            sys.exit(1)
         message = None if keep_traceback else describe(e) or _output_dir_error(e)
         if message is None:
             raise
@@ -230,8 +270,7 @@ def _output_dir_error(e: Exception) -> str | None:
     directory (a file there, no permission, a full disk)."""
     if _task_started or not isinstance(e, OSError) or not e.filename:
         return None
-    return (f"{e.filename}: {e.strerror}; hydra.run.dir (hydra.sweep.dir with -m) must be a "
-            f"directory that can be created and written")
+    return output_dir_line(e)
 
 
 def main() -> None:
@@ -242,4 +281,4 @@ def main() -> None:
                         f"(<arch>-<flow>-<dataset>-<aug>-<overrides>); drop name=, or label the "
                         f"sweep with group= or wandb.tags=")
     register_configs()
-    run_cli(_hydra_main)
+    run_cli(_hydra_main, "flowstudy.train")

@@ -52,6 +52,12 @@ PLUGIN_EXTRAS = {"hydra/sweeper=optuna": "optuna", "hydra/launcher=submitit_slur
                  "hydra/launcher=submitit_local": "slurm"}
 
 
+def output_dir_line(e: OSError) -> str:
+    """Hydra's output directory (or the sweep's) could not be made or written."""
+    return (f"{e.filename}: {e.strerror}; hydra.run.dir (hydra.sweep.dir with -m) must be a "
+            f"directory that can be created and written")
+
+
 def _first_line(text: object) -> str:
     return str(text).strip().splitlines()[0] if str(text).strip() else ""
 

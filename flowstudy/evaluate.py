@@ -69,7 +69,8 @@ def evaluate(model: nn.Module, data: DataSplits, cfg: SampleConfig, seed: int,
     device = next(model.parameters()).device
     count = cfg.n if cfg.n is not None else data.test.shape[0]  # null: the test split's size
     x0 = data.source.sample(count, data.dim, torch.Generator().manual_seed(seed))
-    z, nfe = solve(model.eval(), x0.to(device), cfg.solver, cfg.steps, cfg.atol, cfg.rtol)
+    z, nfe = solve(model.eval(), x0.to(device), cfg.solver, cfg.steps, cfg.atol, cfg.rtol,
+                   cfg.max_steps)
     samples = data.normalizer.decode(z).cpu()
     # Equal-sized sets make W2 exact; the floor's real reference comes from the train split.
     n = min(count, data.test.shape[0], data.train.shape[0])

@@ -86,6 +86,27 @@ def read_json(path: str | os.PathLike[str], what: str, fix: str) -> Any:
         raise UserError(f"{path}: not a readable {what} ({reason}); {fix}") from e
 
 
+def _writable(path: Path) -> bool:
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            return True
+    except OSError:
+        return False
+
+
+def redirect_home_caches(fallback: Path) -> None:
+    """W&B's core keeps its debug log under ~/.cache ($XDG_CACHE_HOME) and matplotlib its cache
+    under ~/.config/matplotlib ($MPLCONFIGDIR); where HOME is read-only they print a dozen lines
+    of warnings instead. Point them at ``fallback`` then: both read these variables when they
+    start (W&B's core is a process of its own, matplotlib is imported only to draw)."""
+    home = Path.home()
+    for variable, default, used in (("XDG_CACHE_HOME", home / ".cache", "wandb/logs"),
+                                    ("MPLCONFIGDIR", home / ".config" / "matplotlib", "")):
+        if not _writable(Path(os.environ.get(variable) or default) / used):
+            os.environ[variable] = str(fallback / variable.lower())
+
+
 def ensure_writable_dir(path: Path, key: str) -> None:
     """Create ``path`` if needed and prove a file can be written there, before any work starts."""
     try:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import signal
+import sys
 import threading
 from collections.abc import Iterator
 from types import FrameType, TracebackType
@@ -75,3 +76,17 @@ class StopRequest:
                  tb: TracebackType | None) -> None:
         for s, handler in self._previous.items():
             signal.signal(s, handler)
+
+
+@contextlib.contextmanager
+def stop_from_the_start() -> Iterator[None]:
+    """From the command's first line on, a signal stops it in one line (exit 128 + signal): not
+    a KeyboardInterrupt traceback out of an import, nor nothing at all where the launcher left
+    SIGINT ignored (a script's background job), which let the run train on. Each run's own
+    ``StopRequest`` takes over while it runs."""
+    with StopRequest():
+        try:
+            yield
+        except Interrupted as e:  # before the command line could say it (in an import)
+            print(f"flowstudy: {e}", file=sys.stderr)
+            sys.exit(128 + e.signum)

@@ -24,6 +24,7 @@ from flowstudy.config import (
     identity,
     leaves,
     name_suffix,
+    short_name,
     to_dict,
 )
 from flowstudy.data.fingerprint import short
@@ -81,7 +82,7 @@ def resumed_start(cfg: Config, data: dict[str, Any], ckpt: Checkpoint,
     changes = _changes(current, parent[-1]["config"])
     if not changes and cfg.name in (None, parent_name):
         return Start(parent_name, parent)
-    name = cfg.name or parent_name + "+" + name_suffix(changes, leaves(current))[1:]
+    name = cfg.name or short_name(parent_name + "+" + name_suffix(changes, leaves(current))[1:])
     ancestor = {"name": parent_name, "checkpoint": str(path), "sha256": ckpt.sha256,
                 "epoch": ckpt.epoch, "step": ckpt.step, "wandb_run_id": ckpt.wandb_run_id}
     log.info("resume=%s with %s: a new run %s branching off %s at epoch %d", path,

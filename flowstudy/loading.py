@@ -95,7 +95,7 @@ class TrainedRun:
         g = torch.Generator().manual_seed(self.config.seed if seed is None else seed)
         x0 = self.source.sample(n, self.dim, g).to(self.device)
         z, nfe = solve(self.model, x0, solver or s.solver, s.steps if steps is None else steps,
-                       s.atol, s.rtol)
+                       s.atol, s.rtol, s.max_steps)
         return self.normalizer.decode(z).cpu(), nfe
 
     def sample(self, n: int, steps: int | None = None, solver: str | None = None,

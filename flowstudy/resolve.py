@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from flowstudy.config import (
+    MIN_EVAL_POINTS,
     ArchConfig,
     Config,
     DiTConfig,
@@ -29,6 +30,9 @@ log = logging.getLogger("flowstudy")
 # something, at most MAX_HELD_OUT (the exact W2 of the test metrics costs n^3: 2,000 points take
 # about 2 s on one core, 5,000 about 40 s), and never more than a quarter of the rows.
 HELD_OUT_FRACTION = 10
+# The fewest rows any split can use: one validation and one test point (a quarter of 6 rows,
+# rounded down), and the training points evaluation's k-NN precision/recall needs.
+MIN_ROWS = MIN_EVAL_POINTS + 2
 MIN_HELD_OUT = 100
 MAX_HELD_OUT = 2_000
 DEFAULT_BATCH = 256
@@ -37,28 +41,31 @@ WARMUP_EPOCHS = 20
 
 
 def split_sizes(rows: int, n_val: int | None, n_test: int | None) -> tuple[int, int]:
-    """(n_val, n_test) for a pool of ``rows`` points; a null size is a tenth of the rows,
-    clamped to [100, 2,000] and to a quarter of the rows."""
+    """(n_val, n_test) for a pool of ``rows`` points (at least ``MIN_ROWS``); a null size is a
+    tenth of the rows, clamped to [100, 2,000] and to a quarter of the rows."""
     auto = min(MAX_HELD_OUT, max(MIN_HELD_OUT, rows // HELD_OUT_FRACTION), rows // 4)
-    if auto < 1 and (n_val is None or n_test is None):
-        raise ConfigError("dataset.n_val" if n_val is None else "dataset.n_test", None,
-                          f"explicit sizes: {rows} rows are too few to split automatically")
     return (auto if n_val is None else n_val), (auto if n_test is None else n_test)
 
 
-def batch_size(requested: int | None, n_train: int, multiple: int) -> int:
+def batch_size(requested: int | None, n_train: int, accum_steps: int, ranks: int = 1) -> int:
     """The global batch: the requested one (which must fit the train split), else 256 or the
-    train split rounded down to a multiple of ``multiple`` (accum_steps x ranks)."""
+    train split rounded down to a multiple of accum_steps x ranks."""
     if requested is not None:
         if requested > n_train:
             raise ConfigError("train.batch_size", requested,
                               f"at most the {n_train} training points (full batches only), or "
                               f"null to fit it to the train split")
         return requested
+    multiple = accum_steps * ranks
     size = min(DEFAULT_BATCH, n_train) // multiple * multiple
-    if size < 1:
+    if size < 1 and n_train < multiple:
         raise ConfigError("dataset.n_train", n_train,
                           f"at least train.accum_steps x ranks = {multiple} training points")
+    if size < 1:  # the default batch, not the data, is what the micro-batches cannot split
+        raise ConfigError("train.accum_steps", accum_steps,
+                          f"at most {DEFAULT_BATCH // ranks} with the default batch of "
+                          f"{DEFAULT_BATCH} over {ranks} rank(s); for more, set "
+                          f"train.batch_size to a multiple of accum_steps x ranks")
     return size
 
 
@@ -147,7 +154,7 @@ def resolve(cfg: Config, n_train: int, n_val: int, n_test: int, dim: int,
     ``n_val`` and ``n_test`` are the split sizes the data was built with (see ``split_sizes``).
     """
     t = cfg.train
-    batch = batch_size(t.batch_size, n_train, t.accum_steps * ranks)
+    batch = batch_size(t.batch_size, n_train, t.accum_steps, ranks)
     min_steps = min_epoch_steps(t.min_epoch_steps, t.warmup_steps)
     per_pass = n_train // batch
     passes = epoch_passes(per_pass, min_steps)

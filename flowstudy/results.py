@@ -23,6 +23,8 @@ log = logging.getLogger("flowstudy")
 class RunResult:
     name: str
     group: str  # the W&B group it was trained in
+    # The derived name in full where ``name`` is its shortened form (config.naming.short_name)
+    full_name: str | None = None
     groups: list[str] = field(default_factory=list)  # every study group that counts this run
     swept: dict[str, Any] = field(default_factory=dict)  # the keys its sweep varied
     # running | trained (training finished, evaluation not: rerunning evaluates) | completed |

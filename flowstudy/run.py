@@ -20,13 +20,19 @@ import torch
 from flowstudy.alerts import NO_COMMANDS, Commands, LoopAlerts
 from flowstudy.build import Built, build
 from flowstudy.checkpoint import Checkpoint, CheckpointError, RunHeader, check_compatible
-from flowstudy.config import Config, to_dict
+from flowstudy.config import Config, full_name, to_dict
 from flowstudy.cost import record_cost
 from flowstudy.data.fingerprint import data_fingerprint
 from flowstudy.devices import resolve_device, set_threads, use_deterministic, use_tf32
 from flowstudy.distributed import Dist, from_environment
 from flowstudy.evaluate import evaluate_best
-from flowstudy.fileio import atomic_path, ensure_writable_dir, removed_if_failed, run_lock
+from flowstudy.fileio import (
+    atomic_path,
+    ensure_writable_dir,
+    redirect_home_caches,
+    removed_if_failed,
+    run_lock,
+)
 from flowstudy.interrupt import Interrupted, StopRequest
 from flowstudy.lineage import Start, lineage_of, parent_metrics, resumed_start, segment
 from flowstudy.metrics import MONITORS
@@ -97,6 +103,7 @@ def run(cfg: Config, run_dir: Path, swept: dict[str, Any] | None = None, job_num
             inside = Path(cfg.checkpoint.dir).is_relative_to(cfg.study_dir)
             ensure_writable_dir(paths.checkpoints, "study_dir" if inside else "checkpoint.dir")
             ensure_writable_dir(paths.results, "study_dir")
+            redirect_home_caches(run_dir / ".cache")
             # both directories: runs of one name may differ in checkpoint.dir
             for where in (paths.checkpoints, paths.results):
                 locks.enter_context(run_lock(where / ".lock", f"run '{cfg.name}'"))
@@ -166,8 +173,8 @@ def _execute(cfg: Config, plan: Plan, checkpoint: Checkpoint | None, run_dir: Pa
         cfg.name, plan.result.lineage)
     evaluate_only = isinstance(plan, EvaluateOnly)
     result = plan.result if evaluate_only else RunResult(
-        name=cfg.name, group=cfg.group, groups=[cfg.group], swept=swept,
-        checkpoint=str(paths.checkpoints / "best.pt"), config=to_dict(cfg),
+        name=cfg.name, group=cfg.group, full_name=full_name(cfg.name), groups=[cfg.group],
+        swept=swept, checkpoint=str(paths.checkpoints / "best.pt"), config=to_dict(cfg),
         lineage=start.lineage)
     result.error = None
     result.pid, result.host = os.getpid(), socket.gethostname()
@@ -272,7 +279,7 @@ def _train(cfg: Config, result: RunResult, built: Built, start: Start,
            commands: Commands) -> None:
     state = built.state
     header = RunHeader(config=to_dict(cfg), lineage=start.lineage, resolved=result.resolved,
-                       normalizer=built.data.normalizer.state_dict())
+                       normalizer=built.data.normalizer.state_dict(), full_name=result.full_name)
     tracker.summary({"params": result.params,
                      **{f"resolved/{k}": v for k, v in result.resolved.items() if k != "arch"}})
     if start.branch and built.engine.dist.main:

@@ -20,7 +20,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf
 
-from flowstudy.cli import exit_with_error, run_cli
+from flowstudy.cli import exit_if_user_error, run_cli, task_started
 from flowstudy.config import (
     CONF_DIR,
     EvalConfig,
@@ -31,8 +31,7 @@ from flowstudy.config import (
     validate,
     validate_eval,
 )
-from flowstudy.errors import UserError
-from flowstudy.fileio import atomic_path, write_json
+from flowstudy.fileio import atomic_path, ensure_writable_dir, write_json
 
 if TYPE_CHECKING:
     from flowstudy.loading import TrainedRun
@@ -66,25 +65,36 @@ def evaluate_checkpoint(cfg: EvalConfig, overrides: list[str]) -> dict[str, Any]
 
     from flowstudy.data import build_data
     from flowstudy.evaluate import evaluate
+    from flowstudy.flows.solvers import solver_steps
     from flowstudy.loading import load
 
     started = time.perf_counter()
     device = "cuda" if torch.cuda.is_available() else "cpu"
     trained = load(cfg.resume, device)
+    eval_dir = Path(cfg.resume).parent / "eval"
+    ensure_writable_dir(eval_dir, f"resume={cfg.resume}")  # the record is written beside it
     run_cfg = trained.config
     run_cfg.sample = sample_settings(run_cfg.sample, cfg.sample, overrides)
     validate(run_cfg)
     seed = run_cfg.seed if cfg.seed is None else cfg.seed
     data = build_data(run_cfg.dataset, run_cfg.study_dir)
     data.normalizer = trained.normalizer  # the statistics the model was trained with
+    s = run_cfg.sample
+    log.info("%s epoch %d: sampling %d points with %s, then measuring them%s", run_cfg.name,
+             trained.epoch, s.n if s.n is not None else data.test.shape[0],
+             f"dopri5 (atol {s.atol:g}, rtol {s.rtol:g}, at most {s.max_steps} steps)"
+             if s.solver == "dopri5" else f"{s.solver}, {s.steps} steps",
+             " and the test likelihood" if s.likelihood else "")
     evaluation = evaluate(trained.model, data, run_cfg.sample, seed, run_cfg.dataset.seed)
     n = evaluation.samples.shape[0]
-    out = Path(cfg.resume).parent / "eval" / eval_name(trained, run_cfg.sample, n, seed)
+    out = eval_dir / eval_name(trained, run_cfg.sample, n, seed)
     record = {
         "run": run_cfg.name, "checkpoint": str(cfg.resume),
         "checkpoint_sha256": trained.sha256, "epoch": trained.epoch,
         "step": trained.step, "seed": seed, "sample": dataclasses.asdict(run_cfg.sample),
-        "n": n, "nfe": evaluation.nfe, "metrics": evaluation.metrics,
+        "n": n, "nfe": evaluation.nfe,
+        "solver_steps": solver_steps(s.solver, s.steps, evaluation.nfe),
+        "metrics": evaluation.metrics,
         "samples": str(out.with_suffix(".pt")) if cfg.save_samples else None,
         "wall_time_s": round(time.perf_counter() - started, 3),
     }
@@ -102,18 +112,20 @@ def evaluate_checkpoint(cfg: EvalConfig, overrides: list[str]) -> dict[str, Any]
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="sample")
 def _hydra_main(cfg: DictConfig) -> None:
+    task_started()
     try:
         check_keys(cfg)
         config: EvalConfig = OmegaConf.to_object(cfg)  # type: ignore[assignment]
         validate_eval(config)
         evaluate_checkpoint(config, list(HydraConfig.get().overrides.task))
-    except UserError as e:  # Hydra would add its own "Error executing job" line
-        exit_with_error(str(e))
+    except Exception as e:
+        exit_if_user_error(e)
+        raise
 
 
 def main() -> None:
     register_configs()
-    run_cli(_hydra_main)
+    run_cli(_hydra_main, "flowstudy.sample")
 
 
 if __name__ == "__main__":

@@ -25,12 +25,13 @@ from hydra import compose
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.override_parser.types import ValueType
 from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from flowstudy.config import Config, check_keys, validate, validate_eval
-from flowstudy.errors import ConfigError, Refused, UserError, describe
+from flowstudy.errors import ConfigError, Refused, UserError, describe, output_dir_line
 from flowstudy.fileio import write_json
 from flowstudy.metrics import OBJECTIVES
 from flowstudy.results import RunResult
@@ -38,6 +39,7 @@ from flowstudy.results import RunResult
 # Set by SweepSummary when a sweep ends: (jobs, jobs that failed or were interrupted, jobs that
 # another process is training).
 last_sweep: tuple[int, int, int] | None = None
+_sweep_dir: Path | None = None  # the sweep this process launched, once it has started
 
 SWEEP_FILE = "sweep.json"
 
@@ -73,8 +75,10 @@ def _config_loader() -> Any:
 
 def record_sweep(config: DictConfig) -> None:
     """Write ``sweep.json`` for the sweep ``config`` (the launching process's) is starting."""
+    global _sweep_dir
+    _sweep_dir = Path(config.hydra.sweep.dir)
     overrides = _sweep_overrides(config)
-    write_json(Path(config.hydra.sweep.dir) / SWEEP_FILE, {
+    write_json(_sweep_dir / SWEEP_FILE, {
         "keys": sorted({o.key_or_group for o in overrides if o.is_sweep_override()}),
         "jobs": _planned_jobs(config, overrides),
         "started": time.time(),
@@ -147,8 +151,14 @@ def check_jobs(config: DictConfig) -> None:
     if not config.hydra.sweeper.get("_target_", "").endswith(".BasicSweeper"):
         return  # a search space (Optuna) has no grid to enumerate; its trials check themselves
     config_name = config.hydra.job.get("config_name") or "config"
+    overrides = _sweep_overrides(config)
+    ranges = [o.input_line for o in overrides if o.value_type == ValueType.INTERVAL_SWEEP]
+    if ranges:
+        raise UserError(f"{ranges[0]}: interval() is a range to search, which only an Optuna "
+                        f"search samples; add hparams_search=lr_optuna (or "
+                        f"hydra/sweeper=optuna), or list the values to run: key=0.1,0.3,1")
     jobs = 0
-    for batch in BasicSweeper.split_arguments(_sweep_overrides(config), None):
+    for batch in BasicSweeper.split_arguments(overrides, None):
         for job in batch:
             jobs += 1
             job = [o for o in job if not o.startswith(("hydra.", "hydra/"))]
@@ -248,7 +258,10 @@ class SweepSummary(Callback):
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         _refuse_bad_grid(config)  # first: a refused grid leaves no sweep directory
-        record_sweep(config)
+        try:
+            record_sweep(config)
+        except OSError as e:  # Hydra would warn, then fail on the same directory itself
+            raise Refused(output_dir_line(e)) from e
 
     def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
         self._job_started = time.monotonic()
@@ -269,21 +282,40 @@ class SweepSummary(Callback):
                             time.time() - sweep["started"]), flush=True)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        global last_sweep
-        records = [json.loads(p.read_text())
-                   for p in Path(config.hydra.sweep.dir).glob("*/job.json")]
-        records.sort(key=lambda r: r["job"])
-        print("\nsweep summary:")
-        for r in records:
-            best = "-" if r.get("best_val_loss") is None else f"{r['best_val_loss']:.4f}"
-            metric = r.get("metric") or {}
-            quality = "  ".join(f"{k} {v:.4f}" for k, v in metric.items())
-            print(f"  [{r['job']}] {r['name']!s:<40} {r['status']:<12} val {best:<8} {quality}"
-                  + (f"  ({r['error']})" if r.get("error") else ""))
-        busy = sum(r["status"] == "running elsewhere" for r in records)
-        bad = sum(r["status"] not in ("completed", "skipped", "running elsewhere")
-                  for r in records)
-        print(f"{len(records) - bad - busy} of {len(records)} runs completed or skipped as done"
-              + (f"; {busy} being trained by another process (rerun this sweep once it has "
-                 f"finished to count them)" if busy else ""))
-        last_sweep = (len(records), bad, busy)
+        summarize(Path(config.hydra.sweep.dir))
+
+
+def summarize(sweep_dir: Path) -> list[dict[str, Any]]:
+    """One line per job of the sweep in ``sweep_dir``, the count that completed; ``last_sweep``.
+    Returns the jobs' records."""
+    global last_sweep
+    records = [json.loads(p.read_text()) for p in sweep_dir.glob("*/job.json")]
+    records.sort(key=lambda r: r["job"])
+    print("\nsweep summary:")
+    for r in records:
+        best = "-" if r.get("best_val_loss") is None else f"{r['best_val_loss']:.4f}"
+        metric = r.get("metric") or {}
+        quality = "  ".join(f"{k} {v:.4f}" for k, v in metric.items())
+        print(f"  [{r['job']}] {r['name']!s:<40} {r['status']:<12} val {best:<8} {quality}"
+              + (f"  ({r['error']})" if r.get("error") else ""))
+    busy = sum(r["status"] == "running elsewhere" for r in records)
+    bad = sum(r["status"] not in ("completed", "skipped", "running elsewhere")
+              for r in records)
+    print(f"{len(records) - bad - busy} of {len(records)} runs completed or skipped as done"
+          + (f"; {busy} being trained by another process (rerun this sweep once it has "
+             f"finished to count them)" if busy else ""))
+    last_sweep = (len(records), bad, busy)
+    return records
+
+
+def end_of_failed_search(e: Exception) -> str | None:
+    """Optuna's sweeper asks for the best of the completed trials once the search is done, and
+    raises ValueError where every trial failed: the search's end all the same. Its summary, and
+    one line with the first failure; None for any other exception."""
+    if not (isinstance(e, ValueError) and str(e).startswith("No trials are completed")
+            and _sweep_dir is not None):
+        return None
+    records = summarize(_sweep_dir)
+    first = next((r for r in records if r.get("error")), None)
+    return (f"all {len(records)} trials of the search failed, so it has no best trial"
+            + (f"; the first, job {first['job']}: {first['error']}" if first else ""))

@@ -65,6 +65,10 @@ def effective_mode(cfg: WandbConfig) -> WandbConfig:
     return cfg
 
 
+def _first_line(e: Exception) -> str:
+    return str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+
+
 def check_online(cfg: WandbConfig) -> None:
     """``wandb.mode=online`` needs credentials for the W&B host: without them W&B fails (or
     prompts) only once the run has started, so refuse before any work. The host and the key are
@@ -113,6 +117,7 @@ class Tracker:
         self._ready = threading.Event()
         self._quiet = cfg.wandb.quiet
         self._name, self._lr, self._commands = cfg.name, cfg.train.lr, commands
+        self._init_timeout = cfg.wandb.init_timeout
         self._init = dict(
             project=cfg.wandb.project,
             entity=cfg.wandb.entity,
@@ -148,22 +153,21 @@ class Tracker:
 
             # flowstudy prints its own progress; W&B capturing stdout/stderr would only slow it,
             # and its ~30 lines per run would bury a sweep's (finish() says where the run went).
-            settings = wandb.Settings(console="off", silent=self._quiet)
+            settings = wandb.Settings(console="off", silent=self._quiet,
+                                      init_timeout=self._init_timeout)
             try:
-                self.run = wandb.init(**self._init, settings=settings)
+                self.run = self._start(wandb, settings)
             except Exception as e:
-                branch_point = self._init["resume_from"] or self._init["fork_from"]
-                if not branch_point:
+                if self._init["mode"] != "online":
                     raise
-                # A W&B server without rewind/fork (preview features) refuses them: continue
-                # the run by id, or start the branch as a plain new run; the lineage in the
-                # config still names the parent.
-                log.warning("W&B refused the branch point %s (%s); starting without it",
-                            branch_point, e)
-                resume_id = self._init["resume_from"] and branch_point.split("?")[0]
-                self.run = wandb.init(**{**self._init, "resume_from": None, "fork_from": None,
-                                         "id": resume_id, "resume": resume_id and "allow"},
-                                      settings=settings)
+                # No network (or a server that refuses): the run is kept offline rather than
+                # lost, and said once, not after a silent wait at the first checkpoint.
+                self._init["mode"] = "offline"
+                self.run = self._start(wandb, settings)
+                sync_dir = os.path.relpath(self.run.settings.sync_dir)
+                log.warning("W&B could not start the run online within wandb.init_timeout=%gs "
+                            "(%s); logging offline instead, upload it later with: wandb sync %s",
+                            self._init_timeout, _first_line(e), sync_dir)
             for key in VALIDATION_VALUES:
                 self.run.define_metric(key, summary="min")
         except Exception as e:  # surfaced by run_id and finish()
@@ -176,6 +180,23 @@ class Tracker:
                     call()
                 except Exception as e:  # reported by finish(); later calls are dropped
                     self._send_error = e
+
+    def _start(self, wandb: Any, settings: Any) -> Any:
+        try:
+            return wandb.init(**self._init, settings=settings)
+        except Exception as e:
+            branch_point = self._init["resume_from"] or self._init["fork_from"]
+            if not branch_point:
+                raise
+            # A W&B server without rewind/fork (preview features) refuses them: continue the
+            # run by id, or start the branch as a plain new run; the lineage in the config still
+            # names the parent.
+            log.warning("W&B refused the branch point %s (%s); starting without it",
+                        branch_point, e)
+            resume_id = self._init["resume_from"] and branch_point.split("?")[0]
+            return wandb.init(**{**self._init, "resume_from": None, "fork_from": None,
+                                 "id": resume_id, "resume": resume_id and "allow"},
+                              settings=settings)
 
     @property
     def run_id(self) -> str | None:

@@ -41,7 +41,7 @@ def name_of(overrides: list[str]) -> str:
 def cli(args: list[str], cwd: Path, timeout: float = 300, module: str = "flowstudy.train",
         env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     """``python -m flowstudy.train ARGS`` (or another ``module``) in ``cwd`` with one torch
-    thread and no W&B network; ``env`` adds to the environment."""
+    thread and no W&B network (unless ``env``, added to the environment, gives one)."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "WANDB_SILENT": "true",
            **(env or {})}
     env.pop("HYDRA_FULL_ERROR", None)

@@ -50,21 +50,31 @@ def test_failed_save_leaves_the_previous_checkpoint_intact(tmp_path: Path) -> No
     assert [p.name for p in tmp_path.iterdir()] == ["best.pt"]
 
 
-@pytest.mark.parametrize("case", ["missing", "directory", "truncated", "garbage", "not_dict",
-                                  "newer"])
+@pytest.mark.parametrize("case", ["missing", "directory", "truncated", "cut_at_end", "empty",
+                                  "garbage", "not_dict", "newer"])
 def test_bad_checkpoint_files_are_explained(tmp_path: Path, case: str) -> None:
     path = tmp_path / "best.pt"
     good = tmp_path / "good.pt"
     Checkpoint({"model": {"w": torch.randn(1000)}, "epoch": 1}, {}, {}).save(good)
     expected = {
-        "missing": "no such file", "directory": "is a directory", "truncated": "not a readable",
-        "garbage": "not a readable", "not_dict": "not a flowstudy checkpoint",
+        "missing": "no such file", "directory": "is a directory",
+        "truncated": "not a readable checkpoint (the file is cut short: 2000 bytes, its zip "
+                     "archive lacks its end, as an interrupted copy or a full disk leaves it)",
+        "cut_at_end": "not a readable checkpoint (the file is cut short: ",
+        "empty": "not a readable checkpoint (the file is empty)",
+        "garbage": "not a readable checkpoint (not a torch checkpoint: torch.save writes a zip "
+                   "archive, and this is not one)",
+        "not_dict": "not a flowstudy checkpoint",
         "newer": "is newer than this flowstudy reads",
     }[case]
     if case == "directory":
         path.mkdir()
     elif case == "truncated":
         path.write_bytes(good.read_bytes()[:2000])
+    elif case == "cut_at_end":  # torch itself says "negative seek value" here
+        path.write_bytes(good.read_bytes()[:-10])
+    elif case == "empty":
+        path.write_bytes(b"")
     elif case == "garbage":
         path.write_text("this is not a checkpoint\n")
     elif case == "not_dict":

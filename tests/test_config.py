@@ -18,8 +18,10 @@ from flowstudy.config import (
     OTFlowConfig,
     Toy2DConfig,
     derive_name,
+    full_name,
     group_options,
     rules_text,
+    short_name,
 )
 from flowstudy.config.reference import field_comments, reference
 from flowstudy.errors import ConfigError, describe
@@ -87,6 +89,29 @@ def test_names_are_derived_and_overridable() -> None:
     assert compose_config(["dataset=embeddings", "dataset.path=/data/sonar_1024.pt"]
                           ).name == "mlp-ot-sonar_1024-none"
     assert compose_config(["name=my-run"]).name == "my-run"
+
+
+def test_a_long_derived_name_is_a_readable_head_and_a_hash_of_the_whole() -> None:
+    """Issue 21 item 13: a name over 255 bytes cannot be a directory, and a sweep cannot take
+    name=; a derived name over 128 bytes keeps its head, cut after a whole part, and a hash."""
+    many = ["train.lr=0.00123456789012345", "train.weight_decay=0.000123456789",
+            "arch.width=1234", "arch.depth=7", "seed=123456789", "train.epochs=12345",
+            "train.warmup_steps=1234", "train.ema_decay=0.99912345", "train.grad_clip=12.34567",
+            "train.patience=1234", "train.min_delta=0.00012345", "dataset.noise=0.0123456"]
+    cfg = compose_config(many)
+    whole = full_name(cfg.name)
+    assert whole is not None and len(whole) > 200 and cfg.name == short_name(whole)
+    assert whole.startswith("mlp-ot-moons-none-depth7-ema_decay0.99912345-epochs12345-")
+    assert whole.endswith("-warmup_steps1234-weight_decay1.23456789e-4-width1234")
+    assert re.fullmatch(r"mlp-ot-moons-none-depth7-.*-[0-9a-f]{10}", cfg.name)
+    assert len(cfg.name) <= 128 and whole.startswith(cfg.name[:-11] + "-")
+    assert compose_config(many).name == cfg.name  # the same config, the same name
+    assert compose_config([*many[:-1], "dataset.noise=0.0123457"]).name != cfg.name
+    assert short_name("mlp-ot-moons-none") == "mlp-ot-moons-none"
+    assert full_name("mlp-ot-moons-none") is None
+    # One part that is most of the name (a file's stem) is cut, not dropped; bytes, not chars
+    stem = short_name("mlp-ot-" + "é" * 150 + "-none")
+    assert len(stem.encode()) <= 128 and stem.startswith("mlp-ot-éé")
 
 
 @pytest.mark.parametrize("ablation", ["none", "architectures", "flow-methods", "dataset-size",

@@ -300,6 +300,24 @@ def test_too_few_training_rows_are_refused_before_training(tmp_path: Path) -> No
                                "needs them")
 
 
+@pytest.mark.parametrize("rows", [3, 5])
+def test_a_file_too_small_for_any_split_says_so_not_to_set_sizes(tmp_path: Path,
+                                                                  rows: int) -> None:
+    """Issue 21 item 11: no split sizes, auto or explicit, can make 3 (or 5) rows work."""
+    cfg = _embeddings(tmp_path, rows, 2)
+    with pytest.raises(DataError) as info:
+        build_data(cfg, tmp_path / "study")
+    assert str(info.value) == (f"dataset.path={cfg.path}: {rows} rows are too few to train and "
+                               f"evaluate on; a dataset needs at least 6 rows (a validation "
+                               f"and a test point, and 4 to train on)")
+    assert not (tmp_path / "study").exists()  # refused before a split is written
+
+
+def test_six_rows_are_the_smallest_file_that_splits(tmp_path: Path) -> None:
+    data = build_data(_embeddings(tmp_path, 6, 2), tmp_path / "study")
+    assert (data.train.shape[0], data.val.shape[0], data.test.shape[0]) == (4, 1, 1)
+
+
 def test_vectors_too_wide_to_evaluate_are_refused_before_training(tmp_path: Path) -> None:
     cfg = _embeddings(tmp_path, 12, 50_000, "dataset.n_val=4", "dataset.n_test=4")
     with pytest.raises(UserError) as info:

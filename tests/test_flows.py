@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import itertools
 import math
+import re
 
 import pytest
 import torch
 
+from flowstudy.flows import solvers
 from flowstudy.flows.couplings import EntropicOTCoupling, ExactOTCoupling, sinkhorn_log_plan
 from flowstudy.flows.paths import BrownianBridgePath, CondOTPath, GaussianCFMPath, VPPath
-from flowstudy.flows.solvers import solve
+from flowstudy.flows.solvers import StepLimit, solve, solver_steps
 
 T = torch.tensor([0.0, 0.25, 0.5, 0.75, 1.0])
 
@@ -116,6 +118,28 @@ def test_solvers_integrate_a_linear_ode_to_their_order() -> None:
     assert errors["euler"] > 10 * errors["midpoint"] > 100 * errors["rk4"]
     x1, nfe = solve(grow, x0, "dopri5", steps=0, atol=1e-9, rtol=1e-9)
     assert (x1 - math.e).abs().max().item() < 1e-7 and nfe > 6
+
+
+def test_dopri5_stops_at_max_steps_in_one_line_and_counts_its_steps(
+        caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 21 item 8: tight tolerances on a stiff-enough field would run on for minutes."""
+    x0 = torch.ones(3, 1, dtype=torch.float64)
+
+    def wiggle(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return torch.sin(40 * t)[:, None] * x
+
+    _, nfe = solve(wiggle, x0, "dopri5", steps=0, atol=1e-6, rtol=1e-6, max_steps=1000)
+    steps = solver_steps("dopri5", 0, nfe)
+    assert nfe == 2 + 6 * steps and steps > 5  # two to choose the first step, six per step
+    assert solver_steps("rk4", 8, 32) == 8
+    monkeypatch.setattr(solvers, "PROGRESS_EVERY_S", 0.0)
+    with caplog.at_level("INFO", logger="flowstudy"), pytest.raises(StepLimit) as info:
+        solve(wiggle, x0, "dopri5", steps=0, atol=1e-6, rtol=1e-6, max_steps=steps - 1)
+    assert re.fullmatch(rf"sample\.max_steps={steps - 1} reached: dopri5 at atol=1e-06, "
+                        r"rtol=1e-06 had carried the samples to t=0\.\d{3} of 1; loosen "
+                        r"sample\.atol and sample\.rtol, or raise sample\.max_steps",
+                        str(info.value))
+    assert any(r.getMessage().startswith("dopri5: t=") for r in caplog.records)
 
 
 def test_euler_lands_on_x1_for_the_straight_path() -> None:

@@ -111,6 +111,21 @@ def test_a_batch_larger_than_the_train_split_shrinks_unless_set_explicitly() -> 
         _resolved(["train.batch_size=256"], 130)
 
 
+def test_too_many_micro_batches_blame_accum_steps_unless_the_data_is_what_is_short() -> None:
+    """Issue 21 item 10: 512 micro-batches cannot split the default batch of 256, whatever the
+    data; only a train split smaller than accum_steps x ranks blames dataset.n_train."""
+    with pytest.raises(ConfigError) as info:
+        _resolved(["train.accum_steps=512"], 20_000)
+    assert str(info.value) == ("train.accum_steps=512 is not allowed: at most 256 with the "
+                               "default batch of 256 over 1 rank(s); for more, set "
+                               "train.batch_size to a multiple of accum_steps x ranks")
+    _, r = _resolved(["train.accum_steps=512", "train.batch_size=1024"], 20_000)
+    assert r.batch_size == 1024
+    with pytest.raises(ConfigError, match=r"^dataset\.n_train=100 is not allowed: at least "
+                                          r"train\.accum_steps x ranks = 128"):
+        _resolved(["train.accum_steps=128"], 100)
+
+
 def test_a_warmup_longer_than_the_run_is_warned_about_at_start(
         caplog: pytest.LogCaptureFixture) -> None:
     _, r = _resolved(["train.epochs=5"], 2_560)  # 5 epochs x 50 steps < 1000 warmup steps

@@ -20,11 +20,13 @@ from flowstudy.config.naming import (
     derive_name,
     differences,
     format_value,
+    full_name,
     identity,
     leaves,
     name_suffix,
     named_changes,
     overrides,
+    short_name,
 )
 from flowstudy.config.registration import compose_config, register_configs
 from flowstudy.config.rules import (
@@ -84,7 +86,8 @@ __all__ = [
     "SphereConfig", "Toy2DConfig", "TrainConfig", "UNetConfig", "WandbConfig", "check_keys",
     "checked",
     "compose_config", "dataset_label", "derive_name", "differences", "floats", "format_value",
-    "group_options", "identity", "ints", "leaves", "load_config", "name_suffix", "named_changes",
+    "full_name", "group_options", "identity", "ints", "leaves", "load_config", "name_suffix",
+    "named_changes",
     "objective_direction", "one_of", "option_defaults", "overrides", "register_configs",
-    "rules_text", "to_dict", "validate", "validate_eval",
+    "rules_text", "short_name", "to_dict", "validate", "validate_eval",
 ]

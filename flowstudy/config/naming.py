@@ -5,6 +5,7 @@ two configs differ."""
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 from pathlib import Path
 from typing import Any
 
@@ -25,10 +26,17 @@ from flowstudy.config.schemas import (
 NON_IDENTITY_KEYS = ("name", "group", "resume", "force", "study_dir", "checkpoint", "wandb",
                      "objective", "train.device", "train.threads", "train.log_every",
                      "train.grad_stats_every", "train.compile", "train.cuda_graph",
-                     "train.profile_steps")
+                     "train.profile_steps", "sample.max_steps")
 # Keys a suffix never names: those the base name already shows, and those outside identity.
 UNNAMED_KEYS = ("experiment", "arch.name", "flow.name", "dataset.name", "aug.name",
                 "dataset.n_train", "dataset.source", "dataset.path", *NON_IDENTITY_KEYS)
+# A derived name over this many bytes (as many as name= allows) keeps a readable head and a hash
+# of the whole: a file name holds at most 255 bytes, and the run's directories, its W&B name and
+# the names of its branches (<name>+<changes>) are made from it.
+MAX_DERIVED_NAME = 128
+NAME_HASH_CHARS = 10
+# The full names of the names shortened in this process (short -> full), for the run's records.
+_full_names: dict[str, str] = {}
 
 
 def format_value(value: Any) -> str:
@@ -127,8 +135,27 @@ def dataset_label(d: DatasetConfig) -> str:
 
 def derive_name(cfg: Config, changed: dict[str, Any] | None = None) -> str:
     """``[<experiment>-]<arch>-<flow>-<dataset>-<aug>``, then a suffix for each value off its
-    default."""
+    default (shortened by ``short_name`` where that is too long)."""
     base = f"{cfg.arch.name}-{cfg.flow.name}-{dataset_label(cfg.dataset)}-{cfg.aug.name}"
     if cfg.experiment is not None:
         base = f"{cfg.experiment}-{base}"
-    return base + name_suffix(changed or {}, leaves(to_dict(cfg)))
+    return short_name(base + name_suffix(changed or {}, leaves(to_dict(cfg))))
+
+
+def short_name(full: str) -> str:
+    """``full`` where it has at most ``MAX_DERIVED_NAME`` bytes; else its head (cut after a
+    whole ``-<key><value>`` part where that keeps most of it) and ``-<sha256 of full>`` (10 hex
+    digits): the same config always gets the same name, two configs never share one."""
+    if len(full.encode()) <= MAX_DERIVED_NAME:
+        return full
+    tag = "-" + hashlib.sha256(full.encode()).hexdigest()[:NAME_HASH_CHARS]
+    head = full.encode()[:MAX_DERIVED_NAME - len(tag) + 1].decode(errors="ignore")
+    cut = head.rfind("-")  # after a whole part, unless one part (a file's stem) is most of it
+    short = (head[:cut] if cut > len(head) // 2 else head[:-1]) + tag
+    _full_names[short] = full
+    return short
+
+
+def full_name(name: str) -> str | None:
+    """The whole derived name ``name`` was shortened from (in this process), or None."""
+    return _full_names.get(name)

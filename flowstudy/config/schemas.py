@@ -269,6 +269,9 @@ class WandbConfig:
     quiet: bool = True  # W&B's own terminal output off (flowstudy prints where the run went)
     # alert (wandb.alert and the log) when training takes no step for this long
     stall_minutes: float | None = checked(30.0, POSITIVE_FLOAT.or_null("for no stall alert"))
+    # Seconds online mode waits for W&B's server before it logs offline instead (W&B's own
+    # default, 90 s, is a silent stall at the first checkpoint when there is no network).
+    init_timeout: float = checked(20.0, POSITIVE_FLOAT)
 
 
 @dataclass
@@ -281,6 +284,9 @@ class SampleConfig:
     solver: str = checked("euler", one_of(*SOLVERS))
     atol: float = checked(1e-5, POSITIVE_FLOAT)
     rtol: float = checked(1e-5, POSITIVE_FLOAT)
+    # dopri5's steps at most (it takes ~90 at the default tolerances, ~850 at 1e-9): past them
+    # the evaluation stops in one line instead of running on for minutes.
+    max_steps: int = checked(1000, POSITIVE)
     # Test negative log-likelihood in nats/dim, data space, through the ODE (README "Sample
     # quality"): on 1,000 points, a few seconds on one CPU thread with the default MLP.
     likelihood: bool = True

@@ -33,7 +33,7 @@ from flowstudy.data.toy2d import toy2d
 from flowstudy.errors import ConfigError
 from flowstudy.fileio import read_json, write_json
 from flowstudy.options import build
-from flowstudy.resolve import split_sizes
+from flowstudy.resolve import MIN_ROWS, split_sizes
 
 
 @dataclass
@@ -163,6 +163,12 @@ def build_data(cfg: DatasetConfig, study_dir: str | Path = "study") -> DataSplit
                         f"handles at most {MAX_EVAL_DIM} dims (the Frechet distance needs "
                         f"D x D float64 matrices: {points.shape[1] ** 2 * 8 / 2**30:.0f} "
                         f"GiB each here)")
+    # No split sizes, auto or explicit, can work; only a file can be this small (a generator's
+    # dataset.size is checked against its split sizes)
+    if points.shape[0] < MIN_ROWS:
+        raise DataError(f"dataset.path={cfg.path}: {points.shape[0]} rows are too few to train "
+                        f"and evaluate on; a dataset needs at least {MIN_ROWS} rows (a "
+                        f"validation and a test point, and {MIN_EVAL_POINTS} to train on)")
     n_val, n_test = split_sizes(points.shape[0], cfg.n_val, cfg.n_test)
     _check_sizes(cfg.name, n_val, n_test, points.shape[0])
     split = (_file_split(cfg, points.shape[0], n_val, n_test, Path(study_dir))

@@ -4,6 +4,8 @@ and its one-line errors."""
 from __future__ import annotations
 
 import json
+import re
+import shutil
 from pathlib import Path
 
 import pytest
@@ -56,3 +58,36 @@ def test_sample_rejects_bad_input_in_one_line(tmp_path: Path, trained: Path) -> 
     assert bad.returncode == 2
     assert bad.stderr.strip() == ("flowstudy: error: sample.solver='heun' is not allowed: one of "
                                   "euler, midpoint, rk4, dopri5")
+
+
+def test_sample_bounds_dopri5_reports_its_steps_and_names_the_eval_dir(tmp_path: Path,
+                                                                        trained: Path) -> None:
+    """Issue 21 items 8 and 14, on a copy of the checkpoint (its eval/ is its own)."""
+    copy = tmp_path / "run" / "best.pt"
+    copy.parent.mkdir()
+    shutil.copy(trained / f"study/checkpoints/{NAME}/best.pt", copy)
+    out = f"hydra.run.dir={tmp_path / 'out'}"
+    stuck = cli([f"resume={copy}", "sample.solver=dopri5", "sample.atol=1e-12",
+                 "sample.rtol=1e-12", "sample.max_steps=20", "sample.likelihood=false", out],
+                cwd=tmp_path, module="flowstudy.sample")
+    assert stuck.returncode == 2
+    assert "Traceback" not in stuck.stderr
+    assert "sampling 128 points with dopri5 (atol 1e-12, rtol 1e-12, at most 20 steps), then " \
+        "measuring them" in stuck.stdout + stuck.stderr
+    assert re.fullmatch(r"flowstudy: error: sample\.max_steps=20 reached: dopri5 at "
+                        r"atol=1e-12, rtol=1e-12 had carried the samples to t=0\.\d{3} of 1; "
+                        r"loosen sample\.atol and sample\.rtol, or raise sample\.max_steps",
+                        stuck.stderr.strip().splitlines()[-1])
+    done = cli([f"resume={copy}", "sample.solver=dopri5", "sample.n=100",
+                "sample.likelihood=false", out], cwd=tmp_path, module="flowstudy.sample")
+    assert done.returncode == 0, done.stderr
+    (path,) = (copy.parent / "eval").glob("*dopri5*.json")
+    record = json.loads(path.read_text())
+    assert record["nfe"] == 2 + 6 * record["solver_steps"] and record["solver_steps"] > 1
+    # Root writes anywhere, so a file where eval/ goes stands for a read-only directory.
+    shutil.rmtree(copy.parent / "eval")
+    (copy.parent / "eval").write_text("")
+    blocked = cli([f"resume={copy}", out], cwd=tmp_path, module="flowstudy.sample")
+    assert (blocked.returncode, blocked.stderr.strip()) == (
+        2, f"flowstudy: error: resume={copy}: {copy.parent / 'eval'} is not a writable "
+           f"directory (File exists)")

@@ -69,3 +69,11 @@ def test_torchrun_two_ranks_train_like_one_process_and_resume(tmp_path: Path) ->
     assert [r["epoch"] for r in _records(study, f"{name}+epochs5") if "val/ema_loss" in r] == \
         [1, 2, 3, 4, 5]
     assert RunResult.load(study / "runs" / name / "result.json").epochs == 3
+
+
+def test_a_bad_value_under_torchrun_is_said_once(tmp_path: Path) -> None:
+    """Issue 21 item 6: both ranks refuse, only rank 0 prints the line (torchrun's own
+    ChildFailedError report follows it: torchrun's code, not flowstudy's)."""
+    done = _torchrun(["train.lr=-1", f"hydra.run.dir={tmp_path / 'out'}"], tmp_path)
+    assert done.returncode != 0
+    assert done.stderr.count("flowstudy: error: train.lr=-1.0 is not allowed: a float > 0") == 1

@@ -6,12 +6,20 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import re
+import signal
+import subprocess
+import sys
+import textwrap
 from pathlib import Path
 
 import pytest
 import torch
 
-from tests.helpers import cli
+from flowstudy.checkpoint import Checkpoint
+from tests.helpers import TINY, cli
+from tests.wandb_files import find_run_files, read_run
 
 pytestmark = pytest.mark.slow
 
@@ -109,3 +117,116 @@ def test_a_tensor_file_saved_with_requires_grad_trains(tmp_path):
                 "dataset.n_train=null", *_where(tmp_path)], tmp_path)
     assert done.returncode == 0, done.stderr[-2000:]
     assert _result(tmp_path)["status"] == "completed"
+
+
+def test_refusals_before_work_are_one_line_without_hydras_noise(tmp_path):
+    """Cases 6, 12, 15: each refusal is its one line on stderr and exit 2: no HydraException
+    traceback for interval() without a search, no "Error executing job with overrides" before a
+    line raised in the task, no UserWarning before the hydra.sweep.dir line, -m anywhere on the
+    command line, argparse naming the command; a cut-short checkpoint says so."""
+    def refused(args: list[str], module: str = "flowstudy.train") -> str:
+        done = cli(args, tmp_path, module=module)
+        assert done.returncode == 2, done.stderr[-2000:]
+        return done.stderr.strip()
+
+    # -m after an override: the same sweep; interval() is refused before any job
+    assert refused(["train.lr=interval(0.1,1)", "-m", *QUICK, *_where(tmp_path)]) == (
+        "flowstudy: error: train.lr=interval(0.1,1): interval() is a range to search, which "
+        "only an Optuna search samples; add hparams_search=lr_optuna (or "
+        "hydra/sweeper=optuna), or list the values to run: key=0.1,0.3,1")
+    assert refused(["dataset=embeddings", f"hydra.run.dir={tmp_path / 'out'}"]) == (
+        "flowstudy: error: dataset.path has no default and must be set: add dataset.path=...")
+    (tmp_path / "afile").write_text("")
+    assert refused(["-m", *QUICK, f"hydra.sweep.dir={tmp_path / 'afile' / 'x'}"]) == (
+        f"flowstudy: error: {tmp_path / 'afile' / 'x'}: Not a directory; hydra.run.dir "
+        f"(hydra.sweep.dir with -m) must be a directory that can be created and written")
+    assert refused(["--bogus"]).splitlines()[-1] == (
+        "python -m flowstudy.train: error: unrecognized arguments: --bogus")
+    cut = tmp_path / "cut.pt"
+    torch.save({"weights": torch.zeros(1000)}, cut)
+    cut.write_bytes(cut.read_bytes()[:-100])
+    assert refused([f"resume={cut}", f"hydra.run.dir={tmp_path / 'out'}"],
+                   module="flowstudy.sample") == (
+        f"flowstudy: error: resume={cut}: not a readable checkpoint (the file is cut short: "
+        f"{cut.stat().st_size} bytes, its zip archive lacks its end, as an interrupted copy or "
+        f"a full disk leaves it)")
+    assert not (tmp_path / "study").exists()
+
+
+def test_a_search_whose_trials_all_fail_ends_in_its_summary_and_one_line(tmp_path):
+    """Case 6: every trial refused (512 training points, n_train=4096): no "No trials are
+    completed yet" traceback, the summary, then how many failed and the first failure."""
+    pytest.importorskip("hydra_plugins.hydra_optuna_sweeper")
+    done = cli(["-m", "hparams_search=lr_optuna", "hydra.sweeper.n_trials=2", *TINY,
+                "dataset.n_train=4096", "wandb.mode=disabled", f"study_dir={tmp_path / 'study'}",
+                f"hydra.sweep.dir={tmp_path / 'sweep'}"], tmp_path)
+    assert done.returncode == 1, done.stderr[-3000:]
+    assert "Traceback" not in done.stdout + done.stderr
+    assert "0 of 2 runs completed or skipped as done" in done.stdout
+    assert done.stderr.strip().splitlines()[-1] == (
+        "flowstudy: all 2 trials of the search failed, so it has no best trial; the first, "
+        "job 0: dataset.n_train=4096 is not allowed: at most 512, the size of moons's train "
+        "split")
+
+
+@pytest.mark.parametrize("module", ["hydra", "torch"])
+def test_ctrl_c_while_the_command_imports_stops_it_in_one_line(tmp_path, module):
+    """Case 9: SIGINT as hydra (before the command line is read) or torch (as the run starts)
+    is imported, with SIGINT ignored as a script's background job inherits it: the command
+    stops with 130 and one line, and trains nothing."""
+    script = textwrap.dedent(f"""
+        import os, signal, sys
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+        class CtrlC:  # the signal arrives while {module} is being imported
+            def find_spec(self, name, path, target=None):
+                if name == {module!r}:
+                    os.kill(os.getpid(), signal.SIGINT)
+
+        sys.meta_path.insert(0, CtrlC())
+        sys.argv = ["flowstudy.train", *{[*QUICK, *_where(tmp_path)]!r}]
+        from flowstudy.train import main
+        main()
+    """)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env.pop("HYDRA_FULL_ERROR", None)
+    done = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert (done.returncode, done.stderr.strip()) == (
+        128 + signal.SIGINT, "flowstudy: stopped by SIGINT while starting")
+    assert not (tmp_path / "study").exists()
+
+
+def test_online_wandb_without_a_network_falls_back_offline_and_long_names_are_shortened(
+        tmp_path):
+    """Cases 7, 13, 15: W&B online with a key and an unreachable server gives up after
+    wandb.init_timeout with one line naming the sync command, and the run is logged offline;
+    a HOME that cannot be written adds no lines of W&B's core or matplotlib; a file stem that
+    makes the derived name long gives a name of at most 128 bytes, the full one recorded."""
+    stem = "v" * 150
+    torch.save(torch.randn(200, 3, generator=torch.Generator().manual_seed(0)),
+               tmp_path / f"{stem}.pt")
+    (tmp_path / "home").write_text("a file, so nothing can be written under HOME")
+    done = cli([*QUICK, "dataset=embeddings", f"dataset.path={tmp_path / stem}.pt",
+                "dataset.n_train=null", "wandb.mode=online", "wandb.init_timeout=2",
+                *_where(tmp_path)], tmp_path,
+               env={"WANDB_BASE_URL": "http://127.0.0.1:9", "WANDB_API_KEY": "f" * 40,
+                    "HOME": str(tmp_path / "home")})
+    assert done.returncode == 0, done.stderr[-3000:]
+    out = done.stdout + done.stderr
+    (fallback,) = re.findall(r"W&B could not start the run online within "
+                             r"wandb.init_timeout=2s \(.*127\.0\.0\.1:9.*\); logging offline "
+                             r"instead, upload it later with: wandb sync (\S+)$", out, re.M)
+    (run_file,) = find_run_files(tmp_path / "out")
+    assert (tmp_path / fallback).resolve() == run_file.parent.resolve()
+    assert read_run(run_file).exit_code == 0
+    # wandb-core's log lines ("2026/12/01 13:37:41 INFO server: ..."), matplotlib's warnings
+    assert not re.search(r"^\d{4}/\d\d/\d\d \S+ (INFO|ERROR) |\[matplotlib\]\[WARNING\]",
+                         out, re.M)
+    result = _result(tmp_path)
+    assert result["status"] == "completed"
+    assert len(result["name"].encode()) <= 128 and re.fullmatch(
+        r"mlp-ot-v+-[0-9a-f]{10}", result["name"])
+    assert result["full_name"] == f"mlp-ot-{stem}-none-epochs2-steps10-warmup_steps4"
+    best = Checkpoint.load(tmp_path / "study" / "checkpoints" / result["name"] / "best.pt")
+    assert best.full_name == result["full_name"]
