@@ -90,7 +90,7 @@ def test_names_are_derived_and_overridable() -> None:
 
 
 @pytest.mark.parametrize("ablation", ["none", "architectures", "flow-methods", "dataset-size",
-                                      "augmentations"])
+                                      "augmentations", "time-sampling", "normalization"])
 def test_ablation_sets_the_group(ablation: str) -> None:
     expected = "default" if ablation == "none" else ablation
     assert compose_config([f"ablation={ablation}"]).group == expected
@@ -229,13 +229,15 @@ NAME_RULE = ("a run name of letters, digits and . _ - + = , starting with a lett
     # further likely mistakes
     ("arch=DiT", "arch=DiT is not an option; available: dit, mlp, unet"),
     ("ablation=architecture", "ablation=architecture is not an option; available: "
-     "architectures, architectures-isoflop, augmentations, dataset-size, flow-methods, none"),
+     "architectures, architectures-isoflop, augmentations, dataset-size, flow-methods, none, "
+     "normalization, time-sampling"),
     ("train.batch_size=0", "train.batch_size=0 is not allowed: an integer >= 1, or null for "
      "256, or the train split where smaller"),
     ("sample.steps=0", "sample.steps=0 is not allowed: an integer >= 1"),
     ("train.patience=-3", "train.patience=-3 is not allowed: an integer >= 1"),
     ("dataset.normalize=none",
-     "dataset.normalize='none' is not allowed: one of standard, robust, global"),
+     "dataset.normalize='none' is not allowed: one of standard, robust, global, or null for "
+     "global on concentrated norms, else standard"),
     ("train.epochs=1e3",
      "train.epochs: Value '1000.0' of type 'float' could not be converted to Integer"),
     ("train.lr=1e-3,2e-3", "train.lr=1e-3,2e-3: a comma means a sweep; add -m to run one job "
