@@ -62,7 +62,7 @@ def _logit_normal(s: TimeSampler, n: int, g: torch.Generator) -> torch.Tensor:
 
 def _beta(s: TimeSampler, n: int, g: torch.Generator) -> torch.Tensor:
     x, y = gamma(s.a, n, g), gamma(s.b, n, g)
-    return x / (x + y)
+    return x / (x + y).clamp_min(torch.finfo(x.dtype).tiny)  # both underflowing: t = 0, not NaN
 
 
 SAMPLERS = {"uniform": _uniform, "logit_normal": _logit_normal, "beta": _beta}
