@@ -85,7 +85,7 @@ class BatchSource:
             if self.augment is not None:
                 x1 = self.augment(x1, noise_gen)
             x0 = self.source.sample(b, x1.shape[1], noise_gen)
-            t = torch.rand(b, generator=noise_gen, device=device)
+            t = self.flow.times.sample(b, noise_gen)
             eps = (torch.randn(x1.shape, generator=noise_gen, device=device)
                    if self.flow.path.noisy else None)
             if i >= skip:  # skipped batches still draw, so the generators end where they would

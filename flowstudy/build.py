@@ -103,7 +103,7 @@ def build(cfg: Config, device: torch.device, ranks: Dist | None = None) -> Built
                           f"{t.accum_steps} x {ranks.world} (the batch is global)")
     data = build_data(cfg.dataset, cfg.study_dir)
     cfg, resolved = resolve(cfg, data.train.shape[0], data.val.shape[0], data.test.shape[0],
-                            data.dim, ranks.world)
+                            data.dim, ranks.world, data.norm_cv)
     t = cfg.train
     flow = build_flow(cfg.flow)
     batches = BatchSource(train=data.normalizer.encode(data.train).to(device),

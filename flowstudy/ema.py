@@ -3,19 +3,42 @@
 from __future__ import annotations
 
 import copy
+import math
 from typing import Any
 
 import torch
 from torch import nn
 
 
+def warmup_decay(decay: float, power: float | None, k: int) -> float:
+    """The EMA's decay at its k-th update: ``min(decay, 1 - (1 + k) ** -power)``, or ``decay``
+    without warmup (power None). Until ``full_decay_step`` the warmup term decides, whatever
+    ``decay`` is: the average spans about ``(1 + k) ** power`` recent steps (100 at step 1,000,
+    292 at 5,000 for power 2/3), the same for 0.999 as for 0.9999."""
+    return decay if power is None else min(decay, 1.0 - (1.0 + k) ** -power)
+
+
+def full_decay_step(decay: float, power: float | None) -> int:
+    """The first update at which the decay is ``decay`` itself: ceil((1 - decay) ** (-1 / power)
+    - 1), e.g. 999 for 0.99, 31,622 for 0.999 and 999,999 for 0.9999 at power 2/3."""
+    if power is None:
+        return 0
+    k = max(0, math.ceil((1.0 - decay) ** (-1.0 / power) - 1.0))
+    # the closed form up to float rounding, settled by the formula the EMA applies
+    while k > 0 and 1.0 - k ** -power >= decay:
+        k -= 1
+    while 1.0 - (1.0 + k) ** -power < decay:
+        k += 1
+    return k
+
+
 class EMA:
     """Keeps ``module``, a frozen copy of the model whose weights are the running average.
 
-    With warmup (``power`` set) the decay after k updates is ``min(decay, 1 - (1 + k) ** -power)``,
-    so a short run averages its recent weights instead of staying near the initial ones; the
-    target ``decay`` (0.9999) is reached only after ~1e6 updates at power 2/3. The update count
-    lives on the model's device, so an update (or a skipped one) never waits on a host read.
+    With warmup (``power`` set) the decay after k updates is ``warmup_decay(decay, power, k)``,
+    so a short run averages its recent weights instead of staying near the initial ones. The
+    update count lives on the model's device, so an update (or a skipped one) never waits on a
+    host read.
     """
 
     def __init__(self, model: nn.Module, decay: float, power: float | None = None) -> None:

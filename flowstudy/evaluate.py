@@ -23,8 +23,10 @@ from flowstudy.data import DataSplits
 from flowstudy.fileio import atomic_path
 from flowstudy.flows.likelihood import choose_divergence, nll_per_dim
 from flowstudy.flows.solvers import solve
+from flowstudy.metrics import PROJECTED
 from flowstudy.metrics.gaussian import GaussianFit
-from flowstudy.metrics.sets import sample_metrics
+from flowstudy.metrics.norms import project_norm
+from flowstudy.metrics.sets import sample_metrics, set_scores
 from flowstudy.plots import histogram, image_grid, pca_scatter, scatter
 from flowstudy.results import COST_KEYS, RunResult
 from flowstudy.tracking import Tracker
@@ -81,6 +83,11 @@ def evaluate(model: nn.Module, data: DataSplits, cfg: SampleConfig, seed: int,
     baseline = gaussian.sample(n, g).to(data.train.dtype)
     metrics = sample_metrics(samples[:n], data.test[:n], reference, baseline, data.train, device,
                              seed=data_seed)
+    if cfg.project_norm:
+        radius = float(torch.linalg.vector_norm(data.train.double(), dim=1).mean())
+        projected = project_norm(samples[:n], radius)
+        scores = set_scores(projected, data.test[:n], projected, data.train, device, data_seed)
+        metrics |= {f"{key}{PROJECTED}": value for key, value in scores.items()}
     if cfg.likelihood:
         metrics |= likelihood_metrics(model, data, gaussian, cfg, data_seed)
     return Evaluation(samples=samples, metrics=metrics, nfe=nfe)

@@ -86,7 +86,7 @@ class GraphSteps:
         x1 = train.index_select(0, rows)
         g = self.state.noise_gen
         x0 = s.source.sample(b, x1.shape[1], g)
-        t = torch.rand(b, generator=g, device=train.device)
+        t = s.flow.times.sample(b, g)
         eps = torch.randn(x1.shape, generator=g, device=train.device) if s.flow.path.noisy \
             else None
         self.position.add_(1)

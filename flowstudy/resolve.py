@@ -40,6 +40,25 @@ DEFAULT_BATCH = 256
 WARMUP_EPOCHS = 20
 
 
+# dataset.normalize=null resolves to global below this coefficient of variation of the train
+# rows' norms, else to standard. Points whose norms vary by under a tenth of their mean lie in a
+# thin shell; per-dimension standardisation stretches that shell into an ellipsoid whose
+# directions the flow must then learn to undo (on unit-norm embeddings it doubled FD, issue 18),
+# while one global mean/std keeps it a sphere. Unit-norm embeddings sit at ~1e-5 and the digits
+# (which set global themselves) at 0.08; 2-d toy sets are at 0.3-0.45, except 8gaussians (0.05,
+# a ring, whose two dims have one scale: global and standard coincide). An isotropic Gaussian
+# falls under it from ~50 dims (1 / sqrt(2 D)), where every dim has one scale too.
+CONCENTRATED_NORMS_CV = 0.1
+
+
+def normalization(requested: str | None, norm_cv: float) -> str:
+    """``dataset.normalize``: the requested kind, or for null (auto) global where the train
+    rows' norms are concentrated (``norm_cv`` below ``CONCENTRATED_NORMS_CV``), else standard."""
+    if requested is not None:
+        return requested
+    return "global" if norm_cv < CONCENTRATED_NORMS_CV else "standard"
+
+
 def split_sizes(rows: int, n_val: int | None, n_test: int | None) -> tuple[int, int]:
     """(n_val, n_test) for a pool of ``rows`` points (at least ``MIN_ROWS``); a null size is a
     tenth of the rows, clamped to [100, 2,000] and to a quarter of the rows."""
@@ -114,6 +133,9 @@ class Resolved:
     warmup_steps: int
     sample_n: int
     arch: dict[str, Any]
+    # dataset.normalize as used, and the train rows' norm spread that decides it where it was null
+    normalize: str = "standard"
+    norm_cv: float | None = None
     # train.budget (flowstudy.budget): its kind, the steps it plans (null for seconds: the clock
     # decides) and the FLOPs of one step it was planned with, counted at build.
     budget: str | None = None
@@ -136,7 +158,8 @@ class Resolved:
                 f"batch {self.batch_size}, epoch = {self.passes_per_epoch} pass(es) x "
                 f"{self.steps_per_pass} = {self.steps_per_epoch} steps, {self.planned_steps} "
                 f"steps planned (warmup {self.warmup_steps}), {self.arch['name']} {sizes}, "
-                f"{self.sample_n} samples" + self.budget_text())
+                f"{self.sample_n} samples, normalize {self.normalize} (row norms' CV "
+                f"{self.norm_cv:.3g})" + self.budget_text())
 
     def budget_text(self) -> str:
         if self.budget is None:
@@ -148,10 +171,12 @@ class Resolved:
 
 
 def resolve(cfg: Config, n_train: int, n_val: int, n_test: int, dim: int,
-            ranks: int = 1) -> tuple[Config, Resolved]:
+            ranks: int = 1, norm_cv: float = math.nan) -> tuple[Config, Resolved]:
     """The config with every data-dependent null filled in, and the summary of what was chosen.
 
-    ``n_val`` and ``n_test`` are the split sizes the data was built with (see ``split_sizes``).
+    ``n_val`` and ``n_test`` are the split sizes the data was built with (see ``split_sizes``);
+    ``norm_cv`` is the train split's (``flowstudy.data.normalize.norm_cv``; NaN, unknown, counts
+    as spread).
     """
     t = cfg.train
     batch = batch_size(t.batch_size, n_train, t.accum_steps, ranks)
@@ -163,7 +188,8 @@ def resolve(cfg: Config, n_train: int, n_val: int, n_test: int, dim: int,
     concrete = dataclasses.replace(
         cfg,
         arch=arch,
-        dataset=dataclasses.replace(cfg.dataset, n_val=n_val, n_test=n_test),
+        dataset=dataclasses.replace(cfg.dataset, n_val=n_val, n_test=n_test,
+                                    normalize=normalization(cfg.dataset.normalize, norm_cv)),
         train=dataclasses.replace(t, batch_size=batch, min_epoch_steps=min_steps),
         sample=dataclasses.replace(cfg.sample, n=sample_n),
     )
@@ -171,7 +197,8 @@ def resolve(cfg: Config, n_train: int, n_val: int, n_test: int, dim: int,
                        steps_per_pass=per_pass, passes_per_epoch=passes,
                        steps_per_epoch=passes * per_pass,
                        planned_steps=t.epochs * passes * per_pass, warmup_steps=t.warmup_steps,
-                       sample_n=sample_n, arch=dataclasses.asdict(arch))
+                       sample_n=sample_n, arch=dataclasses.asdict(arch),
+                       normalize=concrete.dataset.normalize, norm_cv=norm_cv)
     return concrete, summary
 
 

@@ -13,7 +13,7 @@ from typing import Any
 from flowstudy.errors import Busy, Diverged, UserError
 from flowstudy.fileio import alive, read_json, write_json
 from flowstudy.interrupt import Interrupted
-from flowstudy.metrics import SET_METRICS
+from flowstudy.metrics import PROJECTED, SET_METRICS
 from flowstudy.metrics.collapse import collapse_warnings
 
 log = logging.getLogger("flowstudy")
@@ -230,12 +230,14 @@ def log_summary(result: RunResult, result_path: Path) -> None:
         log.info("best.pt chosen by %s on the val split: %.4g at epoch %d (%d measurements, "
                  "%.2f s each)", mon["name"], mon["best"], mon["best_epoch"],
                  mon["measurements"], mon["seconds_per_measurement"] or 0.0)
-    log.info("samples, NFE %d (model / floor: real vs real / gauss: a Gaussian fit to train):",
-             result.nfe)
+    projected = f"{SET_METRICS[0]}{PROJECTED}" in m  # sample.project_norm
+    log.info("samples, NFE %d (model / floor: real vs real / gauss: a Gaussian fit to train%s):",
+             result.nfe, " / projected: the model's, rescaled to the data's norm" * projected)
     for key in SET_METRICS:
         if key in m:
-            log.info("  %-10s %10.4g / %10.4g / %10.4g", key, m[key], m[f"{key}_floor"],
-                     m[f"{key}_baseline"])
+            log.info("  %-10s %10.4g / %10.4g / %10.4g%s", key, m[key], m[f"{key}_floor"],
+                     m[f"{key}_baseline"],
+                     f" / {m[f'{key}{PROJECTED}']:10.4g}" if projected else "")
     if "test_nll" in m:
         log.info("  test NLL  %10.4g nats/dim (gauss %.4g)", m["test_nll"],
                  m["test_nll_baseline"])

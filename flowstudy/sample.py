@@ -44,7 +44,8 @@ def eval_name(trained: TrainedRun, s: SampleConfig, n: int, seed: int) -> str:
     files of its own) and every setting that changes the numbers."""
     solver = (f"dopri5-atol{format_value(s.atol)}-rtol{format_value(s.rtol)}"
               if s.solver == "dopri5" else f"{s.solver}-{s.steps}")
-    return f"{trained.path.stem}-e{trained.epoch}-{solver}-n{n}-seed{seed}"
+    projected = "-project_norm" if s.project_norm else ""  # more metrics: never the raw record
+    return f"{trained.path.stem}-e{trained.epoch}-{solver}-n{n}-seed{seed}{projected}"
 
 
 def sample_settings(run_sample: SampleConfig, given: SampleConfig,

@@ -115,7 +115,8 @@ def test_a_long_derived_name_is_a_readable_head_and_a_hash_of_the_whole() -> Non
 
 
 @pytest.mark.parametrize("ablation", ["none", "architectures", "flow-methods", "dataset-size",
-                                      "augmentations", "checkpoint-selection"])
+                                      "augmentations", "checkpoint-selection", "time-sampling",
+                                      "normalization"])
 def test_ablation_sets_the_group(ablation: str) -> None:
     expected = "default" if ablation == "none" else ablation
     assert compose_config([f"ablation={ablation}"]).group == expected
@@ -265,7 +266,7 @@ NAME_RULE = ("a run name of letters, digits and . _ - + = , starting with a lett
     ("arch=DiT", "arch=DiT is not an option; available: dit, mlp, unet"),
     ("ablation=architecture", "ablation=architecture is not an option; available: "
      "architectures, architectures-isoflop, augmentations, checkpoint-selection, dataset-size, "
-     "flow-methods, none"),
+     "flow-methods, none, normalization, time-sampling"),
     ("train.batch_size=0", "train.batch_size=0 is not allowed: an integer >= 1, or null for "
      "256, or the train split where smaller"),
     ("sample.steps=0", "sample.steps=0 is not allowed: an integer >= 1"),
@@ -274,7 +275,8 @@ NAME_RULE = ("a run name of letters, digits and . _ - + = , starting with a lett
      "val_c2st, val_norm_w1"),
     ("train.monitor_every=0", "train.monitor_every=0 is not allowed: an integer >= 1"),
     ("dataset.normalize=none",
-     "dataset.normalize='none' is not allowed: one of standard, robust, global"),
+     "dataset.normalize='none' is not allowed: one of standard, robust, global, or null for "
+     "global on concentrated norms, else standard"),
     ("train.epochs=1e3",
      "train.epochs: Value '1000.0' of type 'float' could not be converted to Integer"),
     ("train.lr=1e-3,2e-3", "train.lr=1e-3,2e-3: a comma means a sweep; add -m to run one job "

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from flowstudy.ema import EMA
+from flowstudy.ema import EMA, full_decay_step, warmup_decay
 
 
 def test_ema_warmup_decay_and_foreach_update_match_reference() -> None:
@@ -29,3 +29,25 @@ def test_ema_warmup_decay_and_foreach_update_match_reference() -> None:
     assert restored.updates == 5
     for a, b in zip(restored.module.parameters(), ema.module.parameters(), strict=True):
         assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("decay", [0.9999, 0.999])
+@pytest.mark.parametrize("k", [0, 10, 1000, 100_000])
+def test_the_effective_decay_at_step_k_is_the_documented_formula(decay: float, k: int) -> None:
+    ema = EMA(torch.nn.Linear(3, 2), decay=decay, power=2 / 3)
+    ema.load_state_dict({**ema.state_dict(), "updates": k})
+    expected = min(decay, 1 - (1 + k) ** (-2 / 3))
+    assert ema.current_decay() == pytest.approx(expected, abs=1e-12)
+    assert warmup_decay(decay, 2 / 3, k) == pytest.approx(expected, abs=1e-12)
+
+
+def test_0_999_and_0_9999_differ_only_from_step_31_622() -> None:
+    # What --help and docs/training.md say: below 31,622 updates both follow the warmup alone.
+    assert (full_decay_step(0.999, 2 / 3), full_decay_step(0.9999, 2 / 3)) == (31_622, 999_999)
+    assert full_decay_step(0.99, 2 / 3) == 999 and full_decay_step(0.999, None) == 0
+    for k in (0, 10, 1000, 31_621):
+        assert warmup_decay(0.999, 2 / 3, k) == warmup_decay(0.9999, 2 / 3, k) < 0.999
+    assert warmup_decay(0.999, 2 / 3, 31_622) == 0.999 < warmup_decay(0.9999, 2 / 3, 31_622)
+    assert warmup_decay(0.999, 2 / 3, 100_000) == 0.999
+    assert warmup_decay(0.9999, 2 / 3, 100_000) == pytest.approx(1 - 100_001 ** (-2 / 3))
+    assert warmup_decay(0.999, None, 0) == 0.999  # no warmup: the setting from the first step

@@ -6,13 +6,18 @@ import itertools
 import math
 import re
 
+import numpy as np
 import pytest
 import torch
 
-from flowstudy.flows import solvers
+from flowstudy.config import TIME_SAMPLINGS
+from flowstudy.flows import build_flow, solvers
 from flowstudy.flows.couplings import EntropicOTCoupling, ExactOTCoupling, sinkhorn_log_plan
 from flowstudy.flows.paths import BrownianBridgePath, CondOTPath, GaussianCFMPath, VPPath
 from flowstudy.flows.solvers import StepLimit, solve, solver_steps
+from flowstudy.flows.times import SAMPLERS, TimeSampler
+
+from .helpers import compose_config
 
 T = torch.tensor([0.0, 0.25, 0.5, 0.75, 1.0])
 
@@ -146,3 +151,46 @@ def test_euler_lands_on_x1_for_the_straight_path() -> None:
     x0, x1 = torch.randn(4, 2), torch.randn(4, 2)
     out, _ = solve(lambda x, t: x1 - x0, x0, "euler", steps=3)
     torch.testing.assert_close(out, x1)
+
+
+def _logit_normal_moment(loc: float, scale: float, power: int) -> float:
+    """E[sigmoid(loc + scale Z) ** power], Z ~ N(0, 1), by Gauss-Hermite quadrature."""
+    z, w = np.polynomial.hermite_e.hermegauss(120)
+    t = 1 / (1 + np.exp(-(loc + scale * z)))
+    return float((w * t**power).sum() / math.sqrt(2 * math.pi))
+
+
+def _moments(sampler: TimeSampler) -> tuple[float, float]:
+    """The analytic mean and variance of each time distribution."""
+    if sampler.kind == "uniform":
+        return 0.5, 1 / 12
+    if sampler.kind == "beta":
+        a, b = sampler.a, sampler.b
+        return a / (a + b), a * b / ((a + b) ** 2 * (a + b + 1))
+    m1 = _logit_normal_moment(sampler.loc, sampler.scale, 1)
+    return m1, _logit_normal_moment(sampler.loc, sampler.scale, 2) - m1**2
+
+
+@pytest.mark.parametrize("sampler", [
+    TimeSampler(), TimeSampler("logit_normal"), TimeSampler("logit_normal", loc=0.5, scale=0.7),
+    TimeSampler("beta"), TimeSampler("beta", a=0.5, b=0.5), TimeSampler("beta", a=3.0, b=5.0),
+], ids=lambda s: f"{s.kind}-{s.loc}-{s.scale}-{s.a}-{s.b}")
+def test_each_time_distribution_has_its_analytic_mean_and_variance(sampler: TimeSampler) -> None:
+    n = 200_000
+    t = sampler.sample(n, torch.Generator().manual_seed(0)).double()
+    assert t.shape == (n,) and t.min() >= 0 and t.max() <= 1
+    mean, var = _moments(sampler)
+    # Five standard errors: of the mean sqrt(var / n), of the variance sqrt((mu4 - var^2) / n).
+    mu4 = float(((t - t.mean()) ** 4).mean())
+    assert float(t.mean()) == pytest.approx(mean, abs=5 * math.sqrt(var / n))
+    assert float(t.var()) == pytest.approx(var, abs=5 * math.sqrt((mu4 - var**2) / n))
+
+
+def test_uniform_times_are_the_draws_of_before_and_every_sampler_is_a_choice() -> None:
+    # The default draws exactly what training drew before time sampling was a setting.
+    assert torch.equal(TimeSampler().sample(64, torch.Generator().manual_seed(3)),
+                       torch.rand(64, generator=torch.Generator().manual_seed(3)))
+    assert set(TIME_SAMPLINGS) == set(SAMPLERS)
+    flow = build_flow(compose_config(["flow=cfm", "flow.time_sampling=beta", "flow.beta_a=3",
+                                      "flow.beta_b=0.5"]).flow)
+    assert flow.times == TimeSampler("beta", 0.0, 1.0, 3.0, 0.5) and flow.coupling is None

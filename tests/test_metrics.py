@@ -27,7 +27,7 @@ from flowstudy.flows.likelihood import (
     nll_per_dim,
     rademacher,
 )
-from flowstudy.metrics import METRICS, SET_METRICS
+from flowstudy.metrics import METRICS, PROJECTED, SET_METRICS, label
 from flowstudy.metrics.c2st import c2st
 from flowstudy.metrics.collapse import collapse_flags, collapse_warnings
 from flowstudy.metrics.distances import (
@@ -43,7 +43,7 @@ from flowstudy.metrics.neighbours import (
     nearest_two,
     precision_recall,
 )
-from flowstudy.metrics.norms import norm_metrics
+from flowstudy.metrics.norms import norm_metrics, project_norm
 from flowstudy.metrics.sets import sample_metrics
 from flowstudy.report import rows_for, table
 from flowstudy.results import RunResult, log_summary
@@ -503,3 +503,14 @@ def test_knn_metrics_below_k_plus_one_points_are_nan():
     assert all(math.isnan(v) for v in precision_recall(many, three))
     assert all(math.isnan(v) for v in density_coverage(torch.randn(5, 2), many))
     assert not any(math.isnan(v) for v in density_coverage(torch.randn(6, 2), many))
+
+
+def test_projection_puts_samples_on_the_sphere_of_the_data_norm_keeping_directions() -> None:
+    unit = torch.nn.functional.normalize(_normal(300, 16, 5), dim=1)
+    shrunk = 0.9 * unit + 0.05 * _normal(300, 16, 6)  # collapsed inward, and noisy
+    projected = project_norm(shrunk, float(unit.norm(dim=1).mean()))
+    torch.testing.assert_close(projected.norm(dim=1), torch.ones(300, dtype=projected.dtype))
+    torch.testing.assert_close(torch.nn.functional.normalize(shrunk, dim=1), projected)
+    assert norm_metrics(projected, unit)["norm_w1"] < 1e-6 < norm_metrics(shrunk, unit)["norm_w1"]
+    assert torch.equal(project_norm(torch.zeros(2, 3), 1.0), torch.zeros(2, 3))
+    assert label("fd" + PROJECTED) == "FD (projected)" and label("fd") == "FD"

@@ -22,9 +22,18 @@ from flowstudy.config import (
     group_options,
 )
 from flowstudy.data import build_data
+from flowstudy.data.normalize import norm_cv
 from flowstudy.errors import ConfigError
 from flowstudy.models import build_model, count_parameters
-from flowstudy.resolve import Resolved, arch_sizes, resolve, split_sizes, warn_if_warmup_too_long
+from flowstudy.resolve import (
+    CONCENTRATED_NORMS_CV,
+    Resolved,
+    arch_sizes,
+    normalization,
+    resolve,
+    split_sizes,
+    warn_if_warmup_too_long,
+)
 
 from .helpers import compose_config
 
@@ -178,3 +187,40 @@ def test_the_otcfm_paper_preset_trains_20k_steps_at_a_constant_lr() -> None:
     assert (cfg.flow.name, cfg.flow.sigma, cfg.train.lr, cfg.train.min_lr_ratio) == (
         "minibatch_ot", 0.1, 1e-3, 1.0)
     assert cfg.train.patience >= cfg.train.epochs  # runs all its steps
+
+
+def test_null_normalize_is_global_on_concentrated_norms_and_standard_otherwise(
+        tmp_path: Path) -> None:
+    g = torch.Generator().manual_seed(0)
+    gaussian = torch.randn(2000, 16, generator=g)  # norms' CV ~ 1 / sqrt(32) = 0.18
+    unit = torch.nn.functional.normalize(gaussian, dim=1)
+    assert norm_cv(unit) < 1e-6 and 0.15 < norm_cv(gaussian) < 0.2
+    assert norm_cv(1.05 * unit + 0.01 * torch.randn(2000, 16, generator=g)) < CONCENTRATED_NORMS_CV
+    assert normalization(None, norm_cv(unit)) == "global"
+    assert normalization(None, norm_cv(gaussian)) == "standard"
+    assert normalization("robust", norm_cv(unit)) == "robust"  # an explicit kind always wins
+    # Built from a unit-norm file: one scale for all dims, and resolve records it.
+    cfg = _embeddings(_vectors(tmp_path, 500, 8))
+    assert cfg.normalize is None
+    data = build_data(cfg, tmp_path / "study")
+    assert torch.equal(data.normalizer.scale, data.normalizer.scale[:1].expand(8))
+    concrete, r = resolve(_composed(), data.train.shape[0], 100, 100, 8, norm_cv=data.norm_cv)
+    assert (concrete.dataset.normalize, r.normalize) == ("global", "global")
+    assert r.norm_cv == data.norm_cv and "normalize global" in r.line()
+    _, moons = resolve(_composed(), 1000, 100, 100, 2)
+    assert moons.normalize == "standard"
+
+
+def test_run_names_keep_their_form_for_explicit_normalisations_and_name_the_new_keys() -> None:
+    base = "mlp-ot-moons-none"
+    assert _composed().name == base  # null: auto, the default, names nothing
+    assert _composed("dataset.normalize=global").name == f"{base}-normalizeglobal"
+    assert _composed("dataset.normalize=robust").name == f"{base}-normalizerobust"
+    # standard is no longer the default, so it is named: it differs from auto on unit-norm data
+    assert _composed("dataset.normalize=standard").name == f"{base}-normalizestandard"
+    assert _composed("experiment=embeddings", "dataset.path=e.npy").name == \
+        "embeddings-mlp-ot-e-none"  # the preset's own global is its name, as before
+    assert _composed("flow.time_sampling=beta").name == f"{base}-time_samplingbeta"
+    assert _composed("flow.time_sampling=logit_normal", "flow.logit_scale=0.5").name == \
+        f"{base}-logit_scale0.5-time_samplinglogit_normal"
+    assert _composed("sample.project_norm=true").name == f"{base}-project_normtrue"

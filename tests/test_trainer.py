@@ -43,13 +43,15 @@ class StopAt:
 
 
 # 8 batches per pass; min_epoch_steps=20 makes an epoch 3 passes (24 steps), and step 35 lands
-# in the second pass of the second epoch.
-@pytest.mark.parametrize(("flow", "min_epoch_steps", "stop_step"),
-                         [("ot", 1, 11), ("minibatch_ot", 1, 11), ("minibatch_ot", 20, 35)])
-def test_a_mid_epoch_stop_resumes_bitwise(tmp_path: Path, flow: str, min_epoch_steps: int,
-                                          stop_step: int) -> None:
-    cfg = _config(tmp_path, f"flow={flow}", "train.epochs=3", "train.log_every=1",
-                  f"train.min_epoch_steps={min_epoch_steps}")
+# in the second pass of the second epoch. Beta times (two Gamma draws of 16 proposals each) replay
+# like uniform ones.
+@pytest.mark.parametrize(("flow", "times", "min_epoch_steps", "stop_step"),
+                         [("ot", "beta", 1, 11), ("minibatch_ot", "uniform", 1, 11),
+                          ("minibatch_ot", "uniform", 20, 35)])
+def test_a_mid_epoch_stop_resumes_bitwise(tmp_path: Path, flow: str, times: str,
+                                          min_epoch_steps: int, stop_step: int) -> None:
+    cfg = _config(tmp_path, f"flow={flow}", f"flow.time_sampling={times}", "train.epochs=3",
+                  "train.log_every=1", f"train.min_epoch_steps={min_epoch_steps}")
 
     def fresh():
         seed_everything(cfg.seed)

@@ -35,6 +35,7 @@ from flowstudy.config.rules import (
     MIN_EVAL_POINTS,
     SOLVERS,
     SOURCES_2D,
+    TIME_SAMPLINGS,
     Rule,
     checked,
     floats,
@@ -79,7 +80,8 @@ from flowstudy.config.validation import (
 
 __all__ = [
     "CONF_DIR", "GROUP_SCHEMAS", "MAX_EVAL_DIM", "MAX_EVAL_POINTS", "MIN_EVAL_POINTS",
-    "NON_IDENTITY_KEYS", "SECTIONS", "SOLVERS", "SOURCES_2D", "UNNAMED_KEYS",
+    "NON_IDENTITY_KEYS", "SECTIONS", "SOLVERS", "SOURCES_2D", "TIME_SAMPLINGS",
+    "UNNAMED_KEYS",
     "ArchConfig", "AugConfig", "CFMFlowConfig", "CheckpointConfig", "Config", "CoupledFlowConfig",
     "DatasetConfig", "DiTConfig", "DigitsConfig", "EmbeddingsConfig", "EvalConfig", "FlowConfig",
     "MLPConfig", "MixupAugConfig", "NoiseAugConfig", "OTFlowConfig", "Rule", "SampleConfig",

@@ -19,6 +19,10 @@ class Rule:
     def or_null(self, meaning: str) -> Rule:
         return Rule(f"{self.text}, or null {meaning}", lambda v: v is None or self.ok(v))
 
+    def explained(self, effect: str) -> Rule:
+        """The same rule, its text followed by what the value does (for --help)."""
+        return Rule(f"{self.text}; {effect}", self.ok)
+
 
 def checked(default: Any, rule: Rule) -> Any:
     """A dataclass field with its rule (a list field: ``field(..., metadata={"rule": rule})``)."""
@@ -52,7 +56,14 @@ def one_of(*choices: str) -> Rule:
 
 POSITIVE = ints(1)
 POSITIVE_FLOAT = floats(0, open_low=True)
+FINITE_FLOAT = Rule("a finite float", math.isfinite)
 NON_NEGATIVE_FLOAT = floats(0)
+# What the EMA's decay is at step k, said where --help shows it (flowstudy.ema.warmup_decay).
+EMA_DECAY = Rule("a float in (0, 1), the decay once the warmup (train.ema_power) reaches it",
+                 floats(0, 1, open_low=True, open_high=True).ok)
+EMA_POWER = POSITIVE_FLOAT.or_null("for no warmup").explained(
+    "the decay at step k is min(ema_decay, 1 - (1 + k) ** -ema_power): at 2/3, ema_decay=0.999 "
+    "takes effect from step 31,622 and 0.9999 from 999,999, both decaying alike before")
 # numpy seeds are 32-bit; a run also seeds a generator with seed + 1.
 SEED = ints(0, 2**32 - 2, "numpy's seed range")
 # Evaluation sizes: W2 solves an exact n x n assignment and the Frechet distance eigendecomposes
@@ -82,5 +93,6 @@ WANDB_PROJECT = Rule("at most 128 characters, none of / \\ # ? % :",
 WANDB_TAGS = Rule("a list of tags of 1 to 64 characters each",
                   lambda v: all(0 < len(t) <= 64 for t in v))
 
+TIME_SAMPLINGS = ("uniform", "logit_normal", "beta")  # = flowstudy.flows.times (a test checks)
 SOLVERS = ("euler", "midpoint", "rk4", "dopri5")  # = flowstudy.flows.solvers (a test checks)
 SOURCES_2D = ("8gaussians", "checkerboard", "circles", "moons", "scurve", "swissroll")

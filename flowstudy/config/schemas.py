@@ -16,6 +16,9 @@ from typing import Any
 from omegaconf import II, MISSING
 
 from flowstudy.config.rules import (
+    EMA_DECAY,
+    EMA_POWER,
+    FINITE_FLOAT,
     MAX_EVAL_DIM,
     MAX_EVAL_POINTS,
     MIN_EVAL_POINTS,
@@ -29,6 +32,7 @@ from flowstudy.config.rules import (
     SEED,
     SOLVERS,
     SOURCES_2D,
+    TIME_SAMPLINGS,
     WANDB_PROJECT,
     WANDB_TAGS,
     Rule,
@@ -80,6 +84,15 @@ class UNetConfig(ArchConfig):
 @dataclass
 class FlowConfig:
     name: str = MISSING
+    # How training draws t in [0, 1] (0: source, 1: data): uniform | logit_normal
+    # (sigmoid(N(logit_loc, logit_scale)), as in SD3: most draws mid-path) | beta
+    # (Beta(beta_a, beta_b); the default 2, 1 has density 2t, skewed towards the data). The
+    # validation loss always draws t uniformly, so it compares across time samplings.
+    time_sampling: str = checked("uniform", one_of(*TIME_SAMPLINGS))
+    logit_loc: float = checked(0.0, FINITE_FLOAT)
+    logit_scale: float = checked(1.0, POSITIVE_FLOAT)
+    beta_a: float = checked(2.0, POSITIVE_FLOAT)
+    beta_b: float = checked(1.0, POSITIVE_FLOAT)
 
 
 @dataclass
@@ -115,7 +128,11 @@ class DatasetConfig:
     # same train/val/test points whatever its own seed.
     seed: int = checked(0, SEED)
     # From the train split: standard (per-dim mean/std) | robust (per-dim median/IQR) | global
-    normalize: str = checked("standard", one_of("standard", "robust", "global"))
+    # (one mean/std for all dims, which keeps the shape of a sphere); null: global where the
+    # train rows' norms vary by less than a tenth of their mean (sentence embeddings), else
+    # standard (the resolved value is logged and stored in result.json)
+    normalize: str | None = checked(None, one_of("standard", "robust", "global").or_null(
+        "for global on concentrated norms, else standard"))
 
 
 @dataclass
@@ -203,11 +220,15 @@ class TrainConfig:
     # stopping would stop at
     schedule: str = checked("cosine", one_of("cosine", "plateau"))
     grad_clip: float = checked(1.0, POSITIVE_FLOAT)
-    ema_decay: float = checked(0.9999, floats(0, 1, open_low=True, open_high=True))
+    # The EMA's decay once its warmup has passed it: at power 2/3 from step 999 for 0.99, 31,622
+    # for 0.999, 999,999 for 0.9999; before that the warmup alone decides (below)
+    ema_decay: float = checked(0.9999, EMA_DECAY)
     # EMA warmup: decay_k = min(ema_decay, 1 - (1 + k) ** -ema_power) after k updates, so early
-    # on the average spans ~(1 + k) ** ema_power recent steps instead of the initial weights;
-    # null switches it off.
-    ema_power: float | None = checked(2 / 3, POSITIVE_FLOAT.or_null("for no EMA warmup"))
+    # on the average spans ~(1 + k) ** ema_power recent steps (100 at step 1,000, 292 at 5,000)
+    # instead of the initial weights, whatever ema_decay is; ema_decay is reached at step
+    # (1 - ema_decay) ** (-1 / ema_power) - 1 (ema_power=1: 1 / (1 - ema_decay) - 1, a running
+    # mean until then); null: ema_decay from the first step.
+    ema_power: float | None = checked(2 / 3, EMA_POWER)
     # What picks best.pt and drives early stopping: the val loss of the EMA or the raw weights,
     # or a sample metric (val_mmd, val_c2st, val_norm_w1) of the EMA weights' samples from fixed
     # noise against the val split (flowstudy/monitor.py; the test split stays untouched)
@@ -295,6 +316,10 @@ class SampleConfig:
     # exact (a backward pass per dim) | hutchinson | auto: exact up to 8-d
     divergence: str = checked("auto", one_of("auto", "exact", "hutchinson"))
     hutchinson_probes: int = checked(1, POSITIVE)  # Rademacher probes per point, from dataset.seed
+    # Also measure the samples rescaled, each, to the train split's mean row norm (after
+    # denormalisation): every sample metric again as <metric>_proj, beside the raw ones. For data
+    # on a sphere (unit-norm embeddings); it says what the directions alone are worth.
+    project_norm: bool = False
 
 
 @dataclass

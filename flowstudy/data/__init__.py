@@ -28,12 +28,12 @@ from flowstudy.config import (
 )
 from flowstudy.data.files import DataError, load_vectors
 from flowstudy.data.fingerprint import file_sha256, short
-from flowstudy.data.normalize import Normalizer
+from flowstudy.data.normalize import Normalizer, norm_cv
 from flowstudy.data.toy2d import toy2d
 from flowstudy.errors import ConfigError
 from flowstudy.fileio import read_json, write_json
 from flowstudy.options import build
-from flowstudy.resolve import MIN_ROWS, split_sizes
+from flowstudy.resolve import MIN_ROWS, normalization, split_sizes
 
 
 @dataclass
@@ -59,6 +59,7 @@ class DataSplits:
     test: torch.Tensor
     normalizer: Normalizer
     source: Source
+    norm_cv: float = math.nan  # of the train rows' norms: decides dataset.normalize=null
 
     @property
     def dim(self) -> int:
@@ -187,9 +188,11 @@ def build_data(cfg: DatasetConfig, study_dir: str | Path = "study") -> DataSplit
                           f"a split leaving at least {MIN_EVAL_POINTS} training points (here "
                           f"{len(train_idx)}); evaluation's k-NN precision/recall needs them")
     train = points[train_idx]
+    spread = norm_cv(train)
     return DataSplits(name=dataset_label(cfg), train=train, val=points[split["val"]],
-                      test=points[split["test"]], normalizer=Normalizer.fit(train, cfg.normalize),
-                      source=build_source(cfg))
+                      test=points[split["test"]],
+                      normalizer=Normalizer.fit(train, normalization(cfg.normalize, spread)),
+                      source=build_source(cfg), norm_cv=spread)
 
 
 def build_source(cfg: DatasetConfig) -> Source:

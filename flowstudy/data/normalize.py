@@ -23,6 +23,13 @@ def _quantiles(x: torch.Tensor, qs: tuple[float, ...]) -> list[torch.Tensor]:
     return out
 
 
+def norm_cv(x: torch.Tensor) -> float:
+    """The coefficient of variation (std / mean) of the rows' Euclidean norms: 0 for points on
+    a sphere, ~1 / sqrt(2 D) for an isotropic D-dim Gaussian."""
+    norms = torch.linalg.vector_norm(x.double(), dim=1)
+    return float(norms.std() / norms.mean()) if len(norms) > 1 and norms.mean() > 0 else 0.0
+
+
 @dataclass
 class Normalizer:
     shift: torch.Tensor

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import dataclasses
+from dataclasses import dataclass, field
 
 from flowstudy.config import CFMFlowConfig, CoupledFlowConfig, FlowConfig, OTFlowConfig
 from flowstudy.flows.couplings import Coupling, EntropicOTCoupling, ExactOTCoupling
@@ -13,6 +14,7 @@ from flowstudy.flows.paths import (
     ProbabilityPath,
     VPPath,
 )
+from flowstudy.flows.times import TimeSampler
 from flowstudy.options import build
 
 
@@ -21,6 +23,8 @@ class Flow:
     path: ProbabilityPath
     coupling: Coupling | None = None  # None: independent pairs
     prefetch: int = 0  # batches coupled ahead in a background thread
+    # how training draws t (validation draws it uniformly)
+    times: TimeSampler = field(default_factory=TimeSampler)
 
 
 # The builders of flowstudy.options' flow rows.
@@ -48,5 +52,6 @@ def sb(cfg: CoupledFlowConfig) -> Flow:
 
 
 def build_flow(cfg: FlowConfig) -> Flow:
-    """The flow of flow config ``cfg``, by its option's row."""
-    return build("flow", cfg)
+    """The flow of flow config ``cfg``, by its option's row, drawing t as ``cfg`` says."""
+    times = TimeSampler(cfg.time_sampling, cfg.logit_loc, cfg.logit_scale, cfg.beta_a, cfg.beta_b)
+    return dataclasses.replace(build("flow", cfg), times=times)

@@ -69,6 +69,10 @@ METRICS: dict[str, Metric] = {m.name: m for m in _ALL}
 SET_METRICS: tuple[str, ...] = tuple(m.name for m in _ALL if m.sample_set)
 # Sample-quality columns of a report: every metric of the samples, the likelihood included.
 QUALITY: tuple[str, ...] = tuple(m.name for m in _ALL if m.name != "best_val_loss")
+# sample.project_norm: each metric of SET_METRICS again, named <metric>_proj, for the samples
+# rescaled to the train split's mean norm (flowstudy.metrics.norms.project_norm), beside the raw
+# ones; the floor and the baseline are those of the raw metric.
+PROJECTED = "_proj"
 # What objective= accepts, and which way a search optimises it.
 OBJECTIVES: dict[str, Direction] = {m.name: m.direction for m in _ALL
                                     if m.direction and m.objective}
@@ -111,4 +115,7 @@ VALIDATION_VALUES: tuple[str, ...] = tuple(m.log_key for m in MONITORS.values())
 
 def label(name: str) -> str:
     """How tables and figures name ``name`` (itself where it is not a registered metric)."""
+    raw = name.removesuffix(PROJECTED)
+    if raw != name and raw in METRICS:
+        return f"{METRICS[raw].label} (projected)"
     return METRICS[name].label if name in METRICS else name

@@ -8,6 +8,12 @@ is the 1-d Wasserstein-1 distance between the norms of ``x`` and of ``y`` (scipy
 a set by ``c`` moves it by ``|1 - c|`` times the mean norm. ``norm_mean`` and ``norm_std`` are
 the norms of ``x`` alone, as context: compare them with the same numbers of real points (the
 floor). On data without a meaningful origin (moons, images) it is one more 1-d marginal.
+
+``project_norm`` is sample.project_norm's projection: each sample rescaled to the train split's
+mean norm. One radius rather than, say, the norm of each sample's nearest train point: it needs
+nothing of the data beyond one number, so the projected samples borrow no train point, and on
+unit-norm data it is exactly the sphere. On data whose norms spread it squeezes them to one
+value; it is meant for data on a sphere.
 """
 
 from __future__ import annotations
@@ -23,3 +29,10 @@ def norm_metrics(x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
     return {"norm_w1": float(wasserstein_distance(nx.numpy(), ny.numpy())),
             "norm_mean": float(nx.mean()),
             "norm_std": float(nx.std(correction=1)) if len(nx) > 1 else 0.0}
+
+
+def project_norm(x: torch.Tensor, radius: float) -> torch.Tensor:
+    """``x`` with every row rescaled to norm ``radius`` (its direction kept; a zero row stays
+    zero): sample.project_norm puts samples on the sphere of the train split's mean norm."""
+    norms = torch.linalg.vector_norm(x, dim=1, keepdim=True)
+    return x * (radius / norms.clamp_min(torch.finfo(x.dtype).tiny))

@@ -53,6 +53,24 @@ def undefined_note(n: int) -> str | None:
             f"more test points and samples (sample.n, dataset.n_test) define them")
 
 
+def set_scores(x: torch.Tensor, test: torch.Tensor, memorized_from: torch.Tensor,
+               train: torch.Tensor, device: torch.device | str = "cpu",
+               seed: int = 0) -> dict[str, float]:
+    """Every metric in ``SET_METRICS`` of the set ``x`` against ``test``, memorisation measured
+    for ``memorized_from``; NaN throughout where ``x`` is not finite."""
+    if not torch.isfinite(x).all():
+        return dict.fromkeys(SET_METRICS, math.nan)
+    precision, recall = precision_recall(test, x)
+    density, coverage = density_coverage(test, x)
+    memorized, nn_dist = memorization(memorized_from.to(device), train)
+    computed = {"w2": wasserstein2(x, test), "mmd": mmd2_unbiased(x, test),
+                "fd": frechet_distance(x, test), "precision": precision, "recall": recall,
+                "density": density, "coverage": coverage, "memorized": memorized,
+                "nn_dist": nn_dist, **c2st(x, test, seed, C2ST_FOLDS).as_metrics(),
+                **norm_metrics(x, test)}
+    return {key: computed[key] for key in SET_METRICS}  # the registry's order, all of it
+
+
 def sample_metrics(samples: torch.Tensor, test: torch.Tensor, reference: torch.Tensor,
                    baseline: torch.Tensor, train: torch.Tensor,
                    device: torch.device | str = "cpu", seed: int = 0) -> dict[str, float]:
@@ -66,23 +84,11 @@ def sample_metrics(samples: torch.Tensor, test: torch.Tensor, reference: torch.T
     grows with the data, are computed on ``device``. ``seed`` (the data seed) fixes the C2ST's
     folds and classifier initialisation, the same for all three sets.
     """
-    def scores(x: torch.Tensor, memorized_from: torch.Tensor) -> dict[str, float]:
-        if not torch.isfinite(x).all():
-            return dict.fromkeys(SET_METRICS, math.nan)
-        precision, recall = precision_recall(test, x)
-        density, coverage = density_coverage(test, x)
-        memorized, nn_dist = memorization(memorized_from.to(device), train)
-        computed = {"w2": wasserstein2(x, test), "mmd": mmd2_unbiased(x, test),
-                    "fd": frechet_distance(x, test), "precision": precision, "recall": recall,
-                    "density": density, "coverage": coverage, "memorized": memorized,
-                    "nn_dist": nn_dist, **c2st(x, test, seed, C2ST_FOLDS).as_metrics(),
-                    **norm_metrics(x, test)}
-        return {key: computed[key] for key in SET_METRICS}  # the registry's order, all of it
-
     note = undefined_note(min(len(samples), len(test)))
     if note:
         log.warning("%s", note)
-    model, floor = scores(samples, samples), scores(reference, test)
-    gauss = scores(baseline, baseline)
+    model = set_scores(samples, test, samples, train, device, seed)
+    floor = set_scores(reference, test, test, train, device, seed)
+    gauss = set_scores(baseline, test, baseline, train, device, seed)
     return {**model, **{f"{key}_floor": value for key, value in floor.items()},
             **{f"{key}_baseline": value for key, value in gauss.items()}}

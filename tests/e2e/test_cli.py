@@ -4,18 +4,19 @@ the one-line errors it exits with."""
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import pytest
 import torch
 
 from flowstudy.checkpoint import Checkpoint
-from flowstudy.metrics import SET_METRICS
+from flowstudy.metrics import PROJECTED, SET_METRICS
 from flowstudy.models import build_model
 from flowstudy.resolve import arch_sizes
 from flowstudy.results import RunResult
 
-from ..helpers import TINY, cli, compose_config, name_of
+from ..helpers import TINY, TINY_MLP, TINY_TRAIN, cli, compose_config, name_of
 from ..wandb_files import find_run_files, read_run
 
 pytestmark = pytest.mark.e2e
@@ -164,3 +165,30 @@ def test_cli_rejects_bad_input_before_any_work(tmp_path: Path, override: str,
     assert lines == [lines[0]] and lines[0].startswith(f"flowstudy: error: {expected}")
     assert "Traceback" not in proc.stderr + proc.stdout
     assert not (tmp_path / "study").exists()
+
+
+def test_a_run_on_unit_norm_vectors_records_auto_global_projected_metrics_and_its_times(
+        tmp_path: Path) -> None:
+    x = torch.nn.functional.normalize(torch.randn(400, 8, generator=torch.Generator()
+                                                  .manual_seed(0)), dim=1)
+    torch.save(x, tmp_path / "unit8.pt")
+    args = ["dataset=embeddings", f"dataset.path={tmp_path / 'unit8.pt'}", *TINY_MLP,
+            *TINY_TRAIN, "train.epochs=1", "sample.likelihood=false", "sample.project_norm=true",
+            "flow.time_sampling=beta", "wandb.mode=disabled", "train.threads=1"]
+    proc = cli(args, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    name = name_of(args)
+    assert "-project_normtrue-" in name and "-time_samplingbeta-" in name
+    result = json.loads((tmp_path / "study" / "runs" / name / "result.json").read_text())
+    assert result["status"] == "completed"
+    # dataset.normalize=null resolved from the data (unit norms: global); the identity keeps null
+    assert result["resolved"]["normalize"] == "global" and result["resolved"]["norm_cv"] < 1e-6
+    assert result["config"]["dataset"]["normalize"] is None
+    m = result["metrics"]
+    assert all(math.isfinite(m[k]) and math.isfinite(m[f"{k}{PROJECTED}"]) for k in SET_METRICS
+               if not k.startswith("c2st"))
+    assert m[f"norm_w1{PROJECTED}"] < 1e-6  # on the unit sphere, as the test points are
+    assert m[f"norm_mean{PROJECTED}"] == pytest.approx(1.0)
+    log = (next(tmp_path.glob("outputs/*/*/train.log"))).read_text()
+    assert "normalize global (row norms' CV" in log
+    assert "/ projected: the model's, rescaled to the data's norm" in log
