@@ -270,11 +270,12 @@ def test_collapse_warnings_fire_on_shrunk_and_spread_embeddings_and_not_on_real_
     assert flags[0].startswith("collapse: density 2.") and "norm W1 0.1 " in flags[1]
     assert named.endswith("flagged, not a win")
     assert all(f"{key} " in named for key in ("fd", "w2", "precision", "coverage"))
-    # Spread by 1.2: density 0.17 with recall 1.0 (flattered), norms 1.2. Nothing is at its
-    # floor, so nothing is named.
+    # Spread by 1.2: density 0.17 with recall 1.0 (flattered), norms 1.2. Recall alone is at
+    # its floor, so it alone is named.
     spread = _embedding_metrics(1.2)
     assert [f.kind for f in collapse_flags(spread)] == ["over-spread", "over-spread"]
-    assert len(collapse_warnings(spread)) == 2
+    *_, named = collapse_warnings(spread)
+    assert named.startswith("recall ") and named.endswith("flagged, not a win")
     # The Gaussian fit's norms are 1.00 +- 0.075, not on the sphere: the norm rule sees it.
     assert [f.kind for f in collapse_flags(shrunk, "_baseline")] == ["norms off"]
 
@@ -292,8 +293,13 @@ def test_collapse_rule_thresholds_directions_and_missing_metrics() -> None:
     collapsed = collapse_warnings(_prdc(2.0, 0.5))
     assert collapsed[0].startswith("collapse: density 2 is 1 above its floor 1")
     # fd at its floor, coverage above it: named; w2 twice its floor, precision far below: not.
-    assert collapsed[1] == ("fd 0.1 (floor 0.1), coverage 0.97 (floor 0.95) at or better than "
-                            "the floor: flagged, not a win")
+    # density 2 above its floor 1: flattered by collapse, named too.
+    assert collapsed[1] == ("fd 0.1 (floor 0.1), coverage 0.97 (floor 0.95), density 2 (floor 1) "
+                            "at or better than the floor: flagged, not a win")
+    # Over-spread flatters recall (0.95, floor 0.9), not density (0.5, far below its floor 1).
+    assert collapse_warnings(_prdc(0.5, 0.95))[1] == (
+        "fd 0.1 (floor 0.1), coverage 0.97 (floor 0.95), recall 0.95 (floor 0.9) at or better "
+        "than the floor: flagged, not a win")
     assert [f.kind for f in collapse_flags(_prdc(0.5, 0.95))] == ["over-spread"]
     norms = {"norm_w1_floor": 0.01, "norm_mean_floor": 2.0, "norm_std": 0.1,
              "norm_std_floor": 0.1}

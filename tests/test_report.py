@@ -288,3 +288,105 @@ def test_a_runs_checkpoint_dir_is_resolved_inside_the_study(checkpoint: str | No
     inside = RunResult(name="r", group="g", checkpoint=str(Path("copy/ckpt/r/best.pt").absolute()),
                        config={"study_dir": study_dir})
     assert checkpoint_dir_in(Path("copy"), inside) == Path("copy/ckpt/r")
+
+
+# Per-seed metrics shaped like those of the bundled 384-d embeddings (docs/evaluation-and-
+# metrics.md): real points x0.9 (collapsed inward), x1.2 (over-spread) and a fresh real draw.
+FLOORS = {"fd": 0.086, "w2": 0.97, "precision": 0.90, "recall": 0.88, "density": 1.0,
+          "coverage": 0.96, "norm_w1": 0.0005, "norm_mean": 1.0, "norm_std": 0.001}
+GAUSS = {"fd": 0.109, "w2": 1.2, "precision": 0.5, "recall": 0.7, "density": 0.5,
+         "coverage": 0.6, "norm_w1": 0.06, "norm_mean": 1.0, "norm_std": 0.075}
+SHRUNK = {"fd": 0.086, "w2": 0.93, "precision": 0.99, "recall": 0.61, "density": 2.9,
+          "coverage": 0.99, "norm_w1": 0.1, "norm_mean": 0.9, "norm_std": 0.001}
+SPREAD = {"fd": 0.5, "w2": 1.6, "precision": 0.6, "recall": 0.98, "density": 0.17,
+          "coverage": 0.8, "norm_w1": 0.2, "norm_mean": 1.2, "norm_std": 0.001}
+REAL = {"fd": 0.2, "w2": 1.1, "precision": 0.88, "recall": 0.87, "density": 1.02,
+        "coverage": 0.95, "norm_w1": 0.0006, "norm_mean": 1.0, "norm_std": 0.001}
+WOBBLE = (0.01, -0.012, 0.003)  # per seed: the differences to the floor change sign
+
+
+def _shaped(lr: float, seed: int, model: dict[str, float]) -> RunResult:
+    metrics = {k: v * (1 + WOBBLE[seed]) for k, v in model.items()}
+    metrics |= {f"{k}_floor": v for k, v in FLOORS.items()}
+    metrics |= {f"{k}_baseline": v for k, v in GAUSS.items()}
+    return RunResult(name=f"lr{lr}-seed{seed}", group="g", status="completed", swept={"seed": seed},
+                     best_val_loss=1.0 + seed / 100, epochs=2, steps=16, dim=384,
+                     config={"seed": seed, "train": {"lr": lr}}, metrics=metrics)
+
+
+def test_collapsed_and_over_spread_configurations_are_flagged_not_celebrated(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    runs = [_shaped(lr, seed, model) for lr, model in ((1e-3, SHRUNK), (1e-2, SPREAD),
+                                                       (2e-3, REAL)) for seed in range(3)]
+    s = summarise(rows_for(runs), "fd")
+    assert s.labels == ["lr=0.001", "lr=0.01", "lr=0.002"]
+    assert [[(sh.kind, sh.seeds, len(sh.evidence)) for sh in found] for found in s.shapes] == [
+        [("collapse", [0, 1, 2], 2)], [("over-spread", [0, 1, 2], 2)], []]
+    # Collapsed: FD at its floor, precision better, density far above it: each flagged.
+    assert s.cells[0]["fd"].vs_floor == "≈ floor"
+    assert s.yardstick_words(0, "fd") == ["beats gauss (flagged: collapse)",
+                                          "≈ floor (flagged: collapse)"]
+    assert s.yardstick_words(0, "density") == ["beats gauss (flagged: collapse)",
+                                               "better than floor (flagged: collapse)"]
+    assert s.yardstick_words(0, "recall") == ["worse than gauss", "worse than floor"]
+    # Over-spread: recall better than its floor is flagged; what reads worse is left as it is.
+    assert s.yardstick_words(1, "recall") == ["beats gauss (flagged: over-spread)",
+                                              "better than floor (flagged: over-spread)"]
+    assert s.yardstick_words(1, "fd") == ["worse than gauss", "worse than floor"]
+    # Healthy: its words as they were, none flagged.
+    for key in ("fd", "recall", "density", "precision"):
+        assert s.flagged(2, key) is None
+        assert not any("flagged" in w for w in s.yardstick_words(2, key))
+    # The winners by density (collapsed) and by recall (over-spread) are flagged, not bold.
+    assert s.verdicts["density"].winner == "lr=0.001"
+    assert s.verdict_text("density").endswith(
+        "; flagged, not a win: its samples show collapse, which flatters density")
+    assert s.verdict_text("recall").endswith(
+        "; flagged, not a win: its samples show over-spread, which flatters recall")
+    head, cells, _ = table(s.rows, "fd", summary=s)  # the main table's column
+    assert [dict(zip(head, line, strict=True))["sample shape"] for line in cells] == [
+        "collapse 3/3", "over-spread 3/3", "-"]
+    dense = summarise(rows_for(runs), "density")
+    assert dense.best == 0 and dense.celebrated is None
+    assert table(dense.rows, "density", summary=dense)[2] is None
+
+    out = report(_study(tmp_path, runs), "g")
+    text = (out / "report.md").read_text()
+    section = text.split("## Collapse and over-spread\n\n")[1].split("\n## ")[0]
+    collapsed, spread = [line for line in section.splitlines() if line.startswith("- ")]
+    assert collapsed.startswith("- lr=0.001: collapse on 3/3 seeds (0, 1, 2); seed 0: density 2.93 "
+                                "is 1.9 above its floor 1 (limit 0.3) and recall 0.616 is 0.26 "
+                                "below its floor 0.88 (limit 0.1); sample norms 0.909 ± 0.001")
+    assert collapsed.endswith(". Flagged, not a win: W2, FD, precision, density, coverage")
+    assert spread.startswith("- lr=0.01: over-spread on 3/3 seeds (0, 1, 2); seed 0: density "
+                             "0.172 is 0.83 below its floor 1")
+    # Precision and coverage beat gauss only: under a flag, that is no win either.
+    assert spread.endswith(". Flagged, not a win: precision, recall, coverage")
+    assert "lr=0.002:" not in section
+    assert "| lr=0.001 | beats gauss (flagged: collapse), better than floor (flagged: collapse) " \
+        in text
+    err = capsys.readouterr().err
+    assert f"flowstudy.report: warning: group 'g': samples of {collapsed[2:]}\n" in err
+    assert "flowstudy.report: warning: group 'g': samples of lr=0.01: over-spread on 3/3" in err
+
+    doc = json.loads((out / "report.json").read_text())
+    by_label = {r["label"]: r for r in doc["rows"]}
+    assert [sh["kind"] for sh in by_label["lr=0.01"]["sample_shape"]] == ["over-spread"]
+    assert by_label["lr=0.01"]["cells"]["recall"]["flagged"] == "flagged: over-spread"
+    assert by_label["lr=0.002"]["sample_shape"] == []
+    assert by_label["lr=0.002"]["cells"]["recall"]["flagged"] is None
+    assert doc["verdicts"]["density"]["flagged"] == "collapse"
+    csv_rows = {r["label"]: r for r in csv.DictReader((out / "report.csv").open())}
+    assert csv_rows["lr=0.001"]["sample shape"] == "collapse 3/3"
+    assert csv_rows["lr=0.001"]["fd_flagged"] == "flagged: collapse"
+    assert csv_rows["lr=0.002"]["fd_flagged"] == ""
+
+
+def test_seeds_that_disagree_are_counted_and_flag_as_a_share() -> None:
+    runs = [_shaped(1e-3, 0, SHRUNK), _shaped(1e-3, 1, REAL), _shaped(1e-3, 2, SHRUNK)]
+    s = summarise(rows_for(runs), "fd")
+    (shape,) = s.shapes[0]
+    assert shape.seeds == [0, 2] and shape.note == "collapse on 2/3 seeds"
+    assert shape.text().startswith("collapse on 2/3 seeds (0, 2); seed 0: density 2.93 ")
+    assert s.flagged(0, "precision") == "flagged: collapse on 2/3 seeds"
+    assert s.flagged(0, "recall") is None  # collapse does not flatter recall

@@ -25,16 +25,23 @@ The rules, each against the same metric of real points (``<key>_floor``):
   unit-norm data a plain Gaussian fit has norms 1.00 ± 0.075 and W1 0.06: it trips this rule,
   as it should, since it is not on the sphere; x0.95 (W1 0.05) is at its edge.
 
-When any rule fires, every metric of ``NOT_A_WIN`` that sits at or better than its floor is named
-"flagged, not a win": a lower-is-better metric within ``FLOOR_TOLERANCE`` (10%) of its floor or
-below it; a fraction (precision, coverage) within ``FRACTION_TOLERANCE`` (0.05) of its floor or
-above it. Missing or NaN metrics (an old result.json, a diverged model) fire no rule.
+What each kind flatters (``FLATTERED``): under any flag, the metrics of ``NOT_A_WIN`` (FD, W2,
+precision, coverage), which a set pulled inward scores at the floor; under *collapse* density
+too (crowded samples raise it above its floor, and the registry ranks it higher-is-better);
+under *over-spread* recall too (the samples' large balls swallow the real points). When any rule
+fires, every flattered metric that sits at or better than its floor is named "flagged, not a
+win": a lower-is-better metric within ``FLOOR_TOLERANCE`` (10%) of its floor or below it; a
+higher-is-better one (precision, recall, density, coverage) within ``FRACTION_TOLERANCE`` (0.05)
+of its floor or above it. Missing or NaN metrics (an old result.json, a diverged model) fire no
+rule. The end-of-run log and ``flowstudy.report`` both apply these rules; the report flags its
+"better than floor", "≈ floor" and "beats gauss" words and its "best by" verdicts for the
+flattered metrics of a configuration that a rule fired on.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Literal
 
@@ -48,6 +55,17 @@ NOT_A_WIN: tuple[tuple[str, bool], ...] = (("fd", True), ("w2", True), ("precisi
                                            ("coverage", False))
 
 Kind = Literal["collapse", "over-spread", "norms off"]
+# What a set that a rule of each kind fired on can score at or better than the floor, no win.
+FLATTERED: dict[Kind, tuple[tuple[str, bool], ...]] = {
+    "collapse": (*NOT_A_WIN, ("density", False)),
+    "over-spread": (*NOT_A_WIN, ("recall", False)),
+    "norms off": NOT_A_WIN,
+}
+
+
+def flattered(kinds: Iterable[Kind]) -> dict[str, bool]:
+    """The metrics (each with whether lower is better) that flags of ``kinds`` flatter."""
+    return {key: lower for kind in kinds for key, lower in FLATTERED[kind]}
 
 
 @dataclass(frozen=True)
@@ -99,10 +117,11 @@ def collapse_flags(metrics: Mapping[str, float], which: str = "") -> list[Flag]:
     return flags
 
 
-def not_a_win(metrics: Mapping[str, float], which: str = "") -> list[str]:
-    """The metrics of ``NOT_A_WIN`` at or better than their floors, as "fd 0.086 (floor 0.086)"."""
+def not_a_win(metrics: Mapping[str, float], kinds: Iterable[Kind], which: str = "") -> list[str]:
+    """The metrics that flags of ``kinds`` flatter at or better than their floors, as "fd 0.086
+    (floor 0.086)"."""
     named = []
-    for key, lower_is_better in NOT_A_WIN:
+    for key, lower_is_better in flattered(kinds).items():
         value, floor = _get(metrics, key + which), _get(metrics, key + "_floor")
         at_floor = (value <= floor + FLOOR_TOLERANCE * abs(floor) if lower_is_better
                     else value >= floor - FRACTION_TOLERANCE)
@@ -115,8 +134,9 @@ def collapse_warnings(metrics: Mapping[str, float], which: str = "") -> list[str
     """One line per rule that fires, then, if any fired, one naming the metrics at or better
     than their floors as "flagged, not a win". Empty when the samples look neither collapsed
     nor over-spread."""
-    lines = [str(flag) for flag in collapse_flags(metrics, which)]
-    named = not_a_win(metrics, which) if lines else []
+    flags = collapse_flags(metrics, which)
+    lines = [str(flag) for flag in flags]
+    named = not_a_win(metrics, [f.kind for f in flags], which) if flags else []
     if named:
         lines.append(f"{', '.join(named)} at or better than the floor: flagged, not a win")
     return lines

@@ -22,6 +22,7 @@ from flowstudy.report.tables import (
     evaluations,
     evaluations_markdown,
     markdown,
+    shape_lines,
     summarise,
     summary_markdown,
     table,
@@ -62,6 +63,8 @@ def report(study: Path, group: str, metric: str | None = None, method: stats.Met
     matched = compute_matched(runs, metric, method)  # FLOP-budget runs at two budgets or more
     if matched is not None:
         text += "\n" + matched.markdown() + "\n"
+    for line in shape_lines(s):  # on the console too, where a sweep's log is read
+        print(f"flowstudy.report: warning: group {group!r}: samples of {line}", file=sys.stderr)
     evaluated = evaluations(runs, study)
     if evaluated:
         text += ("\n## Sampling cost vs quality\n\nCheckpoints re-sampled with "

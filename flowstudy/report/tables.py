@@ -2,7 +2,9 @@
 paired comparisons, the verdicts, as Markdown, CSV rows and a JSON document (torch-free).
 
 Metrics and their directions and yardsticks come from the registry (``flowstudy.metrics``), so
-a metric added there gets a column, an interval, comparisons and verdicts here by itself.
+a metric added there gets a column, an interval, comparisons and verdicts here by itself. Where
+``flowstudy.metrics.collapse`` finds a configuration's samples collapsed or over-spread on a
+seed, the metrics that situation flatters are flagged wherever the report would call them good.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from flowstudy import stats
 from flowstudy.labels import short_labels
 from flowstudy.metrics import METRICS, QUALITY
 from flowstudy.metrics import label as metric_label
+from flowstudy.metrics.collapse import collapse_flags, flattered
 from flowstudy.report.rows import Row
 from flowstudy.results import RunResult, checkpoint_dir_in, evaluation_records
 
@@ -30,6 +33,8 @@ COSTS = (("epochs", "epochs"), ("steps", "steps"), ("params", "params"), ("flops
          ("wall_time_s", "wall s"))
 ALL_PAIRS = 8  # up to this many ranked configurations every pair is compared; beyond, each
 # against the leader
+# The yardstick words (flowstudy.stats.against_yardstick) that call a metric good.
+WINS = ("beats gauss", "better than floor", "≈ floor")
 
 
 def decimals(iv: stats.Interval | None) -> int:
@@ -111,6 +116,45 @@ def cell(row: Row, key: str, method: stats.Method = "t") -> Cell:
 
 
 @dataclass
+class Shape:
+    """One kind of collapse flag (flowstudy.metrics.collapse) over a configuration's runs."""
+
+    kind: str
+    seeds: list[int | None]  # those of the runs it fired on
+    runs: int  # the configuration's
+    evidence: list[str]  # the numbers of each rule of this kind, on the first run it fired on
+
+    @property
+    def note(self) -> str:
+        """``over-spread``, or ``over-spread on 1/3 seeds`` where the seeds disagree."""
+        return self.kind if len(self.seeds) == self.runs else \
+            f"{self.kind} on {len(self.seeds)}/{self.runs} seeds"
+
+    def text(self) -> str:
+        seeds = ", ".join("?" if seed is None else str(seed) for seed in self.seeds)
+        return (f"{self.kind} on {len(self.seeds)}/{self.runs} seeds ({seeds}); seed "
+                f"{self.seeds[0]}: " + "; ".join(self.evidence))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, "seeds": self.seeds, "runs": self.runs,
+                "evidence": self.evidence}
+
+
+def shapes(row: Row) -> list[Shape]:
+    """The kinds of collapse flag that fire on any of the row's runs, in the order they fire."""
+    seeded = [(seed if isinstance(seed := r.config.get("seed"), int) else None, r)
+              for r in row.runs]
+    fired = [(seed, collapse_flags(r.metrics)) for seed, r in
+             sorted(seeded, key=lambda sr: (sr[0] is None, sr[0] or 0))]
+    out = []
+    for kind in dict.fromkeys(f.kind for _, flags in fired for f in flags):
+        on = [(seed, [f.evidence for f in flags if f.kind == kind]) for seed, flags in fired
+              if any(f.kind == kind for f in flags)]
+        out.append(Shape(kind, [seed for seed, _ in on], len(row.runs), on[0][1]))
+    return out
+
+
+@dataclass
 class Summary:
     """Everything the report says about a group, computed once: a Cell per row and metric, the
     labels that tell the rows apart, each metric's comparisons and verdict, the best row."""
@@ -123,10 +167,45 @@ class Summary:
     comparisons: dict[str, list[stats.Comparison]] = field(default_factory=dict)
     verdicts: dict[str, stats.Verdict] = field(default_factory=dict)
     best: int | None = None  # the winner by ``metric``, when there is one
+    shapes: list[list[Shape]] = field(default_factory=list)  # per row: its collapse flags
 
     @property
     def verdict(self) -> stats.Verdict | None:
         return self.verdicts.get(self.metric)
+
+    def flags(self, i: int, key: str) -> str | None:
+        """``over-spread`` (or ``collapse on 1/3 seeds``, ...) where row ``i``'s samples are in
+        a situation that flatters ``key`` (flowstudy.metrics.collapse.FLATTERED); else None."""
+        notes = [sh.note for sh in self.shapes[i] if key in flattered([sh.kind])]  # type: ignore
+        return ", ".join(notes) or None
+
+    def flagged(self, i: int, key: str) -> str | None:
+        """``flagged: over-spread``, or None."""
+        notes = self.flags(i, key)
+        return notes and f"flagged: {notes}"
+
+    def verdict_flag(self, key: str) -> str | None:
+        """The flags of the winner by ``key``, when its samples flatter ``key``."""
+        v = self.verdicts.get(key)
+        return None if v is None or v.winner is None else \
+            self.flags(self.labels.index(v.winner), key)
+
+    @property
+    def celebrated(self) -> int | None:
+        """The row shown bold: the winner by the metric, unless its win is flagged."""
+        return None if self.verdict_flag(self.metric) else self.best
+
+    def verdict_text(self, key: str) -> str:
+        """The verdict's sentence, then, for a flagged winner, that it is no win."""
+        text, flag = self.verdicts[key].text, self.verdict_flag(key)
+        return text if flag is None else (f"{text}; flagged, not a win: its samples show "
+                                          f"{flag}, which flatters {metric_label(key)}")
+
+    def yardstick_words(self, i: int, key: str) -> list[str]:
+        """Row ``i``'s words against gauss and the floor, each win that is flagged marked so."""
+        c, flag = self.cells[i][key], self.flagged(i, key)
+        return [f"{w} ({flag})" if flag and w in WINS else w
+                for w in (c.vs_gauss, c.vs_floor) if w]
 
 
 def summarise(rows: list[Row], metric: str, method: stats.Method = "t") -> Summary:
@@ -134,7 +213,8 @@ def summarise(rows: list[Row], metric: str, method: stats.Method = "t") -> Summa
     if len(set(labels)) < len(labels):  # settings that print alike: the names tell them apart
         labels = [row.name for row in rows]
     s = Summary(rows, metric, method, labels,
-                [{key: cell(row, key, method) for key in STATISTICS} for row in rows])
+                [{key: cell(row, key, method) for key in STATISTICS} for row in rows],
+                shapes=[shapes(row) for row in rows])
     ranked = [i for i, row in enumerate(rows) if row.completed]
     for key in (metric, *(k for k in ("best_val_loss", *RANKED) if k != metric)):
         direction = METRICS[key].direction
@@ -178,17 +258,19 @@ def _swept(row: Row) -> str:
 
 
 def header() -> list[str]:
-    return ["name", "swept", "seeds", "status", "epochs", "steps", "stop", "best val loss",
+    return ["name", "swept", "seeds", "status", "epochs", "steps", "stop", "sample shape",
+            "best val loss",
             *(f"{q} (floor, gauss)" for q in (*RANKED, *CONTEXT)), "params", "FLOPs", "wall s"]
 
 
 def table_cells(s: Summary) -> list[list[str]]:
     out = []
-    for row, cells in zip(s.rows, s.cells, strict=True):
+    for row, cells, found in zip(s.rows, s.cells, s.shapes, strict=True):
         out.append([row.name, _swept(row), str(len(row.runs)),
                     "/".join(sorted({r.shown_status for r in row.runs})),
                     _cost(row, "epochs"), _cost(row, "steps"),
                     "/".join(sorted({r.stop_reason or "-" for r in row.runs})),
+                    ", ".join(f"{sh.kind} {len(sh.seeds)}/{sh.runs}" for sh in found) or "-",
                     *(cells[k].text() for k in STATISTICS),
                     _cost(row, "params"), _cost(row, "flops"), _cost(row, "wall_time_s")])
     return out
@@ -197,9 +279,9 @@ def table_cells(s: Summary) -> list[list[str]]:
 def table(rows: list[Row], metric: str, method: stats.Method = "t",
           summary: Summary | None = None) -> tuple[list[str], list[list[str]], int | None]:
     """Header, cells and the index of the row that wins by ``metric`` outside the noise (None
-    when no row does)."""
+    when no row does, or when its samples flatter that metric)."""
     s = summary or summarise(rows, metric, method)
-    return header(), table_cells(s), s.best
+    return header(), table_cells(s), s.celebrated
 
 
 def markdown(head: list[str], cells: list[list[str]], best: int | None) -> str:
@@ -243,23 +325,54 @@ def yardsticks_markdown(s: Summary) -> str | None:
     """Per configuration and metric: beats the Gaussian baseline or not, at the floor or not."""
     keys = [k for k in RANKED if METRICS[k].floor or METRICS[k].baseline
             if any(c[k].vs_floor or c[k].vs_gauss for c in s.cells)]
+    # a flagged win reads e.g. "≈ floor (flagged: over-spread)"
     if not keys:
         return None
     lines = ["| configuration | " + " | ".join(metric_label(k) for k in keys) + " |",
              "|" + "---|" * (len(keys) + 1)]
-    for label, cells in zip(s.labels, s.cells, strict=True):
-        words = [", ".join(w for w in (cells[k].vs_gauss, cells[k].vs_floor) if w) or "-"
-                 for k in keys]
+    for i, label in enumerate(s.labels):
+        words = [", ".join(s.yardstick_words(i, k)) or "-" for k in keys]
         lines.append(f"| {label} | " + " | ".join(words) + " |")
     return "\n".join(lines)
 
 
+def shape_lines(s: Summary) -> list[str]:
+    """Per flagged configuration: each kind of flag, its seeds and numbers, and the metrics it
+    flatters that the report would otherwise call good."""
+    lines = []
+    for i, (label, found) in enumerate(zip(s.labels, s.shapes, strict=True)):
+        if not found:
+            continue
+        named = [metric_label(k) for k in RANKED if s.flagged(i, k)
+                 and any(w in WINS for w in (s.cells[i][k].vs_gauss, s.cells[i][k].vs_floor))]
+        lines.append(f"{label}: " + "; ".join(sh.text() for sh in found)
+                     + (f". Flagged, not a win: {', '.join(named)}" if named else ""))
+    return lines
+
+
+def shape_markdown(s: Summary) -> str | None:
+    lines = shape_lines(s)
+    if not lines:
+        return None
+    return ("## Collapse and over-spread\n\nThe samples of these configurations look collapsed "
+            "(crowding the data's dense parts: density above its floor, recall below) or "
+            "over-spread (between and beyond the real points: density below its floor, recall "
+            "flattered), by the rule of `flowstudy/metrics/collapse.py` on each run's metrics. "
+            "Their FD, W2, precision and coverage, density under collapse and recall under "
+            "over-spread, are flagged wherever this report would call them good.\n\n"
+            + "\n".join(f"- {line}" for line in lines))
+
+
 def summary_markdown(s: Summary) -> str:
-    """The verdict under the table, the comparisons by the report's metric, every metric's
-    verdict, and the yardstick verdicts."""
+    """The verdict under the table, the collapse flags, the comparisons by the report's metric,
+    every metric's verdict, and the yardstick verdicts."""
     parts = []
     if s.verdict is not None:
-        parts.append(("**" + s.verdict.text + "**") if s.best is not None else s.verdict.text)
+        text = s.verdict_text(s.metric)
+        parts.append(f"**{text}**" if s.celebrated is not None else text)
+    shape = shape_markdown(s)
+    if shape:
+        parts.append(shape)
     key = s.metric
     if s.comparisons.get(key):
         parts.append(
@@ -268,7 +381,7 @@ def summary_markdown(s: Summary) -> str:
             "t interval), else Welch's; P(A better) is rliable's probability of improvement "
             "(over every pair of a run of A and a run of B, ties half); A wins: the shared seeds "
             "on which A is better.\n\n" + comparisons_markdown(s, key))
-    others = [v.text for k, v in s.verdicts.items() if k != s.metric]
+    others = [s.verdict_text(k) for k in s.verdicts if k != s.metric]
     if others:
         parts.append("## Verdicts by the other metrics\n\nEach on its own at 95%: across ten "
                      "metrics, one spurious \"best\" in a report is no surprise.\n\n"
@@ -278,15 +391,16 @@ def summary_markdown(s: Summary) -> str:
         parts.append("## Against the yardsticks\n\nFrom the paired interval of the metric minus "
                      "its yardstick over seeds: beats gauss / ≈ gauss / worse than gauss (the "
                      "Gaussian fitted to train), ≈ floor / worse than floor (real vs real "
-                     "data).\n\n" + yard)
+                     "data); \"(flagged: ...)\" marks a win that collapsed or over-spread "
+                     "samples flatter (above).\n\n" + yard)
     return "\n\n".join(parts)
 
 
 def csv_rows(s: Summary) -> tuple[list[str], list[list[Any]]]:
     """The table's columns, ``best``, then every statistic as numbers: per metric its mean,
-    interval, seeds, sd, yardstick means and verdicts."""
+    interval, seeds, sd, yardstick means and verdicts, and its collapse flag."""
     numeric = ["mean", "ci_low", "ci_high", "n", "sd", "floor", "baseline", "vs_floor",
-               "vs_gauss"]
+               "vs_gauss", "flagged"]
     head = [*header(), "best", "label",
             *(f"{k}_{n}" for k in STATISTICS for n in numeric)]
     out = []
@@ -297,7 +411,7 @@ def csv_rows(s: Summary) -> tuple[list[str], list[list[Any]]]:
             iv = c.interval
             values += [iv and iv.mean, iv and iv.low, iv and iv.high, iv.n if iv else 0,
                        iv and iv.sd, c.floor and c.floor.mean, c.baseline and c.baseline.mean,
-                       c.vs_floor, c.vs_gauss]
+                       c.vs_floor, c.vs_gauss, s.flagged(i, k)]
         out.append([*line, "yes" if i == s.best else "", s.labels[i],
                     *("" if v is None else v for v in values)])
     return head, out
@@ -312,11 +426,14 @@ def document(s: Summary, group: str) -> dict[str, Any]:
         "rows": [{"name": row.name, "label": s.labels[i], "swept": _swept(row),
                   "status": sorted({r.status for r in row.runs}), "seeds": row.seeds,
                   "runs": [r.name for r in row.runs], "best": i == s.best,
-                  "cells": {k: c.to_dict() for k, c in s.cells[i].items() if c.seeds},
+                  "cells": {k: {**c.to_dict(), "flagged": s.flagged(i, k)}
+                            for k, c in s.cells[i].items() if c.seeds},
+                  "sample_shape": [sh.to_dict() for sh in s.shapes[i]],
                   "cost": {k: row.mean(k) for k, _ in COSTS}}
                  for i, row in enumerate(s.rows)],
         "comparisons": {k: [c.to_dict() for c in cs] for k, cs in s.comparisons.items()},
-        "verdicts": {k: v.to_dict() for k, v in s.verdicts.items()},
+        "verdicts": {k: {**v.to_dict(), "flagged": s.verdict_flag(k)}
+                     for k, v in s.verdicts.items()},
     }
 
 
