@@ -333,6 +333,7 @@ def test_collapsed_and_over_spread_configurations_are_flagged_not_celebrated(
     assert s.yardstick_words(1, "recall") == ["beats gauss (flagged: over-spread)",
                                               "better than floor (flagged: over-spread)"]
     assert s.yardstick_words(1, "fd") == ["worse than gauss", "worse than floor"]
+    assert s.yardstick_words(1, "precision") == ["beats gauss", "worse than floor"]
     # Healthy: its words as they were, none flagged.
     for key in ("fd", "recall", "density", "precision"):
         assert s.flagged(2, key) is None
@@ -360,8 +361,8 @@ def test_collapsed_and_over_spread_configurations_are_flagged_not_celebrated(
     assert collapsed.endswith(". Flagged, not a win: W2, FD, precision, density, coverage")
     assert spread.startswith("- lr=0.01: over-spread on 3/3 seeds (0, 1, 2); seed 0: density "
                              "0.172 is 0.83 below its floor 1")
-    # Precision and coverage beat gauss only: under a flag, that is no win either.
-    assert spread.endswith(". Flagged, not a win: precision, recall, coverage")
+    # Its precision and coverage beat gauss: over-spread does not flatter them, so no flag.
+    assert spread.endswith(". Flagged, not a win: recall")
     assert "lr=0.002:" not in section
     assert "| lr=0.001 | beats gauss (flagged: collapse), better than floor (flagged: collapse) " \
         in text

@@ -131,9 +131,9 @@ class Shape:
             f"{self.kind} on {len(self.seeds)}/{self.runs} seeds"
 
     def text(self) -> str:
-        seeds = ", ".join("?" if seed is None else str(seed) for seed in self.seeds)
-        return (f"{self.kind} on {len(self.seeds)}/{self.runs} seeds ({seeds}); seed "
-                f"{self.seeds[0]}: " + "; ".join(self.evidence))
+        seeds = ["?" if seed is None else str(seed) for seed in self.seeds]  # a seedless run
+        return (f"{self.kind} on {len(seeds)}/{self.runs} seeds ({', '.join(seeds)}); seed "
+                f"{seeds[0]}: " + "; ".join(self.evidence))
 
     def to_dict(self) -> dict[str, Any]:
         return {"kind": self.kind, "seeds": self.seeds, "runs": self.runs,
@@ -358,8 +358,9 @@ def shape_markdown(s: Summary) -> str | None:
             "(crowding the data's dense parts: density above its floor, recall below) or "
             "over-spread (between and beyond the real points: density below its floor, recall "
             "flattered), by the rule of `flowstudy/metrics/collapse.py` on each run's metrics. "
-            "Their FD, W2, precision and coverage, density under collapse and recall under "
-            "over-spread, are flagged wherever this report would call them good.\n\n"
+            "What the situation flatters is flagged wherever this report would call it good: "
+            "under collapse FD, W2, precision, coverage and density, under over-spread recall "
+            "(`FLATTERED` there).\n\n"
             + "\n".join(f"- {line}" for line in lines))
 
 
