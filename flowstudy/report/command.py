@@ -58,7 +58,8 @@ def report(study: Path, group: str, metric: str | None = None, method: stats.Met
             f"metric: mean [{stats.CONFIDENCE:.0%} {interval} interval over seeds] (floor: the "
             f"same metric between two real sample sets; gauss: for samples of a Gaussian fitted "
             f"to the train split). A row is bold only when it wins by {metric} outside the "
-            f"interval.{warning}\n\n" + markdown(head, cells, best) + "\n\n"
+            f"interval and its samples do not flatter {metric} (collapse, over-spread)."
+            f"{warning}\n\n" + markdown(head, cells, best) + "\n\n"
             + summary_markdown(s) + "\n")
     matched = compute_matched(runs, metric, method)  # FLOP-budget runs at two budgets or more
     if matched is not None:

@@ -20,7 +20,7 @@ from flowstudy import stats
 from flowstudy.labels import short_labels
 from flowstudy.metrics import METRICS, QUALITY
 from flowstudy.metrics import label as metric_label
-from flowstudy.metrics.collapse import collapse_flags, flattered
+from flowstudy.metrics.collapse import Kind, collapse_flags, flattered
 from flowstudy.report.rows import Row
 from flowstudy.results import RunResult, checkpoint_dir_in, evaluation_records
 
@@ -119,7 +119,7 @@ def cell(row: Row, key: str, method: stats.Method = "t") -> Cell:
 class Shape:
     """One kind of collapse flag (flowstudy.metrics.collapse) over a configuration's runs."""
 
-    kind: str
+    kind: Kind
     seeds: list[int | None]  # those of the runs it fired on
     runs: int  # the configuration's
     evidence: list[str]  # the numbers of each rule of this kind, on the first run it fired on
@@ -176,7 +176,7 @@ class Summary:
     def flags(self, i: int, key: str) -> str | None:
         """``over-spread`` (or ``collapse on 1/3 seeds``, ...) where row ``i``'s samples are in
         a situation that flatters ``key`` (flowstudy.metrics.collapse.FLATTERED); else None."""
-        notes = [sh.note for sh in self.shapes[i] if key in flattered([sh.kind])]  # type: ignore
+        notes = [sh.note for sh in self.shapes[i] if key in flattered([sh.kind])]
         return ", ".join(notes) or None
 
     def flagged(self, i: int, key: str) -> str | None:
@@ -325,7 +325,6 @@ def yardsticks_markdown(s: Summary) -> str | None:
     """Per configuration and metric: beats the Gaussian baseline or not, at the floor or not."""
     keys = [k for k in RANKED if METRICS[k].floor or METRICS[k].baseline
             if any(c[k].vs_floor or c[k].vs_gauss for c in s.cells)]
-    # a flagged win reads e.g. "≈ floor (flagged: over-spread)"
     if not keys:
         return None
     lines = ["| configuration | " + " | ".join(metric_label(k) for k in keys) + " |",
