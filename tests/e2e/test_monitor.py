@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from flowstudy.checkpoint import Checkpoint
+from flowstudy.config.naming import short_name
 from flowstudy.results import RunResult
 
 from ..helpers import TINY_MLP, TINY_TRAIN, cli, name_of
@@ -68,9 +69,12 @@ def test_a_sample_monitor_picks_best_pt_records_its_values_and_a_branch_keeps_it
     branch = cli([*RUN, *study, "train.epochs=6", f"hydra.run.dir={tmp_path / 'out2'}",
                   f"resume={last}", "wandb.mode=disabled"], cwd=tmp_path)
     assert branch.returncode == 0, branch.stderr[-3000:]
-    resumed = RunResult.load(tmp_path / "study" / "runs" / f"{name}+epochs6" / "result.json")
-    own = [r for r in _metrics(tmp_path / "study" / "runs" / f"{name}+epochs6" /
-                               "metrics.jsonl") if "val/norm_w1" in r]
+    # This config's name is over the derived-name limit (the parent's record keeps it whole):
+    # the branch's name is the parent's name and its own suffix, shortened again.
+    assert result.full_name is not None and result.full_name != name
+    branch_dir = tmp_path / "study" / "runs" / short_name(f"{name}+epochs6")
+    resumed = RunResult.load(branch_dir / "result.json")
+    own = [r for r in _metrics(branch_dir / "metrics.jsonl") if "val/norm_w1" in r]
     assert [r["epoch"] for r in own] == [2, 4, 6]  # the parent's history, then its own
     assert resumed.monitor["measurements"] == 1
     assert resumed.monitor["best"] == min(best["val/norm_w1"], own[-1]["val/norm_w1"])
