@@ -15,12 +15,10 @@ from flowstudy.errors import UserError
 from flowstudy.fileio import atomic_path, ensure_writable_dir
 from flowstudy.metrics import METRICS
 from flowstudy.report.compute import compute_matched
+from flowstudy.report.evaluations import evaluations, evaluations_markdown
+from flowstudy.report.exports import csv_rows, document
 from flowstudy.report.rows import default_metric, load_runs, rows_for, study_groups
 from flowstudy.report.tables import (
-    csv_rows,
-    document,
-    evaluations,
-    evaluations_markdown,
     markdown,
     shape_lines,
     summarise,

@@ -1,5 +1,7 @@
 """The report's statistics and tables: every metric cell with its interval over seeds, the
-paired comparisons, the verdicts, as Markdown, CSV rows and a JSON document (torch-free).
+paired comparisons, the verdicts, as Markdown (CSV rows and the JSON document of the same
+``Summary``: ``report.exports``; sampling cost against quality: ``report.evaluations``).
+Torch-free.
 
 Metrics and their directions and yardsticks come from the registry (``flowstudy.metrics``), so
 a metric added there gets a column, an interval, comparisons and verdicts here by itself. Where
@@ -13,7 +15,6 @@ import math
 import statistics
 from dataclasses import dataclass, field
 from itertools import combinations
-from pathlib import Path
 from typing import Any
 
 from flowstudy import stats
@@ -22,7 +23,6 @@ from flowstudy.metrics import METRICS, QUALITY
 from flowstudy.metrics import label as metric_label
 from flowstudy.metrics.collapse import Kind, collapse_flags, flattered
 from flowstudy.report.rows import Row
-from flowstudy.results import RunResult, checkpoint_dir_in, evaluation_records
 
 # Ranked columns, then those shown for context only (never used to pick a best row).
 RANKED = tuple(q for q in QUALITY if METRICS[q].direction is not None)
@@ -252,7 +252,7 @@ def _cost(row: Row, key: str, digits: int = 4) -> str:
     return f"{mean:.{digits}f}" + (f" ± {std:.{digits}f}" if std is not None else "")
 
 
-def _swept(row: Row) -> str:
+def swept_text(row: Row) -> str:
     keys = sorted({k for r in row.runs for k in r.swept if k != "seed" or len(row.runs) == 1})
     return ", ".join(f"{k}={row.runs[0].swept[k]}" for k in keys if k in row.runs[0].swept)
 
@@ -266,7 +266,7 @@ def header() -> list[str]:
 def table_cells(s: Summary) -> list[list[str]]:
     out = []
     for row, cells, found in zip(s.rows, s.cells, s.shapes, strict=True):
-        out.append([row.name, _swept(row), str(len(row.runs)),
+        out.append([row.name, swept_text(row), str(len(row.runs)),
                     "/".join(sorted({r.shown_status for r in row.runs})),
                     _cost(row, "epochs"), _cost(row, "steps"),
                     "/".join(sorted({r.stop_reason or "-" for r in row.runs})),
@@ -394,67 +394,3 @@ def summary_markdown(s: Summary) -> str:
                      "data); \"(flagged: ...)\" marks a win that collapsed or over-spread "
                      "samples flatter (above).\n\n" + yard)
     return "\n\n".join(parts)
-
-
-def csv_rows(s: Summary) -> tuple[list[str], list[list[Any]]]:
-    """The table's columns, ``best``, then every statistic as numbers: per metric its mean,
-    interval, seeds, sd, yardstick means and verdicts, and its collapse flag."""
-    numeric = ["mean", "ci_low", "ci_high", "n", "sd", "floor", "baseline", "vs_floor",
-               "vs_gauss", "flagged"]
-    head = [*header(), "best", "label",
-            *(f"{k}_{n}" for k in STATISTICS for n in numeric)]
-    out = []
-    for i, line in enumerate(table_cells(s)):
-        values: list[Any] = []
-        for k in STATISTICS:
-            c = s.cells[i][k]
-            iv = c.interval
-            values += [iv and iv.mean, iv and iv.low, iv and iv.high, iv.n if iv else 0,
-                       iv and iv.sd, c.floor and c.floor.mean, c.baseline and c.baseline.mean,
-                       c.vs_floor, c.vs_gauss, s.flagged(i, k)]
-        out.append([*line, "yes" if i == s.best else "", s.labels[i],
-                    *("" if v is None else v for v in values)])
-    return head, out
-
-
-def document(s: Summary, group: str) -> dict[str, Any]:
-    """report.json: what a notebook needs, with no parsing of cells."""
-    return {
-        "group": group, "metric": s.metric, "interval": s.method,
-        "confidence": stats.CONFIDENCE,
-        "directions": {k: METRICS[k].direction for k in STATISTICS},
-        "rows": [{"name": row.name, "label": s.labels[i], "swept": _swept(row),
-                  "status": sorted({r.status for r in row.runs}), "seeds": row.seeds,
-                  "runs": [r.name for r in row.runs], "best": i == s.best,
-                  "cells": {k: {**c.to_dict(), "flagged": s.flagged(i, k)}
-                            for k, c in s.cells[i].items() if c.seeds},
-                  "sample_shape": [sh.to_dict() for sh in s.shapes[i]],
-                  "cost": {k: row.mean(k) for k, _ in COSTS}}
-                 for i, row in enumerate(s.rows)],
-        "comparisons": {k: [c.to_dict() for c in cs] for k, cs in s.comparisons.items()},
-        "verdicts": {k: {**v.to_dict(), "flagged": s.verdict_flag(k)}
-                     for k, v in s.verdicts.items()},
-    }
-
-
-def evaluations(runs: list[RunResult], study: Path) -> list[dict[str, Any]]:
-    """The records ``python -m flowstudy.sample`` wrote beside each run's checkpoint in
-    ``study``."""
-    records = [e for r in runs for e in evaluation_records(checkpoint_dir_in(study, r))]
-    return sorted(records, key=lambda e: (e["run"], e["sample"]["solver"], e["nfe"]))
-
-
-def evaluations_markdown(records: list[dict[str, Any]], metric: str) -> str:
-    """Sampling cost against quality: one line per checkpoint evaluation."""
-    keys = [k for k in (metric, "w2", "fd") if k in QUALITY]
-    keys = list(dict.fromkeys(keys))
-    lines = ["| run | epoch | solver | steps | NFE | seed | "
-             + " | ".join(f"{k} (floor)" for k in keys) + " |",
-             "|" + "---|" * (6 + len(keys))]
-    for e in records:
-        m, smp = e["metrics"], e["sample"]
-        quality = [f"{m[k]:.4f} ({m[k + '_floor']:.4f})" if k in m else "-" for k in keys]
-        steps = "-" if smp["solver"] == "dopri5" else str(smp["steps"])
-        lines.append(f"| {e['run']} | {e['epoch']} | {smp['solver']} | {steps} | {e['nfe']} | "
-                     f"{e['seed']} | " + " | ".join(quality) + " |")
-    return "\n".join(lines)

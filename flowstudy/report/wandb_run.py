@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from flowstudy.config import WandbConfig
-from flowstudy.report.tables import STATISTICS, Summary, csv_rows
+from flowstudy.report.exports import csv_rows
+from flowstudy.report.tables import STATISTICS, Summary
 from flowstudy.tracking import check_online
 
 
