@@ -86,13 +86,11 @@ def read_json(path: str | os.PathLike[str], what: str, fix: str) -> Any:
         raise UserError(f"{path}: not a readable {what} ({reason}); {fix}") from e
 
 
-def _writable(path: Path) -> bool:
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=path):
-            return True
-    except OSError:
-        return False
+def _prove_writable(path: Path) -> None:
+    """Create ``path`` if needed and write (and drop) a file there; OSError where either fails."""
+    path.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryFile(dir=path):
+        pass
 
 
 def redirect_home_caches(fallback: Path) -> None:
@@ -103,16 +101,16 @@ def redirect_home_caches(fallback: Path) -> None:
     home = Path.home()
     for variable, default, used in (("XDG_CACHE_HOME", home / ".cache", "wandb/logs"),
                                     ("MPLCONFIGDIR", home / ".config" / "matplotlib", "")):
-        if not _writable(Path(os.environ.get(variable) or default) / used):
+        try:
+            _prove_writable(Path(os.environ.get(variable) or default) / used)
+        except OSError:
             os.environ[variable] = str(fallback / variable.lower())
 
 
 def ensure_writable_dir(path: Path, key: str) -> None:
     """Create ``path`` if needed and prove a file can be written there, before any work starts."""
     try:
-        path.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=path):
-            pass
+        _prove_writable(path)
     except OSError as e:
         raise UserError(f"{key}: {path} is not a writable directory ({e.strerror or e})") from e
 
